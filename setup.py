@@ -1,0 +1,49 @@
+"""Packaging for zbifrost.
+
+`twisted.plugins` is listed so that `pip install .` puts twisted/plugins/zbifrost_plugin.py
+into site-packages/twisted/plugins/ where twistd finds it (that folder has no __init__.py on
+purpose). The bundled demo workspace, the top-level zui/ folder, is installed as
+zbifrost/demo so that an installed zbifrost serves it by default.
+"""
+
+import re
+
+from setuptools import setup
+
+with open("zbifrost/__init__.py", encoding="utf-8") as handle:
+    VERSION = re.search(r'__version__ = "([^"]+)"', handle.read()).group(1)
+
+with open("README.md", encoding="utf-8") as handle:
+    LONG_DESCRIPTION = handle.read()
+
+setup(
+    name="zbifrost",
+    version=VERSION,
+    description="WebSocket bridge from web pages to the commands a Python backend declares in zUI files",
+    long_description=LONG_DESCRIPTION,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["zbifrost", "zbifrost.events", "zbifrost.zui", "zbifrost.demo", "twisted.plugins"],
+    package_dir={"zbifrost.demo": "zui"},
+    package_data={
+        "zbifrost": ["static/*"],
+        "zbifrost.demo": ["*.yaml", "*.yml", "*.json", "plugins/*.py", "*/*.yaml", "*/*/*.yaml"],
+        "twisted.plugins": ["zbifrost_plugin.py"],
+    },
+    install_requires=[
+        "twisted>=24.7",
+        "autobahn>=26.7.1",
+        "pyyaml>=6.0",
+        "orjson>=3.9",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13"],
+    },
+    entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP",
+    ],
+)

@@ -1,0 +1,159 @@
+"""Who may connect: the token store (hashes only) and the Origin policy.
+
+Tokens are looked up by their SHA-256; the plain token is never stored or logged. The store
+re-reads its file when it changes, so a token minted or revoked with `python -m
+zbifrost.tokens` takes effect without a restart. Nothing here knows about WebSocket frames.
+"""
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+import yaml
+from twisted.logger import Logger
+
+log = Logger()
+
+ANONYMOUS = {"authenticated": True, "user": "anonymous", "role": "guest"}
+
+
+class TokenFileError(Exception):
+    """The tokens file cannot be read or has a malformed entry."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    role: str
+    expires: float = None  # epoch seconds, or None
+    revoked: bool = False
+
+    def usable(self, now):
+        return not self.revoked and (self.expires is None or now < self.expires)
+
+
+def hash_token(token):
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _expiry(value, where):
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise TokenFileError(f"{where}: expires must be an ISO date/time or epoch seconds") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def read_token_file(path):
+    """{sha256 hex: Identity} from a tokens YAML file. Raises TokenFileError."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle) or {}
+    except OSError as err:
+        raise TokenFileError(f"tokens file {path}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise TokenFileError(f"tokens file {path}: invalid YAML ({err})") from None
+    entries = raw.get("tokens") if isinstance(raw, dict) else None
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise TokenFileError(f"tokens file {path}: 'tokens' must be a list")
+    table = {}
+    for index, entry in enumerate(entries):
+        where = f"tokens file {path}: entry {index + 1}"
+        if not isinstance(entry, dict):
+            raise TokenFileError(f"{where}: must be a mapping")
+        digest = str(entry.get("sha256", "")).lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise TokenFileError(f"{where}: sha256 must be 64 hex digits")
+        user, role = entry.get("user"), entry.get("role", "user")
+        if not isinstance(user, str) or not user or not isinstance(role, str) or not role:
+            raise TokenFileError(f"{where}: user and role must be non-empty strings")
+        table[digest] = Identity(user=user, role=role, expires=_expiry(entry.get("expires"), where),
+                                 revoked=bool(entry.get("revoked", False)))
+    return table
+
+
+class TokenStore:
+    """Checks tokens against the file, re-reading it when its modification time changes."""
+
+    def __init__(self, path, clock=time.time):
+        self.path = path
+        self._clock = clock
+        self._mtime = None
+        self._table = {}
+        self._refresh(strict=True)
+
+    def _refresh(self, strict=False):
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except OSError as err:
+            if strict:
+                raise TokenFileError(f"tokens file {self.path}: cannot read it ({err.strerror})") from None
+            return
+        if mtime == self._mtime:
+            return
+        try:
+            self._table = read_token_file(self.path)
+        except TokenFileError as err:
+            if strict:
+                raise
+            log.error("{error}; keeping the tokens loaded before", error=str(err))
+        self._mtime = mtime
+
+    def identify(self, token):
+        """The Identity for a token, or None when it is unknown, expired or revoked."""
+        self._refresh()
+        identity = self._table.get(hash_token(token))
+        if identity is None or not identity.usable(self._clock()):
+            return None
+        return identity
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def normalize_origin(origin):
+    """`scheme://host:port` with the default port filled in, lower-cased; None if malformed."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.hostname:
+        return None
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme)
+        if port is None:
+            return None
+    return f"{scheme}://{parts.hostname.lower()}:{port}"
+
+
+class OriginPolicy:
+    """PROTOCOL.md section 2 step 2: exact matches only, same-origin when no list is set."""
+
+    def __init__(self, allowed_origins):
+        self.any = "*" in allowed_origins
+        self.allowed = {normalize_origin(o) for o in allowed_origins if o != "*"} - {None}
+
+    def allows(self, origin, host_header):
+        if origin is None or self.any:
+            return True
+        normalized = normalize_origin(origin)
+        if normalized is None:
+            return False
+        if self.allowed:
+            return normalized in self.allowed
+        scheme = normalized.split("://", 1)[0]
+        host = normalize_origin(f"{scheme}://{host_header}") if host_header else None
+        return host is not None and host.split("://", 1)[1] == normalized.split("://", 1)[1]

@@ -1,0 +1,45 @@
+"""The query cache: command results kept for their `cache_ttl`, least recently used dropped first.
+
+Keys are built by the dispatcher (file, block, key, args, data, role); values are results
+already known to be JSON-encodable. No I/O; time comes from an injectable clock.
+"""
+
+import time
+from collections import OrderedDict
+
+
+class QueryCache:
+    def __init__(self, max_entries=1024, clock=time.monotonic):
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries = OrderedDict()  # key -> (expires_at, value)
+        self.hits = self.misses = self.expired = 0
+
+    def get(self, key):
+        """(True, value) on a hit, (False, None) on a miss or an expired entry."""
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return False, None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            self.expired += 1
+            self.misses += 1
+            return False, None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return True, entry[1]
+
+    def put(self, key, value, ttl):
+        self._entries[key] = (self._clock() + ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self):
+        removed = len(self._entries)
+        self._entries.clear()
+        return removed
+
+    def stats(self):
+        return {"hits": self.hits, "misses": self.misses, "expired": self.expired, "size": len(self._entries)}

@@ -1,0 +1,219 @@
+"""The one Config object: defaults < config file < WEBSOCKET_* environment < flags.
+
+This module owns every setting's name, default and validation. It reads a YAML config file
+and the environment, but it never touches the network or the zUI files' contents: a
+`ConfigError` carries one line of text naming the key (and the file and line where known).
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# The demo workspace: installed as zbifrost/demo, or the top-level zui/ of a source checkout.
+BUNDLED_WORKSPACE = next(
+    (path for path in (os.path.join(_PACKAGE_DIR, "demo"), os.path.join(os.path.dirname(_PACKAGE_DIR), "zui"))
+     if os.path.isdir(path)),
+    os.path.join(_PACKAGE_DIR, "demo"))
+
+
+class ConfigError(Exception):
+    """A setting is wrong; str(err) is one line meant for the operator."""
+
+
+@dataclass
+class Config:
+    # where to listen
+    host: str = "127.0.0.1"
+    port: int = 18774
+    listen: list = field(default_factory=list)  # strports strings; replace host/port when given
+    backlog: int = 1024
+    # what to serve
+    workspace: str = BUNDLED_WORKSPACE
+    zvafile: str = "@.zUI.level1"
+    zblock: str = None  # None: "root" if the file has it, else its first block
+    # who may connect
+    require_auth: bool = False
+    tokens_file: str = None
+    allowed_origins: list = field(default_factory=list)
+    max_connections: int = 10000
+    # keepalive and limits
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    handshake_timeout: float = 5.0
+    max_message_size: int = 65536
+    rate: float = 50.0  # messages per second sustained; 0 turns rate limiting off
+    burst: int = 100
+    max_in_flight: int = 16
+    max_outbound_buffer: int = 1024 * 1024
+    command_timeout: float = 30.0
+    cache_size: int = 1024
+    shutdown_grace: float = 5.0
+    compression: bool = False
+
+
+# Keys accepted in the config file's `websocket:` section, with the Config attribute they set.
+_WEBSOCKET_KEYS = {
+    "host": "host",
+    "port": "port",
+    "listen": "listen",
+    "backlog": "backlog",
+    "require_auth": "require_auth",
+    "tokens": "tokens_file",
+    "allowed_origins": "allowed_origins",
+    "max_connections": "max_connections",
+    "ping_interval": "ping_interval",
+    "ping_timeout": "ping_timeout",
+    "handshake_timeout": "handshake_timeout",
+    "max_message_size": "max_message_size",
+    "rate": "rate",
+    "burst": "burst",
+    "max_in_flight": "max_in_flight",
+    "max_outbound_buffer": "max_outbound_buffer",
+    "command_timeout": "command_timeout",
+    "cache_size": "cache_size",
+    "shutdown_grace": "shutdown_grace",
+    "compression": "compression",
+}
+_TOP_LEVEL_KEYS = {"zWorkspace": "workspace", "zVaFile": "zvafile", "zBlock": "zblock"}
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(name, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {value!r}")
+
+
+def _coerce(name, attr, value):
+    """Turn a raw value (YAML, env or flag) into the type Config's attribute has."""
+    kind = _FIELD_TYPES[attr]
+    if kind is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return list(value)
+    if kind is bool:
+        return _parse_bool(name, value)
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+        if kind is int and isinstance(value, float) and value != number:
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return number
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value
+
+
+def _read_file(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except OSError as err:
+        raise ConfigError(f"config file {path}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"config file {path}{where}: invalid YAML ({problem})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    values = {}
+    section = raw.get("websocket") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: websocket: expected a mapping")
+    for key, value in section.items():
+        if key not in _WEBSOCKET_KEYS:
+            raise ConfigError(f"config file {path}: websocket.{key}: unknown setting")
+        attr = _WEBSOCKET_KEYS[key]
+        values[attr] = _coerce(f"config file {path}: websocket.{key}", attr, value)
+    for key, attr in _TOP_LEVEL_KEYS.items():
+        if key in raw:
+            values[attr] = _coerce(f"config file {path}: {key}", attr, raw[key])
+    if "workspace" in values and not os.path.isabs(values["workspace"]):
+        # a relative zWorkspace is relative to the config file, not to wherever twistd runs
+        values["workspace"] = os.path.join(os.path.dirname(os.path.abspath(path)), values["workspace"])
+    return values
+
+
+_ENVIRONMENT = {
+    "WEBSOCKET_HOST": "host",
+    "WEBSOCKET_PORT": "port",
+    "WEBSOCKET_REQUIRE_AUTH": "require_auth",
+    "WEBSOCKET_ALLOWED_ORIGINS": "allowed_origins",
+}
+
+
+def _read_environment(environ):
+    values = {}
+    for name, attr in _ENVIRONMENT.items():
+        if name in environ:
+            values[attr] = _coerce(f"environment {name}", attr, environ[name])
+    return values
+
+
+def _validate(config):
+    def positive(attr, allow_zero=False):
+        value = getattr(config, attr)
+        if value < 0 or (value == 0 and not allow_zero):
+            raise ConfigError(f"{attr}: must be {'zero or more' if allow_zero else 'greater than zero'}, got {value}")
+
+    if not 1 <= config.port <= 65535:
+        raise ConfigError(f"port: must be between 1 and 65535, got {config.port}")
+    for attr in ("backlog", "max_connections", "max_message_size", "max_in_flight", "max_outbound_buffer",
+                 "cache_size", "ping_timeout", "handshake_timeout", "command_timeout"):
+        positive(attr)
+    for attr in ("ping_interval", "rate", "burst", "shutdown_grace"):
+        positive(attr, allow_zero=True)
+    if config.rate and config.burst < 1:
+        raise ConfigError("burst: must be at least 1 when rate limiting is on")
+    if not os.path.isdir(config.workspace):
+        raise ConfigError(f"zWorkspace: {config.workspace} is not a directory")
+    config.workspace = os.path.realpath(config.workspace)
+    if config.require_auth and not config.tokens_file:
+        raise ConfigError("require_auth: needs a tokens file (--tokens FILE or websocket.tokens)")
+    if config.tokens_file and not os.path.isfile(config.tokens_file):
+        raise ConfigError(f"tokens: {config.tokens_file} is not a file")
+    for origin in config.allowed_origins:
+        if origin != "*" and "://" not in origin:
+            raise ConfigError(f"allowed_origins: {origin!r} must be '*' or scheme://host[:port]")
+
+
+def load_config(config_file=None, environ=None, overrides=None):
+    """Build a validated Config from the layers, lowest first.
+
+    `overrides` maps Config attribute names to raw values (the command-line flags that were
+    given); `environ` defaults to os.environ.
+    """
+    values = {}
+    unknown = set(overrides or {}) - set(_FIELD_TYPES)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    if config_file:
+        values.update(_read_file(config_file))
+    values.update(_read_environment(os.environ if environ is None else environ))
+    for attr, value in (overrides or {}).items():
+        values[attr] = _coerce(f"--{attr.replace('_', '-')}", attr, value)
+    config = Config(**values)
+    _validate(config)
+    return config

@@ -1,0 +1,28 @@
+"""`discover` and `introspect`: what the client's role may run in the loaded zUI file."""
+
+from ..messages import FORBIDDEN, RequestError, optional_field, quote, require_string
+
+
+def discover(conn, message, request_id):
+    role = conn.identity["role"]
+    zfile = conn.server.workspace.file(conn.session.zvafile)
+    blocks = {}
+    for name, block in zfile.blocks.items():
+        commands = [{"key": command.key, "kind": command.action.kind, "description": command.description}
+                    for command in block.commands.values() if command.allows(role)]
+        menu = [item for item in block.menu
+                if (found := block.find(item)) is None or found.allows(role)]
+        blocks[name] = {"menu": menu, "commands": commands}
+    return {"zVaFile": zfile.zpath, "blocks": blocks}
+
+
+def introspect(conn, message, request_id):
+    zkey = require_string(message, "zKey", alias="cmd")
+    zblock = optional_field(message, "zBlock", str, "a string")
+    _, block, command = conn.server.dispatcher.resolve(conn.session, zkey, zblock)
+    if not command.allows(conn.identity["role"]):
+        raise RequestError(FORBIDDEN, f"Your role may not run {quote(zkey)}")
+    return command.describe(block.name)
+
+
+HANDLERS = {"discover": discover, "introspect": introspect}

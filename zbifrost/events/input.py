@@ -1,0 +1,13 @@
+"""`input_response`: a client's answer to an `input_request` of a running zDialog."""
+
+from ..messages import NO_REPLY, require_string
+
+
+def input_response(conn, message, request_id):
+    waiting = conn.pending_inputs.pop(require_string(message, "requestId"), None)
+    if waiting is not None and not waiting.called:
+        waiting.callback(message.get("value"))
+    return NO_REPLY
+
+
+HANDLERS = {"input_response": input_response}

@@ -1,0 +1,139 @@
+"""BifrostServerFactory: the shared side of all connections.
+
+It holds the client registry, the services every connection uses (workspace, dispatcher,
+query cache, channel hub, token store, origin policy, metrics) and the Autobahn protocol
+options, all set in `_set_protocol_options` because any call to `setProtocolOptions` resets
+options not named in it. It also runs the graceful shutdown of the clients.
+"""
+
+import time
+
+from autobahn.twisted.websocket import WebSocketServerFactory
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from . import messages
+from .auth import ANONYMOUS, OriginPolicy
+from .cache import QueryCache
+from .channels import ChannelHub
+from .dispatch import Dispatcher
+from .metrics import Metrics
+from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
+
+FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "progress",
+            "input"]
+
+log = Logger()
+
+
+def _accept_deflate(offers):
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer)
+    return None
+
+
+class BifrostServerFactory(WebSocketServerFactory):
+    protocol = BifrostServerProtocol
+
+    def __init__(self, config, workspace, zvafile, zblock, tokens, reactor):
+        super().__init__(reactor=reactor)
+        self.config = config
+        self.workspace = workspace
+        self.reactor = reactor
+        self.started = time.time()
+        self.clients = {}  # client_id -> protocol, for open sessions
+        self.authenticated_clients = 0
+        self.stopping = False
+        self._all_closed = None
+        self.metrics = Metrics()
+        self.hub = ChannelHub()
+        self.cache = QueryCache(config.cache_size)
+        self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)
+        self.tokens = tokens  # a TokenStore when require_auth is on, else None
+        self.origin_policy = OriginPolicy(config.allowed_origins)
+        self.anonymous = dict(ANONYMOUS)
+        self.features = list(FEATURES)
+        self.zvafile = zvafile  # where new sessions start
+        self.zblock = zblock
+        self._set_protocol_options()
+
+    def _set_protocol_options(self):
+        config = self.config
+        self.setProtocolOptions(
+            versions=[13],
+            webStatus=False,
+            utf8validateIncoming=True,
+            requireMaskedClientFrames=True,
+            maskServerFrames=False,
+            maxFramePayloadSize=config.max_message_size,
+            maxMessagePayloadSize=config.max_message_size,
+            autoFragmentSize=0,
+            failByDrop=False,
+            echoCloseCodeReason=False,
+            openHandshakeTimeout=config.handshake_timeout,
+            closeHandshakeTimeout=1,
+            tcpNoDelay=True,
+            perMessageCompressionAccept=_accept_deflate if config.compression else (lambda offers: None),
+            autoPingInterval=config.ping_interval,
+            autoPingTimeout=config.ping_timeout if config.ping_interval else 0,
+            autoPingSize=12,
+            autoPingRestartOnAnyTraffic=True,
+            allowedOrigins=["*"],  # zbifrost.auth.OriginPolicy decides, with exact matching
+            allowNullOrigin=True,
+            maxConnections=0,  # zbifrost counts connections itself and answers 503
+            trustXForwardedFor=0,
+        )
+
+    # -- the client registry ---------------------------------------------------------------
+
+    def register(self, conn):
+        self.clients[conn.client_id] = conn
+        self.metrics.connections_total += 1
+        if self.tokens is not None:
+            self.authenticated_clients += 1
+
+    def unregister(self, conn):
+        if self.clients.pop(conn.client_id, None) is not None and self.tokens is not None:
+            self.authenticated_clients -= 1
+        if self._all_closed is not None and not self.clients:
+            waiting, self._all_closed = self._all_closed, None
+            waiting.callback(None)
+
+    # -- graceful shutdown -----------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def shut_down(self, grace):
+        """Refuse new work, tell every client, give commands in flight `grace` seconds to reply,
+        close everyone with 1001, and fire once all connections are gone (bounded in time)."""
+        self.stopping = True
+        if not self.clients:
+            return
+        log.info("Shutting down: {count} client(s), {grace} s for commands in flight",
+                 count=len(self.clients), grace=grace)
+        self._all_closed = defer.Deferred()
+        frame = messages.event_frame("server_shutdown", message="Server is shutting down")
+        for conn in list(self.clients.values()):
+            conn.begin_shutdown(frame)
+        yield self._wait_for_clients(grace)
+        for conn in list(self.clients.values()):
+            conn.close(*CLOSE_SHUTDOWN)
+        yield self._wait_for_clients(2.0)  # the close handshake, then Autobahn drops the TCP link
+        for conn in list(self.clients.values()):
+            conn.transport.abortConnection()
+
+    def _wait_for_clients(self, seconds):
+        if not self.clients or self._all_closed is None:
+            return defer.succeed(None)
+        waiting = defer.Deferred()
+        timer = self.reactor.callLater(seconds, lambda: waiting.called or waiting.callback(None))
+
+        def closed(_):
+            if timer.active():
+                timer.cancel()
+            if not waiting.called:
+                waiting.callback(None)
+
+        self._all_closed.addBoth(closed)
+        return waiting

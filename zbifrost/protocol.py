@@ -1,0 +1,281 @@
+"""BifrostServerProtocol: one client connection, from frames in to frames out.
+
+It owns the per-connection state (identity, session, subscriptions, rate limiter, commands in
+flight, outbound backlog), the opening-handshake checks of PROTOCOL.md section 2, and the
+conversion of failures into error replies (`_error_for`, the one place that does it). The
+hot path is `onMessage`: parse, look up the handler, reply; a result that is not a Deferred
+is answered at once, with no timers, logging or thread hops.
+
+Autobahn's own logger is `self.log`, so ours is `_log`. Autobahn swallows exceptions raised
+in `onConnect`/`onOpen`, so both guard themselves.
+"""
+
+import secrets
+import time
+import uuid
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import messages
+from .dispatch import Session
+from .events import HANDLERS
+from .events.session import connection_info
+from .messages import COMMAND_FAILED, RATE_LIMITED, TIMEOUT, UNKNOWN_EVENT, RequestError
+from .ratelimit import ABUSIVE, LIMITED, RateLimiter
+
+SUBPROTOCOL = "zbifrost.v1"
+
+CLOSE_SHUTDOWN = (1001, "Server shutdown")
+CLOSE_AUTH_REQUIRED = (1008, "Authentication required")
+CLOSE_INVALID_TOKEN = (1008, "Invalid token")
+CLOSE_RATE = (1008, "Rate limit exceeded")
+CLOSE_INTERNAL = (1011, "Internal error")
+CLOSE_SLOW = (1013, "Slow consumer")
+
+_Deferred = defer.Deferred
+
+
+def _bearer_token(request):
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _query_token(request):
+    for name in ("token", "api_key"):
+        values = request.params.get(name)
+        if values and values[0]:
+            return values[0]
+    return None
+
+
+class _OutboundWatch:
+    """The transport's producer: tells the protocol when its send buffer is full or drained."""
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    def pauseProducing(self):
+        self.protocol._buffer_full()
+
+    def resumeProducing(self):
+        self.protocol._buffer_drained()
+
+    def stopProducing(self):
+        pass
+
+
+class BifrostServerProtocol(WebSocketServerProtocol):
+    _log = Logger()
+
+    client_id = None
+    identity = None
+    session = None
+    _refusal = None  # close code and reason for a connection whose handshake failed auth
+    _open = False
+    _shutting_down = False
+    _backlog = None  # bytes queued while the transport's buffer is full; None when it is not
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def onConnect(self, request):
+        try:
+            return self._check_request(request)
+        except ConnectionDeny:
+            raise
+        except Exception:
+            self._log.failure("Unexpected error while checking a WebSocket upgrade")
+            raise ConnectionDeny(ConnectionDeny.INTERNAL_SERVER_ERROR, "Internal server error") from None
+
+    def _check_request(self, request):
+        server = self.factory
+        if server.stopping:
+            server.metrics.refused("stopping")
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "Server is shutting down")
+        if len(server.clients) >= server.config.max_connections:
+            server.metrics.refused("max_connections")
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "Too many connections")
+        if not server.origin_policy.allows(request.headers.get("origin"), request.headers.get("host")):
+            server.metrics.refused("origin")
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Origin not allowed")
+        self.client_id = "c-" + secrets.token_hex(4)
+        if server.tokens is None:
+            self.identity = server.anonymous
+        else:
+            token = _query_token(request) or _bearer_token(request)
+            found = server.tokens.identify(token) if token else None
+            if found is None:
+                self._refusal = CLOSE_INVALID_TOKEN if token else CLOSE_AUTH_REQUIRED
+                server.metrics.refused("invalid_token" if token else "no_token")
+            else:
+                self.identity = {"authenticated": True, "user": found.user, "role": found.role}
+        return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
+
+    def onOpen(self):
+        try:
+            if self._refusal is not None:
+                self.close(*self._refusal)
+                return
+            server = self.factory
+            self.session = Session(server.zvafile, server.zblock)
+            self.subscriptions = set()
+            self.pending_inputs = {}
+            self.in_flight = 0
+            self.server = server
+            self._limiter = RateLimiter(server.config.rate, server.config.burst) if server.config.rate else None
+            self._watch_outbound()
+            self._open = True
+            server.register(self)
+            self.send_frame(messages.event_frame("connection_info", data=connection_info(self)))
+        except Exception:
+            self._log.failure("Unexpected error while opening a connection")
+            self.close(*CLOSE_INTERNAL)
+
+    def _watch_outbound(self):
+        """Become the transport's producer so that a full send buffer is reported to us.
+
+        Under twisted.web the HTTP channel that handed us the socket is still registered as
+        its producer; it is replaced here.
+        """
+        transport = self.transport
+        if getattr(transport, "producer", None) is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(_OutboundWatch(self), True)
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def onMessage(self, payload, isBinary):
+        if not self._open:
+            return  # refused (auth) or already closing: nothing it sends is processed
+        server = self.factory
+        server.metrics.messages_in += 1
+        verdict = self._limiter.check() if self._limiter is not None else 0
+        if verdict == ABUSIVE:
+            self.close(*CLOSE_RATE)
+            return
+        req_id = None
+        try:
+            message = messages.parse(payload)
+            req_id = message.get("_requestId")
+            if req_id is not None and type(req_id) not in (str, int, float):
+                req_id = None
+                raise RequestError(messages.MISSING_FIELD, "Invalid field '_requestId': expected a string or number")
+            if verdict == LIMITED:
+                raise RequestError(RATE_LIMITED, "Too many messages: slow down")
+            handler = HANDLERS.get(message["event"])
+            if handler is None:
+                raise RequestError(UNKNOWN_EVENT, f"Unknown event: {messages.quote(message['event'])}")
+            result = handler(self, message, req_id)
+        except Exception as err:
+            self._send_error(err, req_id)
+            return
+        if type(result) is _Deferred:
+            self._track(result, req_id)
+        elif result is not messages.NO_REPLY:
+            self._send_result(result, req_id)
+
+    def _send_result(self, result, req_id):
+        try:
+            frame = messages.result_frame(result, req_id)
+        except TypeError as err:  # a plugin returned something JSON cannot hold
+            self._send_error(err, req_id)
+            return
+        self.send_frame(frame)
+
+    def _send_error(self, err, req_id):
+        error = self._error_for(err)
+        self.factory.metrics.error(error.code)
+        self.send_frame(messages.error_frame(error, req_id))
+
+    def _error_for(self, err):
+        """The one place where a failure becomes an error reply."""
+        if isinstance(err, Failure):
+            failure, err = err, err.value
+        else:
+            failure = Failure(err)
+        if isinstance(err, RequestError):
+            return err
+        if isinstance(err, (defer.TimeoutError, defer.CancelledError)):
+            return RequestError(TIMEOUT, "The command did not finish within its timeout")
+        error_id = uuid.uuid4().hex[:12]
+        self._log.failure("Command failed (error id {error_id}, client {client_id})", failure,
+                          error_id=error_id, client_id=self.client_id)
+        return RequestError(COMMAND_FAILED, f"The command failed (error id {error_id})")
+
+    def _track(self, deferred, req_id):
+        """Reply when an asynchronous result arrives, if this connection is still open."""
+        self.in_flight += 1
+        started = time.perf_counter()
+
+        def done(outcome):
+            self.in_flight -= 1
+            self.factory.metrics.observe_command(time.perf_counter() - started)
+            if self._open:
+                if isinstance(outcome, Failure):
+                    self._send_error(outcome, req_id)
+                else:
+                    self._send_result(outcome, req_id)
+                if self._shutting_down and not self.in_flight:
+                    self.close(*CLOSE_SHUTDOWN)
+            elif isinstance(outcome, Failure) and not outcome.check(defer.CancelledError, defer.TimeoutError):
+                self._error_for(outcome)  # the asker is gone; still log the failure with an id
+
+        deferred.addBoth(done)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send_frame(self, frame):
+        """Send one encoded frame to this client; False when it is closed or was cut off."""
+        if not self._open:
+            return False
+        if self._backlog is not None:
+            self._backlog += len(frame)
+            if self._backlog > self.factory.config.max_outbound_buffer:
+                self._log.warn("Closing slow consumer {client_id}", client_id=self.client_id)
+                self.close(*CLOSE_SLOW)
+                return False
+        self.sendMessage(frame, False)
+        self.factory.metrics.messages_out += 1
+        return True
+
+    def _buffer_full(self):
+        if self._backlog is None:
+            self._backlog = 0
+            self.transport.pauseProducing()  # read nothing more from a client that reads nothing
+
+    def _buffer_drained(self):
+        if self._backlog is not None:
+            self._backlog = None
+            if self._open:
+                self.transport.resumeProducing()
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, code, reason):
+        """Send a close frame with any code (Autobahn's sendClose refuses 1001/1008/1011/1013)."""
+        self._open = False
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8"), isReply=False)
+
+    def begin_shutdown(self, frame):
+        """Tell the client the server is stopping; close 1001 once its commands have replied."""
+        self.send_frame(frame)
+        self._shutting_down = True
+        if not self.in_flight:
+            self.close(*CLOSE_SHUTDOWN)
+
+    def onClose(self, wasClean, code, reason):
+        self._open = False
+        if self.session is None:
+            return
+        server = self.factory
+        server.hub.unsubscribe_all(self, self.subscriptions)
+        for waiting in self.pending_inputs.values():
+            if not waiting.called:
+                waiting.cancel()
+        self.pending_inputs.clear()
+        server.unregister(self)

@@ -1,0 +1,95 @@
+"""twistd glue: the `zbifrost` command-line options and `makeService`.
+
+Flags are collected here and handed to `zbifrost.config.load_config`, which owns defaults,
+precedence and validation. A bad setting or a port in use ends start-up with one line on
+stderr and exit status 1, instead of a traceback or a server without a listener.
+"""
+
+import sys
+
+from twisted.internet.error import CannotListenError
+from twisted.python import usage
+
+from .config import ConfigError, load_config
+from .service import BifrostService
+
+# flag name -> Config attribute
+_VALUE_FLAGS = {
+    "port": "port",
+    "interface": "host",
+    "backlog": "backlog",
+    "workspace": "workspace",
+    "zvafile": "zvafile",
+    "zblock": "zblock",
+    "tokens": "tokens_file",
+    "max-message-size": "max_message_size",
+    "max-connections": "max_connections",
+}
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Serve the commands of a zUI workspace to WebSocket clients (browsers and programs). "
+                "Settings come from defaults < --config FILE < WEBSOCKET_* environment < these flags.")
+    optFlags = [["require-auth", None, "Accept only clients with a valid token (see --tokens)."]]
+    optParameters = [
+        ["config", "c", None, "YAML config file (a websocket: section, zWorkspace, zVaFile, zBlock)."],
+        ["port", "p", None, "TCP port to listen on [default: 18774]."],
+        ["interface", "i", None, "Address to listen on [default: 127.0.0.1]."],
+        ["backlog", None, None, "Listen backlog [default: 1024]."],
+        ["workspace", "w", None, "Folder with the zUI files and plugins/ [default: the bundled demo]."],
+        ["zvafile", None, None, "zPath of the zUI file to serve [default: @.zUI.level1]."],
+        ["zblock", None, None, "Block clients start in [default: root if present, else the first]."],
+        ["tokens", None, None, "YAML file of token hashes (python -m zbifrost.tokens add ...)."],
+        ["max-message-size", None, None, "Largest client message in bytes [default: 65536]."],
+        ["max-connections", None, None, "Most simultaneous clients [default: 10000]."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+        self["allowed-origin"] = []
+
+    def opt_listen(self, description):
+        """A strports endpoint to listen on, e.g. tcp:18774:interface=0.0.0.0 (repeatable;
+        replaces --port and --interface)."""
+        self["listen"].append(description)
+
+    def opt_allowed_origin(self, origin):
+        """An Origin allowed to connect, as scheme://host[:port], or * (repeatable)."""
+        self["allowed-origin"].append(origin)
+
+    def overrides(self):
+        """The Config attributes these flags set (only the ones given)."""
+        values = {attr: self[flag] for flag, attr in _VALUE_FLAGS.items() if self[flag] is not None}
+        if self["require-auth"]:
+            values["require_auth"] = True
+        if self["listen"]:
+            values["listen"] = self["listen"]
+        if self["allowed-origin"]:
+            values["allowed_origins"] = self["allowed-origin"]
+        return values
+
+
+def _fail(message):
+    sys.stderr.write(f"zbifrost: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+class _TwistdService(BifrostService):
+    """Under twistd a port in use ends the process with one clear line."""
+
+    def startService(self):
+        try:
+            super().startService()
+        except CannotListenError as err:
+            _fail(f"cannot listen on {err.interface or '*'}:{err.port}: {err.socketError}")
+
+
+def makeService(options, reactor=None):
+    try:
+        config = load_config(options["config"], overrides=options.overrides())
+        return _TwistdService(config, reactor=reactor)
+    except ConfigError as err:
+        _fail(str(err))

@@ -1,0 +1,220 @@
+"""Test helpers for suites that use zbifrost (trial or pytest-twisted), like `treq.testing`.
+
+    server = yield start_server("path/to/workspace", require_auth=False)
+    client = yield connect(server.url)
+    result = yield client.dispatch("^Ping")          # {"message": "Pong!"}
+    yield client.close()
+    yield server.stop()
+
+`start_server` runs a real zbifrost inside the running reactor on an ephemeral loopback port;
+`connect` opens a real Autobahn WebSocket client to it. Replies are matched by `_requestId`;
+an error reply fails the Deferred with `BifrostError` (`.code`, `.message`, `.reply`).
+"""
+
+import itertools
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer
+
+from .config import load_config
+from .service import BifrostService
+
+__all__ = ["BifrostError", "ConnectionClosed", "RunningServer", "start_server", "connect", "BifrostTestClient"]
+
+
+class BifrostError(Exception):
+    """An error reply: `code` is one of PROTOCOL.md's codes, `reply` the whole frame."""
+
+    def __init__(self, reply):
+        super().__init__(f"{reply.get('code')}: {reply.get('error')}")
+        self.code = reply.get("code")
+        self.message = reply.get("error")
+        self.reply = reply
+
+
+class ConnectionClosed(Exception):
+    """The connection closed before the awaited frame arrived."""
+
+    def __init__(self, code, reason):
+        super().__init__(f"connection closed: {code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class RunningServer:
+    """A started zbifrost: `url` (ws://.../ws), `http_url`, `port`, `service`, `factory`."""
+
+    def __init__(self, service):
+        self.service = service
+        self.factory = service.factory
+        self.port = service.ports()[0].getHost().port
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self.http_url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        """Stop gracefully (clients get server_shutdown and 1001); fires when it is down."""
+        return defer.maybeDeferred(self.service.stopService)
+
+
+def start_server(workspace=None, reactor=None, **settings):
+    """Start a zbifrost on 127.0.0.1 and an ephemeral port; fires with a RunningServer.
+
+    `settings` are Config attributes (e.g. zvafile, require_auth, tokens_file, rate).
+    The environment's WEBSOCKET_* variables are ignored.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    overrides = dict(settings, listen=["tcp:0:interface=127.0.0.1"])
+    if workspace is not None:
+        overrides["workspace"] = workspace
+    try:
+        service = BifrostService(load_config(environ={}, overrides=overrides), reactor=reactor)
+        service.startService()
+    except Exception:
+        return defer.fail()
+    return defer.succeed(RunningServer(service))
+
+
+class _ClientProtocol(WebSocketClientProtocol):
+    def onOpen(self):
+        self.factory.client._opened(self)
+
+    def onMessage(self, payload, isBinary):
+        self.factory.client._received(orjson.loads(payload))
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.client._closed(code, reason)
+
+
+class _ClientFactory(WebSocketClientFactory):
+    protocol = _ClientProtocol
+
+    def clientConnectionFailed(self, connector, reason):
+        self.client._closed(1006, f"connection failed: {reason.getErrorMessage()}")
+
+
+class BifrostTestClient:
+    """A WebSocket client speaking the zbifrost protocol, for tests."""
+
+    def __init__(self):
+        self.info = None  # connection_info data
+        self.frames = []  # every frame received, in order
+        self.close_code = None
+        self.close_reason = None
+        self.closed = defer.Deferred()  # fires with (code, reason)
+        self._protocol = None
+        self._ids = itertools.count(1)
+        self._pending = {}  # _requestId -> Deferred
+        self._unsolicited = []  # frames that answer no request and nobody awaited yet
+        self._waiters = []  # (predicate, Deferred)
+        self._ready = defer.Deferred()
+
+    # -- connection events -----------------------------------------------------------------
+
+    def _opened(self, protocol):
+        self._protocol = protocol
+
+    def _received(self, frame):
+        self.frames.append(frame)
+        if self.info is None and frame.get("event") == "connection_info":
+            self.info = frame["data"]
+            self._ready.callback(self)
+            return
+        waiting = self._pending.pop(frame.get("_requestId"), None) if "event" not in frame else None
+        if waiting is not None:
+            if "error" in frame:
+                waiting.errback(BifrostError(frame))
+            else:
+                waiting.callback(frame)
+            return
+        for index, (predicate, deferred) in enumerate(self._waiters):
+            if predicate(frame):
+                del self._waiters[index]
+                deferred.callback(frame)
+                return
+        self._unsolicited.append(frame)
+
+    def _closed(self, code, reason):
+        self.close_code, self.close_reason = code, reason
+        self._protocol = None
+        failure = ConnectionClosed(code, reason)
+        for deferred in [self._ready, *self._pending.values(), *(d for _, d in self._waiters)]:
+            if not deferred.called:
+                deferred.errback(failure)
+        self._pending.clear()
+        self._waiters.clear()
+        self.closed.callback((code, reason))
+
+    # -- requests --------------------------------------------------------------------------
+
+    def send(self, message):
+        """Send a dict as a JSON text frame (no _requestId is added)."""
+        self.send_raw(orjson.dumps(message))
+
+    def send_raw(self, payload, binary=False):
+        """Send bytes exactly as given, as a text frame or a binary one."""
+        if self._protocol is None:
+            raise ConnectionClosed(self.close_code, self.close_reason)
+        self._protocol.sendMessage(payload, isBinary=binary)
+
+    def _send_request(self, event, fields):
+        req_id = next(self._ids)
+        deferred = defer.Deferred()
+        self._pending[req_id] = deferred
+        self.send(dict(fields, event=event, _requestId=req_id))
+        return deferred
+
+    def request_frame(self, event, **fields):
+        """Send an event with a fresh _requestId; fires with the whole reply frame, errors
+        included (use `request` to get just the result)."""
+        return self._send_request(event, fields).addErrback(
+            lambda failure: failure.value.reply if failure.check(BifrostError) else failure)
+
+    def request(self, event, **fields):
+        """Send an event; fires with the reply's `result`, or fails with BifrostError."""
+        return self._send_request(event, fields).addCallback(lambda frame: frame["result"])
+
+    def dispatch(self, zkey, **fields):
+        """Run a zUI command; fires with its `result`, or fails with BifrostError."""
+        return self.request("dispatch", zKey=zkey, **fields)
+
+    def next_frame(self, predicate=None):
+        """The next frame that answers no request (an event, or a reply to `send`/`send_raw`),
+        optionally the next one for which `predicate(frame)` is true."""
+        predicate = predicate or (lambda frame: True)
+        for index, frame in enumerate(self._unsolicited):
+            if predicate(frame):
+                del self._unsolicited[index]
+                return defer.succeed(frame)
+        if self._protocol is None:
+            return defer.fail(ConnectionClosed(self.close_code, self.close_reason))
+        deferred = defer.Deferred()
+        self._waiters.append((predicate, deferred))
+        return deferred
+
+    def next_event(self, event):
+        return self.next_frame(lambda frame: frame.get("event") == event)
+
+    def close(self, code=1000):
+        """Close the connection; fires with (code, reason) once it is closed."""
+        if self._protocol is not None:
+            self._protocol.sendClose(code=code)
+        return self.closed
+
+
+def connect(url, token=None, origin=None, headers=None, protocols=None, reactor=None):
+    """Open a connection; fires with a BifrostTestClient once `connection_info` has arrived,
+    or fails with ConnectionClosed (e.g. 1008 for a refused token)."""
+    if reactor is None:
+        from twisted.internet import reactor
+    if token is not None:
+        url = f"{url}{'&' if '?' in url else '?'}{urlencode({'token': token})}"
+    client = BifrostTestClient()
+    factory = _ClientFactory(url, origin=origin, headers=headers, protocols=protocols, reactor=reactor)
+    factory.client = client
+    factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=5, closeHandshakeTimeout=1)
+    parts = urlsplit(url)
+    reactor.connectTCP(parts.hostname, parts.port or 80, factory, timeout=5)
+    return client._ready

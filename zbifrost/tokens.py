@@ -1,0 +1,82 @@
+"""Mint and revoke API tokens: `python -m zbifrost.tokens add alice --role admin --file tokens.yaml`.
+
+`add` prints the new token once and appends only its SHA-256 to the file; `revoke` marks a
+user's tokens revoked; `list` shows users and roles (never tokens). A running server picks
+changes up on the next connection. The file is written with mode 0600.
+"""
+
+import argparse
+import os
+import secrets
+import sys
+from datetime import datetime
+
+import yaml
+
+from .auth import TokenFileError, hash_token, read_token_file
+
+
+def _load(path):
+    if not os.path.exists(path):
+        return {"tokens": []}
+    read_token_file(path)  # refuse to extend a malformed file
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    data.setdefault("tokens", [])
+    return data
+
+
+def _save(path, data):
+    temporary = f"{path}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(data, handle, sort_keys=False)
+    os.replace(temporary, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m zbifrost.tokens", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("add", help="mint a token for a user (printed once)")
+    add.add_argument("user")
+    add.add_argument("--role", default="user")
+    add.add_argument("--expires", help="ISO date/time after which the token stops working")
+    revoke = commands.add_parser("revoke", help="revoke every token of a user")
+    revoke.add_argument("user")
+    listing = commands.add_parser("list", help="list users and roles")
+    for sub in (add, revoke, listing):
+        sub.add_argument("--file", required=True, help="the tokens YAML file")
+    args = parser.parse_args(argv)
+    try:
+        data = _load(args.file)
+    except TokenFileError as err:
+        parser.exit(2, f"{err}\n")
+    if args.command == "add":
+        token = secrets.token_urlsafe(32)
+        entry = {"user": args.user, "role": args.role, "sha256": hash_token(token)}
+        if args.expires:
+            try:
+                datetime.fromisoformat(args.expires)
+            except ValueError:
+                parser.exit(2, f"--expires: {args.expires!r} is not an ISO date/time\n")
+            entry["expires"] = args.expires
+        data["tokens"].append(entry)
+        _save(args.file, data)
+        print(token)
+    elif args.command == "revoke":
+        count = 0
+        for entry in data["tokens"]:
+            if entry.get("user") == args.user and not entry.get("revoked"):
+                entry["revoked"] = True
+                count += 1
+        _save(args.file, data)
+        print(f"revoked {count} token(s) of {args.user}", file=sys.stderr)
+    else:
+        for entry in data["tokens"]:
+            state = " (revoked)" if entry.get("revoked") else ""
+            print(f"{entry.get('user')}\t{entry.get('role')}{state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

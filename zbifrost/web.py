@@ -1,0 +1,130 @@
+"""The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1 and 8).
+
+`/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
+`/healthz`, `/metrics`, `/bifrost.js` and the demo page at `/`. After an upgrade the socket
+belongs to Autobahn: nothing here sees WebSocket frames.
+"""
+
+import os
+import time
+
+import orjson
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web import resource, server
+from twisted.web.pages import notFound
+
+from . import __version__
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+
+def _is_upgrade(request):
+    return (request.getHeader("upgrade") or "").lower() == "websocket"
+
+
+class _WebSocketOnly(WebSocketResource):
+    """Autobahn's resource, releasing the HTTP channel's idle timer once it has the socket."""
+
+    def render(self, request):
+        channel = request.channel
+        result = super().render(request)
+        channel.setTimeout(None)
+        return result
+
+
+class StaticFile(resource.Resource):
+    """One file of zbifrost/static, read when asked (they are small), never a path from the URL."""
+
+    isLeaf = True
+
+    def __init__(self, name, content_type):
+        super().__init__()
+        self.path = os.path.join(STATIC_DIR, name)
+        self.content_type = content_type
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", self.content_type)
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        with open(self.path, "rb") as handle:
+            return handle.read()
+
+
+class Healthz(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+
+    def render_GET(self, request):
+        factory = self.factory
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if factory.stopping:
+            request.setResponseCode(503)
+        return orjson.dumps({
+            "status": "stopping" if factory.stopping else "ok",
+            "version": __version__,
+            "uptime_s": round(time.time() - factory.started, 3),
+            "clients": len(factory.clients),
+            "authenticated_clients": factory.authenticated_clients,
+            "require_auth": factory.config.require_auth,
+        })
+
+
+class Metrics(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+
+    def render_GET(self, request):
+        factory = self.factory
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return factory.metrics.render(len(factory.clients), factory.authenticated_clients,
+                                      factory.cache.stats()).encode("utf-8")
+
+
+class Root(resource.Resource):
+    """`/`: the WebSocket endpoint for upgrades, the demo page otherwise; routes the rest."""
+
+    def __init__(self, factory):
+        super().__init__()
+        self.websocket = _WebSocketOnly(factory)
+        self.page = StaticFile("index.html", b"text/html; charset=utf-8")
+        self.routes = {
+            b"ws": self.websocket,
+            b"healthz": Healthz(factory),
+            b"metrics": Metrics(factory),
+            b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8"),
+        }
+
+    def getChildWithDefault(self, path, request):
+        if path == b"" and not request.postpath:
+            return self.websocket if _is_upgrade(request) else self.page
+        child = self.routes.get(path)
+        if child is None or request.postpath or (_is_upgrade(request) and child is not self.websocket):
+            return notFound()
+        return child
+
+    def render(self, request):  # reached only for a request without a path
+        return self.getChildWithDefault(b"", request).render(request)
+
+
+def _access_log_line(timestamp, request):
+    """An access-log line without the query string, where a `?token=` would otherwise land."""
+    path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
+    peer = request.getClientAddress()
+    return (f'{getattr(peer, "host", "-")} - - {timestamp} "{request.method.decode("ascii", "replace")} {path} '
+            f'{request.clientproto.decode("ascii", "replace")}" {request.code} {request.sentLength or "-"}')
+
+
+def build_site(factory, timeout):
+    """The Site serving everything on the port; `timeout` closes idle HTTP connections."""
+    site = server.Site(Root(factory), timeout=timeout, logFormatter=_access_log_line)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

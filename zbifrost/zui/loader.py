@@ -1,0 +1,139 @@
+"""Load one zUI file: safe YAML with line numbers -> a validated `ZuiFile`.
+
+Every problem is a `ZuiError` naming the file (relative to the workspace) and the line, found
+here at load time so that requests never meet a malformed action. This module reads files;
+it knows nothing of connections, caching or reloading (see `zbifrost.zui.workspace`).
+"""
+
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from .actions import ZuiError, parse_action
+from .model import Block, Command, ZuiFile
+
+OPTION_KEYS = ("description", "roles", "cache_ttl", "timeout")
+
+
+class _LineDict(dict):
+    """A YAML mapping that remembers where it and each of its keys were written."""
+
+    line = 0
+    lines = None
+
+
+class _LineLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tags that build objects), recording line numbers and
+    refusing duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader, node):
+    loader.flatten_mapping(node)
+    mapping = _LineDict()
+    mapping.line = node.start_mark.line + 1
+    mapping.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            duplicate = key in mapping
+        except TypeError:
+            raise ZuiError(f"line {line}: a mapping key must be a string or number") from None
+        if duplicate:
+            raise ZuiError(f"line {line}: duplicate key {key!r}")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = line
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass
+class ParseContext:
+    """What an action may need to know while it is built (e.g. to check a zLink target)."""
+
+    workspace: str
+    zpath: str
+    path: str
+    block_names: frozenset
+
+
+def _number(value, name, line):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ZuiError(f"line {line}: {name} must be a number greater than zero")
+    return float(value)
+
+
+def _parse_command(key, value, line, context):
+    options = {}
+    if isinstance(value, dict):
+        options = {name: value[name] for name in OPTION_KEYS if name in value}
+        if options:
+            value = _LineDict({k: v for k, v in value.items() if k not in OPTION_KEYS})
+            value.line = line
+    command = Command(key=key, action=parse_action(value, line, context), line=line)
+    if "description" in options:
+        if not isinstance(options["description"], str):
+            raise ZuiError(f"line {line}: description must be a string")
+        command.description = options["description"]
+    if "roles" in options:
+        roles = options["roles"]
+        roles = [roles] if isinstance(roles, str) else roles
+        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+            raise ZuiError(f"line {line}: roles must be a list of role names")
+        command.roles = frozenset(roles)
+    if "cache_ttl" in options:
+        command.cache_ttl = _number(options["cache_ttl"], "cache_ttl", line)
+    if "timeout" in options:
+        command.timeout = _number(options["timeout"], "timeout", line)
+    return command
+
+
+def _parse_block(name, body, line, context):
+    if not isinstance(body, dict):
+        raise ZuiError(f"line {line}: block {name!r} must be a mapping of keys to actions")
+    block = Block(name=name)
+    for key, value in body.items():
+        key_line = body.lines.get(key, line)
+        if not isinstance(key, str) or not key:
+            raise ZuiError(f"line {key_line}: key {key!r} in block {name!r} must be a non-empty string")
+        if key.startswith("~"):
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise ZuiError(f"line {key_line}: menu {key!r} must be a list of key names")
+            block.menu = list(value)
+            continue
+        lookup = key[1:] if key.startswith("^") else key
+        if lookup in block.commands:
+            raise ZuiError(f"line {key_line}: key {key!r} repeats {block.commands[lookup].key!r} in block {name!r}")
+        block.commands[lookup] = _parse_command(key, value, key_line, context)
+    return block
+
+
+def load_zui_file(workspace, zpath, path):
+    """Parse and validate the file at `path` (found from `zpath`). Raises ZuiError."""
+    shown = os.path.relpath(path, workspace)
+    try:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            text = handle.read()
+        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        if not isinstance(raw, dict) or not raw:
+            raise ZuiError("line 1: a zUI file must be a mapping of block names to blocks")
+        context = ParseContext(workspace=workspace, zpath=zpath, path=path, block_names=frozenset(raw))
+        blocks = {}
+        for name, body in raw.items():
+            line = raw.lines.get(name, 1)
+            if not isinstance(name, str) or not name:
+                raise ZuiError(f"line {line}: block name {name!r} must be a non-empty string")
+            blocks[name] = _parse_block(name, body, line, context)
+    except ZuiError as err:
+        raise ZuiError(f"zUI file {shown}, {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "line ?"
+        raise ZuiError(f"zUI file {shown}, {where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ZuiError(f"zUI file {shown}: cannot read it ({err})") from None
+    return ZuiFile(zpath=zpath, path=path, blocks=blocks, mtime_ns=stat.st_mtime_ns)

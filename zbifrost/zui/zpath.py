@@ -1,0 +1,57 @@
+"""zPaths: `@.zUI.level1` -> `<workspace>/zUI.level1.yaml`, never outside the workspace.
+
+This module owns the mapping from a zPath to a file and the refusal of anything that would
+leave the workspace (absolute segments, `..`, odd characters, symlinks pointing outside).
+"""
+
+import os
+import re
+
+EXTENSIONS = (".yaml", ".yml", ".json")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+
+class ZPathError(Exception):
+    """A zPath that is malformed, leaves the workspace or names no file."""
+
+
+def split_zpath(zpath):
+    """`@.apps.blog.zUI.main.Block` -> (["apps", "blog"], "main", ["Block"]).
+
+    The segments before `zUI` are folders, the one after it names the file, the rest (used by
+    `zLink(@.zUI.file.Block)`) is returned as is.
+    """
+    if not isinstance(zpath, str) or not zpath.startswith("@."):
+        raise ZPathError(f"zPath {zpath!r} must start with '@.'")
+    segments = zpath[2:].split(".")
+    if "zUI" not in segments:
+        raise ZPathError(f"zPath {zpath!r} has no 'zUI' segment")
+    at = segments.index("zUI")
+    folders, rest = segments[:at], segments[at + 1:]
+    if not rest:
+        raise ZPathError(f"zPath {zpath!r} names no file after 'zUI'")
+    for segment in folders + rest[:1]:
+        if not _SEGMENT.match(segment):
+            raise ZPathError(f"zPath {zpath!r}: segment {segment!r} is not allowed")
+    return folders, rest[0], rest[1:]
+
+
+def inside(root, path):
+    """True when the real path of `path` is `root` or below it (root must be a real path)."""
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root + os.sep)
+
+
+def zpath_to_file(workspace, zpath):
+    """The file a zPath names (workspace must be a real path). Raises ZPathError."""
+    folders, name, extra = split_zpath(zpath)
+    if extra:
+        raise ZPathError(f"zPath {zpath!r} has segments after the file name")
+    base = os.path.join(workspace, *folders, f"zUI.{name}")
+    for extension in EXTENSIONS:
+        candidate = base + extension
+        if os.path.isfile(candidate):
+            if not inside(workspace, candidate):
+                raise ZPathError(f"zPath {zpath!r} points outside the workspace")
+            return candidate
+    raise ZPathError(f"zPath {zpath!r}: no zUI.{name}.yaml (or .yml/.json) in {os.path.join('<workspace>', *folders)}")
