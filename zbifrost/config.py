@@ -78,6 +78,7 @@ _WEBSOCKET_KEYS = {
     "compression": "compression",
 }
 _TOP_LEVEL_KEYS = {"zWorkspace": "workspace", "zVaFile": "zvafile", "zBlock": "zblock"}
+_TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 _TRUE = {"1", "true", "yes", "on"}
@@ -93,6 +94,11 @@ def _parse_bool(name, value):
     if text in _FALSE:
         return False
     raise ConfigError(f"{name}: expected true or false, got {value!r}")
+
+
+def _flag(attr):
+    return "--" + {"host": "interface", "tokens_file": "tokens", "allowed_origins": "allowed-origin"}.get(
+        attr, attr).replace("_", "-")
 
 
 def _coerce(name, attr, value):
@@ -172,31 +178,34 @@ def _read_environment(environ):
     return values
 
 
-def _validate(config):
+def _validate(config, label):
+    """Check the merged settings; `label(attr)` names where a value came from."""
+
     def positive(attr, allow_zero=False):
         value = getattr(config, attr)
         if value < 0 or (value == 0 and not allow_zero):
-            raise ConfigError(f"{attr}: must be {'zero or more' if allow_zero else 'greater than zero'}, got {value}")
+            raise ConfigError(f"{label(attr)}: must be {'zero or more' if allow_zero else 'greater than zero'}, "
+                              f"got {value}")
 
     if not 1 <= config.port <= 65535:
-        raise ConfigError(f"port: must be between 1 and 65535, got {config.port}")
+        raise ConfigError(f"{label('port')}: must be between 1 and 65535, got {config.port}")
     for attr in ("backlog", "max_connections", "max_message_size", "max_in_flight", "max_outbound_buffer",
                  "cache_size", "ping_timeout", "handshake_timeout", "command_timeout"):
         positive(attr)
     for attr in ("ping_interval", "rate", "burst", "shutdown_grace"):
         positive(attr, allow_zero=True)
     if config.rate and config.burst < 1:
-        raise ConfigError("burst: must be at least 1 when rate limiting is on")
+        raise ConfigError(f"{label('burst')}: must be at least 1 when rate limiting is on")
     if not os.path.isdir(config.workspace):
-        raise ConfigError(f"zWorkspace: {config.workspace} is not a directory")
+        raise ConfigError(f"{label('workspace')}: {config.workspace} is not a directory")
     config.workspace = os.path.realpath(config.workspace)
     if config.require_auth and not config.tokens_file:
-        raise ConfigError("require_auth: needs a tokens file (--tokens FILE or websocket.tokens)")
+        raise ConfigError(f"{label('require_auth')}: needs a tokens file (--tokens FILE or websocket.tokens)")
     if config.tokens_file and not os.path.isfile(config.tokens_file):
-        raise ConfigError(f"tokens: {config.tokens_file} is not a file")
+        raise ConfigError(f"{label('tokens_file')}: {config.tokens_file} is not a file")
     for origin in config.allowed_origins:
         if origin != "*" and "://" not in origin:
-            raise ConfigError(f"allowed_origins: {origin!r} must be '*' or scheme://host[:port]")
+            raise ConfigError(f"{label('allowed_origins')}: {origin!r} must be '*' or scheme://host[:port]")
 
 
 def load_config(config_file=None, environ=None, overrides=None):
@@ -205,15 +214,23 @@ def load_config(config_file=None, environ=None, overrides=None):
     `overrides` maps Config attribute names to raw values (the command-line flags that were
     given); `environ` defaults to os.environ.
     """
-    values = {}
     unknown = set(overrides or {}) - set(_FIELD_TYPES)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values, sources = {}, {}
+    layers = []
     if config_file:
-        values.update(_read_file(config_file))
-    values.update(_read_environment(os.environ if environ is None else environ))
-    for attr, value in (overrides or {}).items():
-        values[attr] = _coerce(f"--{attr.replace('_', '-')}", attr, value)
+        file_keys = {attr: key for key, attr in _WEBSOCKET_KEYS.items()}
+        layers.append((_read_file(config_file),
+                       lambda attr: f"config file {config_file}: "
+                                    f"{'websocket.' + file_keys[attr] if attr in file_keys else _TOP_KEY[attr]}"))
+    environment_names = {attr: name for name, attr in _ENVIRONMENT.items()}
+    layers.append((_read_environment(os.environ if environ is None else environ),
+                   lambda attr: f"environment {environment_names[attr]}"))
+    layers.append(({attr: _coerce(_flag(attr), attr, value) for attr, value in (overrides or {}).items()}, _flag))
+    for layer, describe in layers:
+        values.update(layer)
+        sources.update({attr: describe(attr) for attr in layer})
     config = Config(**values)
-    _validate(config)
+    _validate(config, lambda attr: sources.get(attr, _TOP_KEY.get(attr, attr)))
     return config

@@ -78,11 +78,12 @@ def _fail(message):
 
 
 class _TwistdService(BifrostService):
-    """Under twistd a port in use ends the process with one clear line."""
+    """Under twistd a port in use ends the process with one clear line (twistd binds in
+    privilegedStartService, before it drops privileges)."""
 
-    def startService(self):
+    def privilegedStartService(self):
         try:
-            super().startService()
+            super().privilegedStartService()
         except CannotListenError as err:
             _fail(f"cannot listen on {err.interface or '*'}:{err.port}: {err.socketError}")
 

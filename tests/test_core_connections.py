@@ -1,0 +1,216 @@
+"""Opening and closing connections: origin, auth, limits, HTTP endpoints, graceful shutdown."""
+
+import json
+
+import pytest
+import pytest_twisted
+from websockets.exceptions import ConnectionClosed as WsClosed
+from websockets.exceptions import InvalidStatus
+
+from tests.helpers import http_get, in_thread, refused_status, websockets_exchange, write_tokens
+from zbifrost.testing import ConnectionClosed, connect
+
+
+# -- origin ------------------------------------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_same_origin_and_originless_clients_are_accepted_by_default(server):
+    info, replies = yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping", "_requestId": 1}],
+                              origin=f"http://127.0.0.1:{server.port}")
+    assert replies == [{"result": {"message": "Pong!"}, "_requestId": 1}]
+    info, replies = yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping", "_requestId": 2}])
+    assert replies[0]["result"] == {"message": "Pong!"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_foreign_origin_is_refused_with_403(server):
+    assert (yield in_thread(refused_status, server.url, origin="http://evil.example")) == 403
+    assert (yield in_thread(refused_status, server.url, origin=f"http://127.0.0.1:{server.port + 1}")) == 403
+    assert (yield in_thread(refused_status, server.url, origin="null")) == 403
+
+
+@pytest_twisted.inlineCallbacks
+def test_allowed_origins_match_exactly_with_default_ports(make_server):
+    server = yield make_server(allowed_origins=["https://app.example.com", "http://localhost:8080"])
+    for origin in ("https://app.example.com", "https://app.example.com:443", "http://localhost:8080"):
+        info, _ = yield in_thread(websockets_exchange, server.url, [], origin=origin)
+        assert info["event"] == "connection_info"
+    for origin in ("https://app.example.com.evil.net", "http://app.example.com", "https://evil-app.example.com",
+                   "http://localhost:8081", f"http://127.0.0.1:{server.port}"):
+        assert (yield in_thread(refused_status, server.url, origin=origin)) == 403, origin
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_star_allows_every_origin(make_server):
+    server = yield make_server(allowed_origins=["*"])
+    info, _ = yield in_thread(websockets_exchange, server.url, [], origin="http://anything.example")
+    assert info["event"] == "connection_info"
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+@pytest.fixture
+def auth_server(make_server, tmp_path):
+    tokens = write_tokens(tmp_path / "tokens.yaml",
+                          ("alice-token", "alice", "admin"),
+                          ("bob-token", "bob", "user"),
+                          ("old-token", "olga", "user", {"expires": "2001-01-01T00:00:00"}),
+                          ("gone-token", "gus", "user", {"revoked": True}))
+    return pytest_twisted.blockon(make_server(require_auth=True, tokens_file=tokens))
+
+
+@pytest_twisted.inlineCallbacks
+def test_auth_without_a_token_closes_1008_authentication_required(auth_server):
+    with pytest.raises(ConnectionClosed) as caught:
+        yield connect(auth_server.url)
+    assert (caught.value.code, caught.value.reason) == (1008, "Authentication required")
+
+
+@pytest_twisted.inlineCallbacks
+def test_auth_with_an_unknown_expired_or_revoked_token_closes_1008_invalid_token(auth_server):
+    for token in ("wrong", "old-token", "gone-token"):
+        with pytest.raises(ConnectionClosed) as caught:
+            yield connect(auth_server.url, token=token)
+        assert (caught.value.code, caught.value.reason) == (1008, "Invalid token"), token
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refused_connection_gets_no_frames_and_nothing_it_sends_is_processed(auth_server):
+    def exchange():
+        from websockets.sync.client import connect as ws_connect
+        with ws_connect(auth_server.url + "?token=wrong", open_timeout=10) as ws:
+            try:
+                ws.send(json.dumps({"zKey": "^Ping", "_requestId": 1}))
+            except WsClosed:
+                pass  # the close may already have arrived
+            try:
+                return ws.recv(timeout=10)
+            except WsClosed as closed:
+                return closed.rcvd.code, closed.rcvd.reason
+
+    assert (yield in_thread(exchange)) == (1008, "Invalid token")
+    assert auth_server.factory.metrics.messages_in == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_good_token_gives_user_and_role_from_the_tokens_file(auth_server):
+    client = yield connect(auth_server.url, token="alice-token")
+    assert client.info["auth"] == {"authenticated": True, "user": "alice", "role": "admin"}
+    assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bearer_header_and_the_api_key_parameter_also_carry_tokens(auth_server):
+    info, _ = yield in_thread(websockets_exchange, auth_server.url, [],
+                        additional_headers={"Authorization": "Bearer bob-token"})
+    assert info["data"]["auth"] == {"authenticated": True, "user": "bob", "role": "user"}
+    info, _ = yield in_thread(websockets_exchange, auth_server.url + "?api_key=alice-token", [])
+    assert info["data"]["auth"]["user"] == "alice"
+
+
+@pytest_twisted.inlineCallbacks
+def test_clear_cache_needs_admin_when_auth_is_on(auth_server):
+    bob = yield connect(auth_server.url, token="bob-token")
+    assert (yield bob.request_frame("clear_cache"))["code"] == "forbidden"
+    alice = yield connect(auth_server.url, token="alice-token")
+    assert (yield alice.request("clear_cache")) == {"cleared": 0}
+    yield bob.close()
+    yield alice.close()
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_a_message_over_max_message_size_closes_1009(make_server):
+    server = yield make_server(max_message_size=1024)
+    client = yield connect(server.url)
+    assert client.info["limits"]["max_message_size"] == 1024
+    client.send({"event": "publish", "channel": "x", "data": "a" * 2000})
+    code, _ = yield client.closed
+    assert code == 1009
+
+
+@pytest_twisted.inlineCallbacks
+def test_over_the_rate_a_client_gets_rate_limited_and_past_four_times_it_is_closed(make_server):
+    server = yield make_server(rate=1, burst=5)
+    client = yield connect(server.url)
+    for number in range(30):
+        client.send({"event": "ping", "_requestId": number})
+    replies = []
+    for _ in range(5 + 15):
+        replies.append((yield client.next_frame()))
+    assert all("result" in reply for reply in replies[:5])
+    assert all(reply["code"] == "rate_limited" for reply in replies[5:])
+    assert [reply["_requestId"] for reply in replies] == list(range(20))
+    code, reason = yield client.closed
+    assert (code, reason) == (1008, "Rate limit exceeded")
+
+
+@pytest_twisted.inlineCallbacks
+def test_past_max_connections_the_upgrade_is_refused_with_503(make_server):
+    server = yield make_server(max_connections=1)
+    from websockets.sync.client import connect as ws_connect
+
+    def hold_one_and_try_another():
+        with ws_connect(server.url, open_timeout=10) as first:
+            first.recv(timeout=10)
+            with pytest.raises(InvalidStatus) as caught:
+                ws_connect(server.url, open_timeout=10)
+            return caught.value.response.status_code
+
+    assert (yield in_thread(hold_one_and_try_another)) == 503
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_upgrade_on_another_path_is_a_404(server):
+    for path in ("/other", "/healthz", "/ws/x", "/bifrost.js"):
+        assert (yield in_thread(refused_status, f"ws://127.0.0.1:{server.port}{path}")) == 404, path
+
+
+@pytest_twisted.inlineCallbacks
+def test_both_upgrade_paths_work(server):
+    for path in ("/", "/ws"):
+        _, replies = yield in_thread(websockets_exchange, f"ws://127.0.0.1:{server.port}{path}",
+                               [{"zKey": "^Ping", "_requestId": 1}])
+        assert replies[0]["result"] == {"message": "Pong!"}
+
+
+# -- HTTP endpoints ----------------------------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_healthz_reports_status_version_and_clients(server):
+    client = yield connect(server.url)
+    status, headers, body = yield in_thread(http_get, server.port, "/healthz")
+    health = json.loads(body)
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert health["status"] == "ok" and health["version"] == "0.1.0"
+    assert health["clients"] == 1 and health["authenticated_clients"] == 0 and health["require_auth"] is False
+    assert health["uptime_s"] >= 0
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_are_in_prometheus_text_format(server):
+    yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping"}, {"zKey": "^Nope"}])
+    status, headers, body = yield in_thread(http_get, server.port, "/metrics")
+    text = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert "zbifrost_messages_in_total 2" in text
+    assert 'zbifrost_errors_total{code="unknown_command"} 1' in text
+    assert "zbifrost_connections_total 1" in text
+
+
+# -- shutdown ----------------------------------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_graceful_shutdown_sends_server_shutdown_then_closes_1001(make_server):
+    server = yield make_server()
+    first = yield connect(server.url)
+    second = yield connect(server.url)
+    yield server.stop()
+    for client in (first, second):
+        shutdown = yield client.next_event("server_shutdown")
+        assert shutdown == {"event": "server_shutdown", "message": "Server is shutting down"}
+        assert (yield client.closed) == (1001, "Server shutdown")
+    assert server.factory.clients == {}

@@ -1,0 +1,163 @@
+"""The real command line: `twistd -n zbifrost` start-up errors, a port in use, SIGTERM, and the
+plugin after `pip install .` in a fresh virtualenv. Each test runs twistd as a subprocess."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = [os.path.join(os.path.dirname(sys.executable), "twistd")]
+
+
+def run_twistd(*args, tmp_path, env=None, timeout=60):
+    """Run `twistd -n zbifrost ARGS` from the source tree to completion."""
+    environment = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
+    for name in ("WEBSOCKET_HOST", "WEBSOCKET_PORT", "WEBSOCKET_REQUIRE_AUTH", "WEBSOCKET_ALLOWED_ORIGINS"):
+        if not env or name not in env:
+            environment.pop(name, None)
+    return subprocess.run([*TWISTD, "-n", "--pidfile=", "zbifrost", *args], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def one_line_error(result):
+    """The `zbifrost: ...` line of a failed start-up (stderr, or twistd's log on stdout)."""
+    lines = [line for line in (result.stderr + result.stdout).splitlines() if "zbifrost: " in line]
+    assert len(lines) == 1, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--port", "0"], "--port: must be between 1 and 65535, got 0"),
+    (["--port", "70000"], "--port: must be between 1 and 65535, got 70000"),
+    (["--workspace", "/no/such/folder"], "--workspace: /no/such/folder is not a directory"),
+    (["--zvafile", "@.zUI.missing"], "zVaFile: zPath '@.zUI.missing': no zUI.missing.yaml"),
+    (["--zvafile", "@.zUI.level1", "--zblock", "Nope"], "zBlock: 'Nope' is not a block of @.zUI.level1"),
+    (["--require-auth"], "--require-auth: needs a tokens file"),
+])
+def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path, args, expected):
+    result = run_twistd(*args, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert expected in one_line_error(result)
+
+
+def test_a_bad_config_file_names_the_file_and_the_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("websocket:\n  port: 18774\n  host: [unclosed\n")
+    result = run_twistd("--config", str(config), tmp_path=tmp_path)
+    assert result.returncode != 0
+    line = one_line_error(result)
+    assert str(config) in line and "line" in line and "invalid YAML" in line
+
+
+def test_a_broken_zui_file_names_the_file_and_the_line(tmp_path):
+    (tmp_path / "zUI.broken.yaml").write_text("Menu:\n  Ping: Pong\n  Bad: {zNope: 1}\n")
+    result = run_twistd("--workspace", str(tmp_path), "--zvafile", "@.zUI.broken", tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "zUI file zUI.broken.yaml, line 3:" in one_line_error(result)
+
+
+def test_environment_overrides_the_config_file_and_flags_override_both(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("websocket:\n  port: 1\n")
+    result = run_twistd("--config", str(config), tmp_path=tmp_path, env={"WEBSOCKET_PORT": "0"})
+    assert "environment WEBSOCKET_PORT: must be between 1 and 65535, got 0" in one_line_error(result)
+    result = run_twistd("--config", str(config), "--port", "99999", tmp_path=tmp_path, env={"WEBSOCKET_PORT": "0"})
+    assert "--port: must be between 1 and 65535, got 99999" in one_line_error(result)
+
+
+def test_a_port_in_use_stops_start_up_naming_the_port(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_twistd("--port", str(port), tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(result)
+
+
+def wait_until_listening(port, process, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"twistd did not listen on {port}")
+
+
+def test_sigterm_tells_clients_closes_them_with_1001_and_exits(tmp_path):
+    port = free_port()
+    environment = dict(os.environ, PYTHONPATH=REPO)
+    process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port)], cwd=tmp_path,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_listening(port, process)
+        with ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+            json.loads(ws.recv(timeout=10))
+            ws.send(json.dumps({"zKey": "^Ping", "_requestId": 1}))
+            assert json.loads(ws.recv(timeout=10))["result"] == {"message": "Pong!"}
+            process.send_signal(signal.SIGTERM)
+            assert json.loads(ws.recv(timeout=10)) == {"event": "server_shutdown", "message": "Server is shutting down"}
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "Server shutdown")
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), output
+    assert "Traceback" not in output
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_autobahn_nvx_acceleration_is_on():
+    import autobahn.websocket
+
+    assert autobahn.websocket.USES_NVX is True
+
+
+@pytest.mark.skipif(os.environ.get("ZBIFROST_SKIP_INSTALL_TEST") == "1", reason="ZBIFROST_SKIP_INSTALL_TEST=1")
+def test_pip_install_puts_the_plugin_where_twistd_finds_it(tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, REPO], check=True, timeout=600, cwd=tmp_path)
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    listed = subprocess.run([str(venv / "bin" / "twistd"), "--help"], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, env=clean)
+    assert listed.returncode == 0
+    assert any(line.split()[:1] == ["zbifrost"] for line in listed.stdout.splitlines()), listed.stdout
+    demo = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "from zbifrost.config import BUNDLED_WORKSPACE as w; import os; "
+                           "print(os.path.isfile(os.path.join(w, 'zUI.level1.yaml')))"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean)
+    assert demo.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("runner, passed", [
+    (["-m", "twisted.trial", "tests.test_testing_helpers_trial"], "PASSED (successes=4)"),
+    (["-m", "pytest", "-p", "no:twisted", "-p", "no:cacheprovider", "-q", "--noconftest",
+      "tests/test_testing_helpers_trial.py"], "4 passed"),
+])
+def test_the_trial_test_module_passes_under_trial_and_plain_pytest(runner, passed):
+    result = subprocess.run([sys.executable, *runner], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert passed in result.stdout
