@@ -214,3 +214,52 @@ def test_graceful_shutdown_sends_server_shutdown_then_closes_1001(make_server):
         assert shutdown == {"event": "server_shutdown", "message": "Server is shutting down"}
         assert (yield client.closed) == (1001, "Server shutdown")
     assert server.factory.clients == {}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected(make_server):
+    import socket
+    import threading
+
+    from twisted.internet import defer, reactor, task
+
+    from zbifrost.protocol import CLOSE_SLOW
+    from websockets.sync.client import connect as ws_connect
+
+    server = yield make_server(rate=0, max_outbound_buffer=256 * 1024)
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    subscribed, release = defer.Deferred(), threading.Event()
+
+    def subscribe_then_stop_reading():
+        with ws_connect(server.url, sock=stalled, max_queue=1, open_timeout=10) as ws:
+            info = json.loads(ws.recv(timeout=10))
+            ws.send(json.dumps({"event": "subscribe", "channel": "firehose", "_requestId": 1}))
+            ws.recv(timeout=10)
+            reactor.callFromThread(subscribed.callback, info["data"]["client_id"])
+            release.wait(60)  # reads nothing more until the test is over
+
+    finished = in_thread(subscribe_then_stop_reading)
+    slow_id = yield subscribed
+    slow_conn = server.factory.clients[slow_id]
+    publisher = yield connect(server.url)
+    listener = yield connect(server.url)
+    yield listener.request("subscribe", channel="firehose")
+    chunk = "x" * 50_000
+    for _ in range(400):
+        if slow_id not in server.factory.clients:
+            break
+        yield publisher.request("publish", channel="firehose", data=chunk)
+        yield listener.next_event("message")  # the reading subscriber keeps up
+    for _ in range(100):  # the close handshake times out: bounded wait for the drop
+        if slow_id not in server.factory.clients:
+            break
+        yield task.deferLater(server.factory.reactor, 0.05, lambda: None)
+    assert slow_id not in server.factory.clients
+    assert (slow_conn.localCloseCode, slow_conn.localCloseReason) == (CLOSE_SLOW[0], CLOSE_SLOW[1].encode())
+    assert (yield publisher.dispatch("^Ping")) == {"message": "Pong!"}
+    yield publisher.close()
+    yield listener.close()
+    release.set()
+    yield finished
