@@ -263,3 +263,17 @@ def test_a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected(ma
     yield listener.close()
     release.set()
     yield finished
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connection_that_never_finishes_its_handshake_is_dropped(make_server):
+    import socket
+
+    server = yield make_server(handshake_timeout=0.5)
+
+    def silent_client():
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
+            return sock.recv(1024)
+
+    assert (yield in_thread(silent_client)) == b""  # closed by the server, not by our timeout

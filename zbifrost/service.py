@@ -20,7 +20,6 @@ from .zui.workspace import Workspace
 from .zui.zpath import ZPathError
 
 RELOAD_INTERVAL = 0.5  # seconds between checks of the zUI files' modification times
-HTTP_IDLE_TIMEOUT = 60  # seconds an idle plain-HTTP connection is kept
 
 log = Logger()
 
@@ -49,7 +48,9 @@ class BifrostService(service.MultiService):
             except TokenFileError as err:
                 raise ConfigError(str(err)) from None
         self.factory = BifrostServerFactory(config, self.workspace, config.zvafile, zblock, tokens, reactor)
-        self.site = build_site(self.factory, HTTP_IDLE_TIMEOUT)
+        # an HTTP connection idle for handshake_timeout is dropped: before an upgrade that bounds
+        # the opening handshake, after one Autobahn's own openHandshakeTimeout takes over
+        self.site = build_site(self.factory, config.handshake_timeout)
         self.listeners = []
         for description in listen_descriptions(config):
             listener = strports.service(description, self.site, reactor=reactor)
