@@ -162,3 +162,11 @@ def test_the_zbifrost_subprotocol_is_selected_when_offered(server):
     client = yield connect(server.url, protocols=["zbifrost.v1"])
     assert client._protocol.websocket_protocol_in_use == "zbifrost.v1"
     yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_text_frame_with_invalid_utf8_closes_1007_with_a_close_frame(server):
+    client = yield connect(server.url)
+    client.send_raw(b'{"event": "ping", "x": "\xff"}')
+    code, _ = yield client.closed
+    assert code == 1007
