@@ -277,3 +277,28 @@ def test_a_connection_that_never_finishes_its_handshake_is_dropped(make_server):
             return sock.recv(1024)
 
     assert (yield in_thread(silent_client)) == b""  # closed by the server, not by our timeout
+
+
+@pytest_twisted.inlineCallbacks
+def test_tokens_never_reach_the_log(auth_server):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    logged = []
+
+    def observer(event):
+        logged.append(formatEvent(event) + repr(event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        client = yield connect(auth_server.url, token="alice-token")
+        yield client.close()
+        with pytest.raises(ConnectionClosed):
+            yield connect(auth_server.url, token="not-a-valid-secret")
+        yield in_thread(http_get, auth_server.port, "/healthz?token=alice-token")
+        yield in_thread(websockets_exchange, auth_server.url, [],
+                        additional_headers={"Authorization": "Bearer bob-token"})
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert any("/healthz" in line for line in logged)  # the access log did record the request
+    for secret in ("alice-token", "not-a-valid-secret", "bob-token"):
+        assert not [line for line in logged if secret in line], secret
