@@ -1,0 +1,68 @@
+"""Config layering and validation (unit tests of zbifrost.config, no sockets)."""
+
+import pytest
+
+from zbifrost.config import BUNDLED_WORKSPACE, ConfigError, load_config
+
+
+def write(tmp_path, text, name="zbifrost.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_serve_the_bundled_demo_on_loopback():
+    config = load_config(environ={})
+    assert (config.host, config.port, config.backlog) == ("127.0.0.1", 18774, 1024)
+    assert (config.zvafile, config.zblock, config.require_auth) == ("@.zUI.level1", None, False)
+    assert config.workspace.endswith(("zui", "demo")) and BUNDLED_WORKSPACE
+    assert (config.max_message_size, config.max_connections, config.rate, config.burst) == (65536, 10000, 50, 100)
+
+
+def test_file_then_environment_then_flags_each_override_the_layer_before(tmp_path):
+    path = write(tmp_path, "websocket:\n  port: 2000\n  host: 0.0.0.0\n  max_connections: 5\n")
+    config = load_config(path, environ={})
+    assert (config.port, config.host, config.max_connections) == (2000, "0.0.0.0", 5)
+    config = load_config(path, environ={"WEBSOCKET_PORT": "3000", "WEBSOCKET_ALLOWED_ORIGINS": "https://a.example, *"})
+    assert (config.port, config.host, config.allowed_origins) == (3000, "0.0.0.0", ["https://a.example", "*"])
+    config = load_config(path, environ={"WEBSOCKET_PORT": "3000"}, overrides={"port": "4000"})
+    assert config.port == 4000
+
+
+def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "ws").mkdir()
+    path = write(tmp_path, "zWorkspace: ws\nzVaFile: '@.zUI.main'\nzBlock: Start\n")
+    config = load_config(path, environ={})
+    assert config.workspace == str((tmp_path / "ws").resolve())
+    assert (config.zvafile, config.zblock) == ("@.zUI.main", "Start")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("websocket:\n  port: 0\n", "websocket.port: must be between 1 and 65535, got 0"),
+    ("websocket:\n  port: many\n", "websocket.port: expected an integer, got 'many'"),
+    ("websocket:\n  colour: blue\n", "websocket.colour: unknown setting"),
+    ("websocket:\n  require_auth: maybe\n", "websocket.require_auth: expected true or false"),
+    ("websocket:\n  allowed_origins: [example.com]\n", "must be '*' or scheme://host[:port]"),
+    ("websocket: [1]\n", "websocket: expected a mapping"),
+    ("websocket:\n  port: [\n", "line 3: invalid YAML"),
+    ("- a list\n", "expected a mapping at the top level"),
+])
+def test_bad_config_files_give_one_line_naming_the_file_and_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert message in str(caught.value) and path in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_environment_values_name_the_variable():
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"WEBSOCKET_REQUIRE_AUTH": "perhaps"})
+    assert str(caught.value).startswith("environment WEBSOCKET_REQUIRE_AUTH: expected true or false")
+
+
+def test_require_auth_needs_a_tokens_file_that_exists(tmp_path):
+    with pytest.raises(ConfigError, match="needs a tokens file"):
+        load_config(environ={"WEBSOCKET_REQUIRE_AUTH": "true"})
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_config(environ={}, overrides={"require_auth": True, "tokens_file": str(tmp_path / "none.yaml")})
