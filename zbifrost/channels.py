@@ -45,6 +45,3 @@ class ChannelHub:
             if client_id != sender_id and subscriber.send_frame(frame):
                 delivered += 1
         return delivered
-
-    def count(self):
-        return len(self._subscribers)

@@ -23,9 +23,6 @@ TIMEOUT = "timeout"
 COMMAND_FAILED = "command_failed"
 SHUTTING_DOWN = "shutting_down"
 
-ERROR_CODES = (BAD_JSON, BAD_MESSAGE, UNKNOWN_EVENT, MISSING_FIELD, UNKNOWN_COMMAND, FORBIDDEN,
-               INVALID_INPUT, RATE_LIMITED, TOO_MANY_REQUESTS, TIMEOUT, COMMAND_FAILED, SHUTTING_DOWN)
-
 _MAX_ECHO = 120  # longest piece of client text quoted back in an error message
 
 
@@ -84,14 +81,17 @@ def parse(payload):
     return message
 
 
+_REQUEST_ID_TYPES = (str, int, float)
+
+
 def request_id(message):
-    """The `_requestId` to echo: a string or number, or None when absent or unusable."""
-    if type(message) is not dict:
-        return None
+    """The `_requestId` of a parsed message, to echo on every reply (None when absent).
+
+    Raises RequestError(missing_field) for a value that is neither a string nor a number."""
     value = message.get("_requestId")
-    if value is None or type(value) in (str, int, float):
+    if value is None or type(value) in _REQUEST_ID_TYPES:
         return value
-    return None
+    raise RequestError(MISSING_FIELD, "Invalid field '_requestId': expected a string or number")
 
 
 def encode(frame):

@@ -160,10 +160,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         req_id = None
         try:
             message = messages.parse(payload)
-            req_id = message.get("_requestId")
-            if req_id is not None and type(req_id) not in (str, int, float):
-                req_id = None
-                raise RequestError(messages.MISSING_FIELD, "Invalid field '_requestId': expected a string or number")
+            req_id = messages.request_id(message)
             if verdict == LIMITED:
                 raise RequestError(RATE_LIMITED, "Too many messages: slow down")
             handler = HANDLERS.get(message["event"])
