@@ -1,1 +1,246 @@
-export class BifrostClient {}
+// bifrost.js: the zbifrost browser client, an ES module with no dependencies (PROTOCOL.md).
+//
+// It owns one WebSocket: request/reply matching by `_requestId`, the server's events
+// (progress, display, input_request, message, server_shutdown), channel subscriptions, and
+// reconnection with exponential backoff. It knows nothing about pages or zUI menus.
+//
+//   import { BifrostClient, BifrostError } from '/bifrost.js';
+//   const client = new BifrostClient();            // ws(s)://<this page's host>/ws
+//   const info = await client.connect();           // connection_info.data
+//   const result = await client.dispatch('^Ping'); // {message: 'Pong!'}
+
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 30000;
+const CLOSE_POLICY = 1008; // authentication failures (and rate-limit abuse): never retried
+
+// An error reply (`code` from PROTOCOL.md section 3, `details` when the server sent them), or
+// one of the client's own: `timeout` (no reply in time) and `disconnected` (the connection
+// closed first; `closeCode` and `reason` say how).
+export class BifrostError extends Error {
+  constructor(code, message, {details, closeCode, reason} = {}) {
+    super(message);
+    this.name = 'BifrostError';
+    this.code = code;
+    if (details !== undefined) this.details = details;
+    if (closeCode !== undefined) {
+      this.closeCode = closeCode;
+      this.reason = reason;
+    }
+  }
+}
+
+function defaultUrl() {
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+}
+
+export class BifrostClient {
+  // options: token, reconnect (default true), timeout (ms per request, default 30000), hooks.
+  constructor(url, {token, reconnect = true, timeout = 30000, hooks = {}} = {}) {
+    this.url = url || defaultUrl();
+    this.token = token;
+    this.reconnect = reconnect;
+    this.timeout = timeout;
+    this.hooks = hooks;
+    this.info = null; // connection_info.data of the current connection
+    this._socket = null;
+    this._nextId = 1;
+    this._pending = new Map(); // _requestId -> {resolve, reject, timer, timeout, onProgress}
+    this._channels = new Map(); // channel -> Set of handlers
+    this._closing = false; // disconnect() was called
+    this._attempt = 0; // reconnection attempts since the last successful connection
+    this._retryTimer = null;
+    this._firstConnect = null; // {resolve, reject} of connect() until its first connection_info
+  }
+
+  get connected() {
+    return this.info !== null;
+  }
+
+  // Resolves with connection_info.data. With `reconnect`, failed attempts are retried; it
+  // rejects with a BifrostError `disconnected` carrying the close code and reason when the
+  // server refuses the client (1008 "Authentication required" / "Invalid token"), when a
+  // first attempt fails without `reconnect`, or on disconnect().
+  connect() {
+    if (this.info) return Promise.resolve(this.info);
+    if (!this._firstConnect) {
+      this._closing = false;
+      clearTimeout(this._retryTimer);
+      let settle;
+      const promise = new Promise((resolve, reject) => { settle = {resolve, reject}; });
+      this._firstConnect = {...settle, promise};
+      this._open();
+      return promise;
+    }
+    return this._firstConnect.promise;
+  }
+
+  // Closes for good: no reconnection; requests still waiting reject with `disconnected`.
+  disconnect() {
+    this._closing = true;
+    clearTimeout(this._retryTimer);
+    this.info = null;
+    this._rejectPending(1000, 'Client disconnect');
+    this._failConnect(1000, 'Client disconnect');
+    this._socket?.close(1000);
+  }
+
+  // Any event; resolves with the reply's `result`. options: timeout, and onProgress(progress,
+  // requestId) / onDisplay(frame, requestId) for this request's progress and display events.
+  request(event, fields = {}, {timeout = this.timeout, onProgress, onDisplay} = {}) {
+    if (!this.info) {
+      return Promise.reject(new BifrostError('disconnected', 'Not connected'));
+    }
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const entry = {resolve, reject, timeout, onProgress, onDisplay, timer: null};
+      this._pending.set(id, entry);
+      this._arm(id, entry);
+      this._socket.send(JSON.stringify({...fields, event, _requestId: id}));
+    });
+  }
+
+  // Runs a zUI command. options: args, data, zBlock, no_cache, and the request options above.
+  dispatch(zKey, {timeout, onProgress, onDisplay, ...fields} = {}) {
+    return this.request('dispatch', {...fields, zKey}, {timeout, onProgress, onDisplay});
+  }
+
+  // handler(data, from) for each `message` on the channel; kept across reconnections.
+  // Resolves with the subscribe result, or null when it will be sent at the next connection.
+  subscribe(channel, handler) {
+    const known = this._channels.has(channel);
+    if (!known) this._channels.set(channel, new Set());
+    this._channels.get(channel).add(handler);
+    return !known && this.info ? this.request('subscribe', {channel}) : Promise.resolve(null);
+  }
+
+  // Removes one handler, or all of the channel's when none is given.
+  unsubscribe(channel, handler) {
+    const handlers = this._channels.get(channel);
+    if (!handlers) return Promise.resolve(null);
+    if (handler) handlers.delete(handler); else handlers.clear();
+    if (handlers.size) return Promise.resolve(null);
+    this._channels.delete(channel);
+    return this.info ? this.request('unsubscribe', {channel}) : Promise.resolve(null);
+  }
+
+  publish(channel, data) {
+    return this.request('publish', {channel, data});
+  }
+
+  // -- the socket ------------------------------------------------------------------------
+
+  _open() {
+    const url = this.token ? `${this.url}${this.url.includes('?') ? '&' : '?'}${new URLSearchParams({token: this.token})}` : this.url;
+    const socket = new WebSocket(url);
+    this._socket = socket;
+    socket.onmessage = (event) => { if (socket === this._socket) this._received(JSON.parse(event.data)); };
+    socket.onclose = (event) => { if (socket === this._socket) this._closed(event); };
+  }
+
+  _received(msg) {
+    this.hooks.onMessage?.(msg);
+    const id = msg._requestId;
+    switch (msg.event) {
+      case undefined: return this._reply(msg, id);
+      case 'connection_info': return this._connected(msg.data);
+      case 'progress': {
+        this._rearm(id);
+        const progress = {current: msg.current, total: msg.total, label: msg.label};
+        this.hooks.onProgress?.(progress, id);
+        return this._pending.get(id)?.onProgress?.(progress, id);
+      }
+      case 'display':
+        this._rearm(id);
+        this.hooks.onDisplay?.(msg, id);
+        return this._pending.get(id)?.onDisplay?.(msg, id);
+      case 'input_request': this._rearm(id); return this._answer(msg);
+      case 'message':
+        for (const handler of this._channels.get(msg.channel) || []) handler(msg.data, msg.from);
+        return;
+      case 'server_shutdown': return this.hooks.onServerShutdown?.();
+    }
+  }
+
+  _connected(info) {
+    this.info = info;
+    this._attempt = 0;
+    for (const channel of this._channels.keys()) {
+      this.request('subscribe', {channel}).catch(() => {}); // a failure leaves it unsubscribed
+    }
+    this._firstConnect?.resolve(info);
+    this._firstConnect = null;
+    this.hooks.onConnected?.(info);
+  }
+
+  _reply(msg, id) {
+    const entry = this._pending.get(id);
+    if (!entry) return;
+    this._settle(id);
+    if ('error' in msg) {
+      entry.reject(new BifrostError(msg.code, msg.error, {details: msg.details}));
+    } else {
+      entry.resolve(msg.result);
+    }
+  }
+
+  async _answer(request) {
+    const value = await this.hooks.onInput?.(request);
+    if (value !== undefined && this._socket?.readyState === WebSocket.OPEN) {
+      this._socket.send(JSON.stringify({event: 'input_response', requestId: request.requestId, value}));
+    }
+  }
+
+  _closed({code, reason, wasClean}) {
+    this._socket = null;
+    this.info = null;
+    this._rejectPending(code, reason);
+    this.hooks.onDisconnected?.({code, reason, wasClean});
+    if (this.reconnect && !this._closing && code !== CLOSE_POLICY) this._scheduleRetry();
+    else this._failConnect(code, reason);
+  }
+
+  _failConnect(code, reason) {
+    if (!this._firstConnect) return;
+    const {reject} = this._firstConnect;
+    this._firstConnect = null;
+    reject(new BifrostError('disconnected', `Connection closed (${code}${reason ? ` ${reason}` : ''})`,
+      {closeCode: code, reason}));
+  }
+
+  _rejectPending(code, reason) {
+    for (const [id, entry] of this._pending) {
+      this._settle(id);
+      entry.reject(new BifrostError('disconnected', 'The connection closed before the reply arrived',
+        {closeCode: code, reason}));
+    }
+  }
+
+  _scheduleRetry() {
+    this._attempt += 1;
+    const base = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (this._attempt - 1));
+    const delay = Math.round(Math.min(RETRY_MAX_MS, base * (0.8 + Math.random() * 0.4)));
+    this.hooks.onReconnecting?.(this._attempt, delay);
+    this._retryTimer = setTimeout(() => { if (!this._closing) this._open(); }, delay);
+  }
+
+  // -- per-request timers: `timeout` ms without any frame for the request ----------------
+
+  _arm(id, entry) {
+    entry.timer = setTimeout(() => {
+      this._settle(id);
+      entry.reject(new BifrostError('timeout', `No reply within ${entry.timeout} ms`));
+    }, entry.timeout);
+  }
+
+  _rearm(id) {
+    const entry = this._pending.get(id);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this._arm(id, entry);
+  }
+
+  _settle(id) {
+    clearTimeout(this._pending.get(id)?.timer);
+    this._pending.delete(id);
+  }
+}
