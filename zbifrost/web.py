@@ -100,6 +100,8 @@ class Root(resource.Resource):
             b"healthz": Healthz(factory),
             b"metrics": Metrics(factory),
             b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8"),
+            b"demo.js": StaticFile("demo.js", b"text/javascript; charset=utf-8"),
+            b"demo.css": StaticFile("demo.css", b"text/css; charset=utf-8"),
         }
 
     def getChildWithDefault(self, path, request):
