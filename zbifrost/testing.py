@@ -58,15 +58,16 @@ class RunningServer:
         return defer.maybeDeferred(self.service.stopService)
 
 
-def start_server(workspace=None, reactor=None, **settings):
-    """Start a zbifrost on 127.0.0.1 and an ephemeral port; fires with a RunningServer.
+def start_server(workspace=None, reactor=None, port=0, **settings):
+    """Start a zbifrost on 127.0.0.1 and `port` (default: an ephemeral one); fires with a
+    RunningServer. A fixed `port` lets a test restart a server where its clients expect it.
 
     `settings` are Config attributes (e.g. zvafile, require_auth, tokens_file, rate).
     The environment's WEBSOCKET_* variables are ignored.
     """
     if reactor is None:
         from twisted.internet import reactor
-    overrides = dict(settings, listen=["tcp:0:interface=127.0.0.1"])
+    overrides = dict(settings, listen=[f"tcp:{int(port)}:interface=127.0.0.1"])
     if workspace is not None:
         overrides["workspace"] = workspace
     try:

@@ -1,0 +1,271 @@
+// scenarios.mjs: what tests/test_browser.py does in a real browser, one scenario per test.
+//
+//   node scenarios.mjs <scenario> <server http url> <artifact dir>
+//
+// Each scenario drives Debian's Chromium through playwright-core (never a downloaded
+// browser), prints `{"step": name}` lines when the pytest side has to act (restart the server,
+// publish), and ends with one `{"result": {...}}` line holding what it observed: the
+// assertions live in pytest. Waits are bounded; a failed wait exits 1 with the error on stderr.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const WAIT_MS = 15000;
+
+const [name, base, artifacts, ...extra] = process.argv.slice(2);
+const SCENARIO_MS = 60000; // the whole run, browser start included
+
+const say = (message) => console.log(JSON.stringify(message));
+
+// A demo page loaded from the server, connected, with its page errors collected.
+async function openDemo(context, query = '') {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  page.errors = errors;
+  await page.goto(`${base}/${query}`);
+  await page.locator('#status[data-state="connected"]').waitFor({timeout: WAIT_MS});
+  await page.locator('#menu button').first().waitFor({timeout: WAIT_MS});
+  return page;
+}
+
+// Click a menu button and return the lines of the result entry it adds, once it is complete.
+async function runFromMenu(page, button) {
+  const before = await page.locator('#results > li').count();
+  await page.getByRole('button', {name: button, exact: true}).click();
+  return finishedEntry(page, before);
+}
+
+async function finishedEntry(page, before) {
+  await page.waitForFunction((count) => {
+    const entries = document.querySelectorAll('#results > li');
+    return entries.length > count && entries[0].dataset.state;
+  }, before, {timeout: WAIT_MS});
+  return lines(await page.locator('#results > li').first().innerText());
+}
+
+// An element's text as its non-empty lines.
+const lines = (text) => text.split('\n').map((line) => line.trim()).filter(Boolean);
+
+const menu = (page) => page.locator('#menu button').evaluateAll((buttons) =>
+  buttons.map((button) => ({name: button.textContent, disabled: button.disabled})));
+
+// In the page: `outcome(promise)` records a result or a BifrostError's fields, for pytest.
+const OUTCOME = `
+  window.outcome = (promise) => promise.then(
+    (result) => ({result}),
+    (err) => ({error: err.constructor.name, code: err.code, message: err.message, details: err.details,
+               closeCode: err.closeCode, reason: err.reason}));
+`;
+
+const scenarios = {
+  // The demo page: its menu, a click on Ping, the connection info, and a screenshot.
+  async ping(context) {
+    const page = await openDemo(context);
+    const entry = await runFromMenu(page, 'Ping');
+    await page.screenshot({path: join(artifacts, 'demo-page.png'), fullPage: true});
+    return {menu: await menu(page), entry, info: await page.locator('#info').innerText(),
+      heading: await page.locator('#menu-title').innerText(), errors: page.errors};
+  },
+
+  // BifrostClient's rejections: server error codes, its own timeout, and `disconnected`.
+  async client_errors(context) {
+    const page = await openDemo(context);
+    await page.addScriptTag({content: OUTCOME});
+    return page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const client = new BifrostClient();
+      await client.connect();
+      const unknown = await outcome(client.dispatch('^Nope'));
+      const missing = await outcome(client.request('dispatch', {}));
+      const noReply = await outcome(client.request('input_response', {requestId: 'none', value: 1}, {timeout: 300}));
+      const afterErrors = await outcome(client.dispatch('^Ping'));
+      const cutOff = client.dispatch('^Ping');
+      client.disconnect();
+      return {unknown, missing, noReply, afterErrors, cutOff: await outcome(cutOff),
+        afterDisconnect: await outcome(client.dispatch('^Ping'))};
+    });
+  },
+
+  // Tokens go in the query string; a refused one rejects connect() with the close code.
+  async auth(context) {
+    const page = await context.newPage();
+    await page.goto(`${base}/`);
+    await page.locator('#status[data-state="down"]').waitFor({timeout: WAIT_MS});
+    const refusedPage = await page.locator('#status').innerText();
+    await page.addScriptTag({content: OUTCOME});
+    const [token] = extra;
+    const client = await page.evaluate(async (token) => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const attempt = async (options) => {
+        let retries = 0;
+        const client = new BifrostClient(undefined, {...options, hooks: {onReconnecting: () => retries++}});
+        const connected = await outcome(client.connect());
+        client.disconnect();
+        return {...connected, retries};
+      };
+      return {none: await attempt({}), wrong: await attempt({token: 'not-a-token'}), good: await attempt({token})};
+    }, token);
+    const allowed = await openDemo(context, `?token=${encodeURIComponent(token)}`);
+    return {refusedPage, client, allowedPage: await allowed.locator('#info').innerText()};
+  },
+
+  // Two tabs with colliding request ids each get only their own replies.
+  async two_tabs(context) {
+    const tabs = [await openDemo(context), await openDemo(context)];
+    const keys = ['^Ping', '^Status'];
+    const seen = await Promise.all(tabs.map((tab, index) => tab.evaluate(async (zKey) => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const frames = [];
+      const client = new BifrostClient(undefined, {hooks: {onMessage: (frame) => frames.push(frame)}});
+      await client.connect();
+      const results = await Promise.all(Array.from({length: 5}, () => client.dispatch(zKey)));
+      client.disconnect();
+      return {results, frames};
+    }, keys[index])));
+    const entries = [await runFromMenu(tabs[0], 'Ping'), await runFromMenu(tabs[1], 'Status')];
+    const logs = await Promise.all(tabs.map((tab) => tab.locator('#results').innerText()));
+    return {seen, entries, logs};
+  },
+
+  // The server stops and a new one starts on the same port: the client comes back, with its
+  // channel subscription, and so does the demo page.
+  async reconnect(context) {
+    const page = await openDemo(context);
+    await page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const probe = window.probe = {connected: 0, disconnects: [], reconnecting: [], shutdown: 0, messages: []};
+      const client = window.client = new BifrostClient(undefined, {hooks: {
+        onConnected: () => probe.connected++,
+        onDisconnected: ({code}) => probe.disconnects.push(code),
+        onReconnecting: (attempt, delay) => probe.reconnecting.push({attempt, delay}),
+        onServerShutdown: () => probe.shutdown++,
+      }});
+      client.subscribe('news', (data, from) => probe.messages.push({data, from}));
+      await client.connect();
+    });
+    say({step: 'connected'});
+    await page.waitForFunction(() => window.probe.connected >= 2, null, {timeout: WAIT_MS});
+    await page.evaluate(() => window.client.request('ping')); // the re-subscribe went first
+    say({step: 'reconnected'});
+    await page.waitForFunction(() => window.probe.messages.length >= 1, null, {timeout: WAIT_MS});
+    await page.locator('#status[data-state="connected"]').waitFor({timeout: WAIT_MS});
+    await page.locator('#menu button').first().waitFor({timeout: WAIT_MS});
+    const entry = await runFromMenu(page, 'Ping');
+    return {probe: await page.evaluate(() => window.probe), entry, errors: page.errors};
+  },
+
+  // A zDialog: the page introspects it, renders a labelled form, dispatches with `data`.
+  // The client alone: onInput answers an input_request; invalid data keeps its details.
+  async dialog(context) {
+    const page = await openDemo(context);
+    const before = await page.locator('#results > li').count();
+    await page.getByRole('button', {name: 'Greet', exact: true}).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.waitFor({timeout: WAIT_MS});
+    const title = await dialog.locator('h2').innerText();
+    await dialog.getByLabel('Your name').fill('Ada');
+    await dialog.getByLabel('Age').fill('36');
+    await dialog.getByRole('button', {name: 'Submit'}).click();
+    const entry = await finishedEntry(page, before);
+    await page.addScriptTag({content: OUTCOME});
+    const client = await page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const requests = [];
+      const client = new BifrostClient(undefined, {hooks: {
+        onInput: (request) => { requests.push(request); return {name: 'Bob', age: 7}; },
+      }});
+      await client.connect();
+      const asked = await outcome(client.dispatch('^Greet'));
+      const invalid = await outcome(client.dispatch('^Greet', {data: {name: 'Eve', age: 'old'}}));
+      client.disconnect();
+      return {asked, invalid, requests};
+    });
+    return {title, entry, dialogOpen: await dialog.isVisible(), client, errors: page.errors};
+  },
+
+  // A command reporting progress: the page shows a progress bar; the client calls both the
+  // onProgress hook and the per-call onProgress.
+  async progress(context) {
+    const page = await openDemo(context);
+    const entry = await runFromMenu(page, 'Import');
+    const bar = await page.locator('#results > li progress').first().evaluate((el) => ({value: el.value, max: el.max}));
+    const client = await page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const hook = [];
+      const perCall = [];
+      const client = new BifrostClient(undefined, {hooks: {onProgress: (progress) => hook.push(progress)}});
+      await client.connect();
+      const result = await client.dispatch('^Import', {onProgress: (progress) => perCall.push(progress)});
+      client.disconnect();
+      return {result, hook, perCall};
+    });
+    return {entry, bar, client, errors: page.errors};
+  },
+
+  // Replies are matched by _requestId: a dialog waiting for input does not hold back a Ping
+  // sent after it.
+  async out_of_order(context) {
+    const page = await openDemo(context);
+    return page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      let answer;
+      let asked;
+      const askedForInput = new Promise((resolve) => { asked = resolve; });
+      const client = new BifrostClient(undefined, {hooks: {onInput: () => {
+        asked();
+        return new Promise((resolve) => { answer = resolve; });
+      }}});
+      await client.connect();
+      const order = [];
+      const greet = client.dispatch('^Greet').then((result) => order.push(['Greet', result]));
+      await askedForInput;
+      await client.dispatch('^Ping').then((result) => order.push(['Ping', result]));
+      answer({name: 'Zed', age: 1});
+      await greet;
+      client.disconnect();
+      return order;
+    });
+  },
+
+  // zLink moves the page to another block's menu; zBack returns.
+  async navigation(context) {
+    const page = await openDemo(context);
+    const linked = await runFromMenu(page, 'Go Deeper');
+    await page.locator('#menu-title', {hasText: 'Deeper'}).waitFor({timeout: WAIT_MS});
+    const deeper = {heading: await page.locator('#menu-title').innerText(), menu: await menu(page)};
+    const hello = await runFromMenu(page, 'Hello');
+    await runFromMenu(page, 'zBack');
+    await page.locator('#menu-title', {hasText: 'root'}).waitFor({timeout: WAIT_MS});
+    return {linked, deeper, hello, back: {heading: await page.locator('#menu-title').innerText(), menu: await menu(page)},
+      errors: page.errors};
+  },
+};
+
+async function main() {
+  const scenario = scenarios[name];
+  if (!scenario) throw new Error(`unknown scenario ${name}; known: ${Object.keys(scenarios).join(', ')}`);
+  const profile = mkdtempSync(join(tmpdir(), 'zbifrost-chromium-'));
+  const context = await chromium.launchPersistentContext(profile,
+    {executablePath: CHROMIUM, headless: true, args: ARGS, viewport: {width: 1100, height: 720}});
+  try {
+    say({result: await scenario(context)});
+  } finally {
+    await context.close();
+    rmSync(profile, {recursive: true, force: true});
+  }
+}
+
+setTimeout(() => {
+  console.error(`scenario ${name} did not finish within ${SCENARIO_MS} ms`);
+  process.exit(1);
+}, SCENARIO_MS).unref();
+
+main().catch((err) => {
+  console.error(err.stack || String(err));
+  process.exit(1);
+});

@@ -1,0 +1,270 @@
+"""The JavaScript client and the demo page in a real browser (Debian's Chromium).
+
+Each test starts a real zbifrost on loopback and runs one scenario of
+tests/browser/scenarios.mjs under node (playwright-core driving /usr/bin/chromium); the
+scenario reports what it saw as JSON and the assertions are made here. node runs as a child
+process of the reactor (spawnProcess), so the server keeps serving while the browser works.
+Install what they need with tests/browser/install.sh; without it they are skipped, with the
+reason.
+"""
+
+import json
+import os
+import shutil
+
+import pytest
+import pytest_twisted
+import yaml
+from twisted.internet import defer, protocol, reactor
+
+from zbifrost import testing
+from zbifrost.auth import hash_token
+from zbifrost.zui.actions import ZuiError
+from zbifrost.zui.workspace import Workspace
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BROWSER_DIR = os.path.join(HERE, "browser")
+SCENARIOS = os.path.join(BROWSER_DIR, "scenarios.mjs")
+TEST_WORKSPACE = os.path.join(BROWSER_DIR, "workspace")
+ARTIFACTS = os.path.join(HERE, "artifacts")
+CHROMIUM = "/usr/bin/chromium"
+NODE = shutil.which("node")
+SCRIPT_TIMEOUT = 90  # seconds; the scenario's own waits are shorter and say what they waited for
+
+
+def _missing_browser():
+    if not os.path.exists(CHROMIUM):
+        return f"{CHROMIUM} is not installed (run tests/browser/install.sh)"
+    if NODE is None:
+        return "node is not installed"
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+        return "playwright-core is not installed in tests/browser (run tests/browser/install.sh)"
+    return None
+
+
+def _missing_engine():
+    """Why the zUI engine cannot load the test workspace yet (zFunc, zDialog, zLink are being
+    built in zbifrost/zui), or None."""
+    try:
+        Workspace(TEST_WORKSPACE).file("@.zUI.browser")
+    except ZuiError as err:
+        return f"the zUI engine cannot load tests/browser/workspace yet: {err}"
+    return None
+
+
+MISSING_BROWSER = _missing_browser()
+MISSING_ENGINE = _missing_engine()
+pytestmark = pytest.mark.skipif(MISSING_BROWSER is not None, reason=MISSING_BROWSER or "")
+needs_engine = pytest.mark.skipif(MISSING_ENGINE is not None, reason=MISSING_ENGINE or "")
+
+
+class Scenario(protocol.ProcessProtocol):
+    """One `node scenarios.mjs <name> <url> <artifacts>` run: its steps and its result."""
+
+    def __init__(self, name):
+        self.name = name
+        self._buffer = b""
+        self._stderr = []
+        self._steps = {}  # step name -> Deferred fired when node prints it
+        self._result = None
+        self._ended = defer.Deferred()
+
+    @classmethod
+    def start(cls, name, server, *extra):
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        scenario = cls(name)
+        reactor.spawnProcess(scenario, NODE, [NODE, SCENARIOS, name, server.http_url, ARTIFACTS, *extra],
+                             env=dict(os.environ), path=BROWSER_DIR)
+        scenario._ended.addTimeout(SCRIPT_TIMEOUT, reactor, onTimeoutCancel=scenario._kill)
+        return scenario
+
+    def _kill(self, value, timeout):
+        self.transport.signalProcess("KILL")
+        return defer.TimeoutError(f"scenario {self.name} ran longer than {timeout} s")
+
+    def outReceived(self, data):
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
+            if line.startswith(b"{"):
+                message = json.loads(line)
+                if "step" in message:
+                    self._step(message["step"]).callback(None)
+                else:
+                    self._result = message["result"]
+
+    def errReceived(self, data):
+        self._stderr.append(data)
+
+    def processEnded(self, reason):
+        self._ended.callback(reason.value.exitCode)
+
+    def _step(self, name):
+        return self._steps.setdefault(name, defer.Deferred())
+
+    def step(self, name):
+        """Fires when the scenario prints `{"step": name}`; fails if it ends first."""
+        waiting = self._step(name)
+
+        def ended_first(outcome):
+            if not waiting.called:
+                waiting.errback(self._failure())
+            return outcome
+
+        self._ended.addBoth(ended_first)
+        return waiting
+
+    def _failure(self):
+        return AssertionError(f"scenario {self.name} failed:\n{b''.join(self._stderr).decode(errors='replace')}")
+
+    @defer.inlineCallbacks
+    def result(self):
+        """What the scenario observed, once node has exited successfully."""
+        exit_code = yield self._ended
+        if exit_code != 0 or self._result is None:
+            raise self._failure()
+        return self._result
+
+
+def run(name, server, *extra):
+    return Scenario.start(name, server, *extra).result()
+
+
+def _error(outcome, code):
+    """Assert a client outcome is a BifrostError with `code`."""
+    assert outcome["error"] == "BifrostError", outcome
+    assert outcome["code"] == code, outcome
+    return outcome
+
+
+@pytest_twisted.inlineCallbacks
+def test_demo_page_shows_the_menu_and_pong_after_clicking_ping_and_saves_a_screenshot(make_server):
+    server = yield make_server()
+    seen = yield run("ping", server)
+    assert seen["heading"] == "Menu: Level1Menu"
+    assert seen["menu"] == [{"name": "Ping", "disabled": False}, {"name": "Echo Test", "disabled": False},
+                            {"name": "Status", "disabled": False}, {"name": "stop", "disabled": True}]
+    assert seen["entry"] == ["Ping", "Pong!"]
+    assert "anonymous (guest)" in seen["info"] and "@.zUI.level1" in seen["info"]
+    assert seen["errors"] == []
+    with open(os.path.join(ARTIFACTS, "demo-page.png"), "rb") as screenshot:
+        assert screenshot.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest_twisted.inlineCallbacks
+def test_client_rejects_with_bifrost_error_codes_timeout_and_disconnected(make_server):
+    server = yield make_server()
+    seen = yield run("client_errors", server)
+    assert _error(seen["unknown"], "unknown_command")["message"] == "Unknown command: ^Nope"
+    _error(seen["missing"], "missing_field")
+    _error(seen["noReply"], "timeout")
+    assert seen["afterErrors"] == {"result": {"message": "Pong!"}}
+    assert _error(seen["cutOff"], "disconnected")["closeCode"] == 1000
+    _error(seen["afterDisconnect"], "disconnected")
+
+
+@pytest_twisted.inlineCallbacks
+def test_client_sends_the_token_in_the_query_and_connect_rejects_with_the_close_code(make_server, tmp_path):
+    token = "browser-test-token"
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": [{"sha256": hash_token(token), "user": "alice", "role": "user"}]}))
+    server = yield make_server(require_auth=True, tokens_file=str(tokens))
+    seen = yield run("auth", server, token)
+    client = seen["client"]
+    for case, reason in (("none", "Authentication required"), ("wrong", "Invalid token")):
+        refused = _error(client[case], "disconnected")
+        assert (refused["closeCode"], refused["reason"], refused["retries"]) == (1008, reason, 0)
+    assert client["good"]["result"]["auth"] == {"authenticated": True, "user": "alice", "role": "user"}
+    assert "Authentication required" in seen["refusedPage"]
+    assert "alice (user)" in seen["allowedPage"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_tabs_do_not_see_each_others_replies(make_server):
+    server = yield make_server()
+    seen = yield run("two_tabs", server)
+    for (tab, mine, theirs) in ((seen["seen"][0], "Pong!", "Server is running"),
+                                (seen["seen"][1], "Server is running", "Pong!")):
+        assert tab["results"] == [{"message": mine}] * 5
+        replies = [frame for frame in tab["frames"] if "event" not in frame]
+        assert sorted(frame["_requestId"] for frame in replies) == [1, 2, 3, 4, 5]
+        assert all(frame["result"] == {"message": mine} for frame in replies)
+        assert theirs not in json.dumps(tab["frames"])
+    assert seen["entries"] == [["Ping", "Pong!"], ["Status", "Server is running"]]
+    assert "Server is running" not in seen["logs"][0] and "Pong!" not in seen["logs"][1]
+
+
+@pytest_twisted.inlineCallbacks
+def test_client_reconnects_and_resubscribes_after_the_server_restarts(make_server):
+    first = yield testing.start_server(workspace=os.path.join(os.path.dirname(HERE), "zui"))
+    try:
+        scenario = Scenario.start("reconnect", first)
+        yield scenario.step("connected")
+    finally:
+        yield first.stop()
+    second = yield make_server(port=first.port)
+    yield scenario.step("reconnected")
+    publisher = yield testing.connect(second.url)
+    published = yield publisher.request("publish", channel="news", data={"hello": "again"})
+    yield publisher.close()
+    seen = yield scenario.result()
+    probe = seen["probe"]
+    assert published["delivered"] == 1
+    assert probe["messages"] == [{"data": {"hello": "again"}, "from": publisher.info["client_id"]}]
+    assert probe["shutdown"] == 1 and probe["disconnects"][0] == 1001
+    assert probe["connected"] == 2
+    assert probe["reconnecting"][0]["attempt"] == 1 and 300 <= probe["reconnecting"][0]["delay"] <= 700
+    assert seen["entry"] == ["Ping", "Pong!"]
+    assert seen["errors"] == []
+
+
+def _test_workspace_server(make_server):
+    return make_server(workspace=TEST_WORKSPACE, zvafile="@.zUI.browser")
+
+
+@needs_engine
+@pytest_twisted.inlineCallbacks
+def test_dialog_form_submits_its_values_and_shows_the_result(make_server):
+    server = yield _test_workspace_server(make_server)
+    seen = yield run("dialog", server)
+    assert seen["title"] == "Say hello"
+    assert seen["entry"] == ["Greet", "Hello Ada (36)"]
+    assert seen["dialogOpen"] is False
+    client = seen["client"]
+    assert client["asked"] == {"result": {"message": "Hello Bob (7)"}}
+    assert [field["name"] for field in client["requests"][0]["fields"]] == ["name", "age"]
+    assert "age" in _error(client["invalid"], "invalid_input")["details"]
+    assert seen["errors"] == []
+
+
+@needs_engine
+@pytest_twisted.inlineCallbacks
+def test_progress_renders_as_a_bar_and_reaches_both_progress_callbacks(make_server):
+    server = yield _test_workspace_server(make_server)
+    seen = yield run("progress", server)
+    assert seen["entry"] == ["Import", "Importing: 3 / 3", "Imported 3 rows"]
+    assert seen["bar"] == {"value": 3, "max": 3}
+    steps = [{"current": n, "total": 3, "label": "Importing"} for n in (1, 2, 3)]
+    assert seen["client"] == {"result": {"message": "Imported 3 rows"}, "hook": steps, "perCall": steps}
+    assert seen["errors"] == []
+
+
+@needs_engine
+@pytest_twisted.inlineCallbacks
+def test_client_matches_replies_by_request_id_not_by_order(make_server):
+    server = yield _test_workspace_server(make_server)
+    order = yield run("out_of_order", server)
+    assert order == [["Ping", {"message": "Pong!"}], ["Greet", {"message": "Hello Zed (1)"}]]
+
+
+@needs_engine
+@pytest_twisted.inlineCallbacks
+def test_demo_page_follows_zlink_and_zback(make_server):
+    server = yield _test_workspace_server(make_server)
+    seen = yield run("navigation", server)
+    assert seen["linked"] == ["Go Deeper", "Now in Deeper"]
+    assert seen["deeper"] == {"heading": "Menu: Deeper", "menu": [{"name": "Hello", "disabled": False},
+                                                                 {"name": "zBack", "disabled": False}]}
+    assert seen["hello"] == ["Hello", "Hello from Deeper"]
+    assert seen["back"]["heading"] == "Menu: root"
+    assert [item["name"] for item in seen["back"]["menu"]] == ["Ping", "Greet", "Import", "Go Deeper", "stop"]
+    assert seen["errors"] == []
