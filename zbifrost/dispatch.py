@@ -3,11 +3,18 @@
 It resolves a key in the client's block, checks the role, answers from the query cache,
 runs the action with a `RequestContext`, and puts a timeout on anything asynchronous.
 Failures are exceptions (`RequestError` for the ones with their own code); turning them
-into error frames is the protocol's job. Nothing here touches WebSocket frames.
+into error frames is the protocol's job. It also holds each client's navigation (`Session`)
+and the request context (`RequestContext`), whose progress, display and input_request events
+are built with `messages.event_frame` and handed to the connection's `send_frame`, to the
+asking client only. Nothing here touches WebSocket frames.
 """
+
+import uuid
+from collections import deque
 
 import orjson
 from twisted.internet.defer import Deferred
+from twisted.python import threadable
 
 from .messages import (
     FORBIDDEN,
@@ -15,10 +22,18 @@ from .messages import (
     UNKNOWN_COMMAND,
     CachedResult,
     RequestError,
+    event_frame,
     optional_field,
     quote,
     require_string,
 )
+from .zui.actions import BackAction
+from .zui.model import BACK_KEY, Command
+
+MAX_HISTORY = 100  # blocks a session remembers for zBack; older ones are forgotten
+
+# `zBack` in a block that does not define it.
+BACK_COMMAND = Command(key=BACK_KEY, action=BackAction(), line=0, description="Go back to the previous block")
 
 
 class Session:
@@ -29,41 +44,129 @@ class Session:
     def __init__(self, zvafile, zblock):
         self.zvafile = zvafile
         self.zblock = zblock
-        self.history = []  # (zvafile, zblock) pairs, most recent last
+        self.history = deque(maxlen=MAX_HISTORY)  # (zvafile, zblock) pairs, most recent last
+
+    def move_to(self, zvafile, zblock):
+        """zLink: remember where the client is, then go there."""
+        self.history.append((self.zvafile, self.zblock))
+        self.zvafile, self.zblock = zvafile, zblock
+
+    def back(self):
+        """zBack: return to the previous place (stay put at the first one); returns it."""
+        if self.history:
+            self.zvafile, self.zblock = self.history.pop()
+        return self.zvafile, self.zblock
+
+
+class _Asker:
+    """The way back to the client that sent one request: its frames carry the request's
+    `_requestId`, go to that client only, and stop once the request has been answered."""
+
+    __slots__ = ("conn", "request_id", "reactor", "answered")
+
+    def __init__(self, conn, request_id, reactor):
+        self.conn = conn
+        self.request_id = request_id
+        self.reactor = reactor
+        self.answered = False
+
+    def send(self, frame):
+        """Send from any thread: a worker thread hands the frame to the reactor thread."""
+        if threadable.isInIOThread():
+            self._send(frame)
+        else:
+            self.reactor.callFromThread(self._send, frame)
+
+    def _send(self, frame):
+        if not self.answered:
+            self.conn.send_frame(frame)
+
+    def finished(self, outcome):
+        self.answered = True
+        return outcome
 
 
 class RequestContext:
-    """What a running command may know and do: the `ctx` of plugin functions."""
+    """What a running command may know and do: the `ctx` of actions and plugin functions.
 
-    def __init__(self, conn, command, args, data, request_id, dispatcher):
+    Plugins use `user`, `role`, `client_id`, `args`, `data`, `zHat` (in a wizard: the earlier
+    steps' results), `zConv` (in a zDialog's onSubmit: the validated form), `progress()` and
+    `display()`. Actions also use `session`, `workspace`, `command`, `reactor`, `ask()` and
+    `derive()`.
+    """
+
+    __slots__ = ("user", "role", "client_id", "args", "data", "zHat", "zConv", "command", "session", "workspace",
+                 "reactor", "_asker")
+
+    def __init__(self, conn, command, args, data, asker, workspace):
         self.user = conn.identity["user"]
         self.role = conn.identity["role"]
         self.client_id = conn.client_id
         self.args = args
         self.data = data
         self.zHat = None
+        self.zConv = None
         self.command = command
-        self.request_id = request_id
         self.session = conn.session
-        self.connection = conn
-        self.dispatcher = dispatcher
+        self.workspace = workspace
+        self.reactor = asker.reactor
+        self._asker = asker
+
+    @property
+    def request_id(self):
+        return self._asker.request_id
+
+    def derive(self, **changes):
+        """A copy with some attributes changed (a wizard step's zHat, an onSubmit's zConv)."""
+        copy = object.__new__(RequestContext)
+        for name in RequestContext.__slots__:
+            setattr(copy, name, changes.get(name, getattr(self, name)))
+        return copy
+
+    def progress(self, current, total, label=None):
+        """Send a `progress` frame to the asking client (callable from a worker thread)."""
+        self._asker.send(event_frame("progress", self._asker.request_id, current=current, total=total, label=label))
+
+    def display(self, event, **data):
+        """Send a `display` frame to the asking client (callable from a worker thread)."""
+        self._asker.send(event_frame("display", self._asker.request_id, display_event=event, data=data))
+
+    def ask(self, prompt, fields):
+        """Send an `input_request` and return a Deferred of the client's `input_response` value.
+
+        Reactor thread only. Cancelling the Deferred (the command's timeout does) forgets it.
+        """
+        conn = self._asker.conn
+        input_id = str(uuid.uuid4())
+        waiting = Deferred(lambda _: conn.pending_inputs.pop(input_id, None))
+        conn.pending_inputs[input_id] = waiting
+        self._asker.send(event_frame("input_request", self._asker.request_id, requestId=input_id, prompt=prompt,
+                                     fields=fields))
+        return waiting
 
 
 class Dispatcher:
-    def __init__(self, workspace, cache, clock, default_timeout):
+    def __init__(self, workspace, cache, reactor, default_timeout):
         self.workspace = workspace
         self.cache = cache
-        self.clock = clock
+        self.reactor = reactor
         self.default_timeout = default_timeout
 
     def resolve(self, session, zkey, zblock=None):
-        """(file, block, command) for a zKey in the session's block (or `zblock` of its file)."""
+        """(file, block, command) for a zKey in the session's block (or `zblock` of its file).
+
+        `zBack` is answered in every block (and even when the session's block has gone from
+        a reloaded file), unless the block defines it itself.
+        """
         zfile = self.workspace.file(session.zvafile)
-        block = zfile.blocks.get(session.zblock if zblock is None else zblock)
-        if block is None:
-            raise RequestError(UNKNOWN_COMMAND, f"Unknown block: {quote(zblock)}")
-        command = block.find(zkey)
+        name = session.zblock if zblock is None else zblock
+        block = zfile.blocks.get(name)
+        command = block.find(zkey) if block is not None else None
         if command is None:
+            if (zkey[1:] if zkey[:1] == "^" else zkey) == BACK_KEY:
+                return zfile, block, BACK_COMMAND
+            if block is None:
+                raise RequestError(UNKNOWN_COMMAND, f"Unknown block: {quote(name)}")
             raise RequestError(UNKNOWN_COMMAND, f"Unknown command: {quote(zkey)}")
         return zfile, block, command
 
@@ -79,18 +182,25 @@ class Dispatcher:
             raise RequestError(FORBIDDEN, f"Your role may not run {quote(zkey)}")
         cache_key = None
         if command.cache_ttl is not None:
-            cache_key = _cache_key(zfile.zpath, block.name, command.key, args, data, role)
+            cache_key = _cache_key(zfile, block.name, command.key, args, data, role)
             if not no_cache:
                 hit, value = self.cache.get(cache_key)
                 if hit:
                     return CachedResult(value)
-        ctx = RequestContext(conn, command, args if args is not None else [], data, request_id, self)
-        result = command.action.run(ctx)
+        action = command.action
+        if not action.uses_context:  # plain strings and zDisplay: the hot path stays lean
+            result = action.run(None)
+        else:
+            asker = _Asker(conn, request_id, self.reactor)
+            result = action.run(RequestContext(conn, command, args if args is not None else [], data, asker,
+                                               self.workspace))
+            if type(result) is Deferred:
+                result.addTimeout(command.timeout or self.default_timeout, self.reactor)
+                result.addBoth(asker.finished)
         if type(result) is not Deferred:
             if cache_key is not None:
                 self.cache.put(cache_key, result, command.cache_ttl)
             return result
-        result.addTimeout(command.timeout or self.default_timeout, self.clock)
         if cache_key is not None:
             result.addCallback(self._store, cache_key, command.cache_ttl)
         return result
@@ -100,9 +210,10 @@ class Dispatcher:
         return value
 
 
-def _cache_key(zpath, block, key, args, data, role):
+def _cache_key(zfile, block, key, args, data, role):
+    """Results are shared per file version, block, key, arguments, form data and role."""
     try:
         arguments = orjson.dumps([args, data], option=orjson.OPT_SORT_KEYS)
     except TypeError:
         raise RequestError(MISSING_FIELD, "args and data must be plain JSON") from None
-    return (zpath, block, key, arguments, role)
+    return (zfile.zpath, zfile.mtime_ns, block, key, arguments, role)

@@ -1,4 +1,4 @@
-"""`discover` and `introspect`: what the client's role may run in the loaded zUI file."""
+"""`discover` and `introspect`: what the client's role may run in its current zUI file."""
 
 from ..messages import FORBIDDEN, RequestError, optional_field, quote, require_string
 
@@ -10,9 +10,7 @@ def discover(conn, message, request_id):
     for name, block in zfile.blocks.items():
         commands = [{"key": command.key, "kind": command.action.kind, "description": command.description}
                     for command in block.commands.values() if command.allows(role)]
-        menu = [item for item in block.menu
-                if (found := block.find(item)) is None or found.allows(role)]
-        blocks[name] = {"menu": menu, "commands": commands}
+        blocks[name] = {"menu": block.visible_menu(role), "commands": commands}
     return {"zVaFile": zfile.zpath, "blocks": blocks}
 
 
@@ -22,7 +20,7 @@ def introspect(conn, message, request_id):
     _, block, command = conn.server.dispatcher.resolve(conn.session, zkey, zblock)
     if not command.allows(conn.identity["role"]):
         raise RequestError(FORBIDDEN, f"Your role may not run {quote(zkey)}")
-    return command.describe(block.name)
+    return command.describe(block.name if block is not None else conn.session.zblock)
 
 
 HANDLERS = {"discover": discover, "introspect": introspect}

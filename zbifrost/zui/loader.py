@@ -5,13 +5,14 @@ here at load time so that requests never meet a malformed action. This module re
 it knows nothing of connections, caching or reloading (see `zbifrost.zui.workspace`).
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 import yaml
 
 from .actions import ZuiError, parse_action
-from .model import Block, Command, ZuiFile
+from .model import BACK_KEY, Block, Command, ZuiFile
 
 OPTION_KEYS = ("description", "roles", "cache_ttl", "timeout")
 
@@ -50,14 +51,26 @@ def _construct_mapping(loader, node):
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ParseContext:
-    """What an action may need to know while it is built (e.g. to check a zLink target)."""
+    """What an action may need to know while it is built."""
 
-    workspace: str
-    zpath: str
+    workspace: str  # the workspace's real path
+    zpath: str  # of the file being loaded
     path: str
-    block_names: frozenset
+    block_names: frozenset  # the blocks of the file being loaded
+    plugins: object  # zbifrost.zui.plugins.Plugins: imports and checks zFunc targets
+    linked_blocks: object  # zpath -> block names of another file, or None while it is loading
+    form_fields: frozenset = None  # inside a zDialog's onSubmit: the names zConv.<field> may use
+    depth: int = 0  # how deep inside wizards and dialogs
+
+    def nested(self, **changes):
+        """The context for an action inside a wizard or a dialog."""
+        return dataclasses.replace(self, depth=self.depth + 1, **changes)
+
+    def blocks_of(self, zpath):
+        """The block names of a zLink's target file (None: not known yet, it is loading)."""
+        return self.block_names if zpath == self.zpath else self.linked_blocks(zpath)
 
 
 def _number(value, name, line):
@@ -71,8 +84,9 @@ def _parse_command(key, value, line, context):
     if isinstance(value, dict):
         options = {name: value[name] for name in OPTION_KEYS if name in value}
         if options:
+            lines = value.lines
             value = _LineDict({k: v for k, v in value.items() if k not in OPTION_KEYS})
-            value.line = line
+            value.line, value.lines = line, lines
     command = Command(key=key, action=parse_action(value, line, context), line=line)
     if "description" in options:
         if not isinstance(options["description"], str):
@@ -85,6 +99,9 @@ def _parse_command(key, value, line, context):
             raise ZuiError(f"line {line}: roles must be a list of role names")
         command.roles = frozenset(roles)
     if "cache_ttl" in options:
+        if not command.action.cacheable:
+            raise ZuiError(f"line {line}: cache_ttl cannot be used on a {command.action.kind} action "
+                           "(it moves the client or asks it for input)")
         command.cache_ttl = _number(options["cache_ttl"], "cache_ttl", line)
     if "timeout" in options:
         command.timeout = _number(options["timeout"], "timeout", line)
@@ -107,12 +124,19 @@ def _parse_block(name, body, line, context):
         lookup = key[1:] if key.startswith("^") else key
         if lookup in block.commands:
             raise ZuiError(f"line {key_line}: key {key!r} repeats {block.commands[lookup].key!r} in block {name!r}")
-        block.commands[lookup] = _parse_command(key, value, key_line, context)
+        command = _parse_command(key, value, key_line, context)
+        if lookup == BACK_KEY and command.action.kind != "back":
+            raise ZuiError(f"line {key_line}: the key {key!r} is reserved for going back; its action must be zBack")
+        block.commands[lookup] = command
     return block
 
 
-def load_zui_file(workspace, zpath, path):
-    """Parse and validate the file at `path` (found from `zpath`). Raises ZuiError."""
+def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
+    """Parse and validate the file at `path` (found from `zpath`). Raises ZuiError.
+
+    `plugins` imports the functions the file calls; `linked_blocks(zpath)` gives the block
+    names of a file a zLink names (or None when they cannot be known yet).
+    """
     shown = os.path.relpath(path, workspace)
     try:
         with open(path, "rb") as handle:
@@ -121,7 +145,8 @@ def load_zui_file(workspace, zpath, path):
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
         if not isinstance(raw, dict) or not raw:
             raise ZuiError("line 1: a zUI file must be a mapping of block names to blocks")
-        context = ParseContext(workspace=workspace, zpath=zpath, path=path, block_names=frozenset(raw))
+        context = ParseContext(workspace=workspace, zpath=zpath, path=path, block_names=frozenset(raw),
+                               plugins=plugins, linked_blocks=linked_blocks)
         blocks = {}
         for name, body in raw.items():
             line = raw.lines.get(name, 1)

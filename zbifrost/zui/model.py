@@ -6,6 +6,8 @@ knows about connections or YAML.
 
 from dataclasses import dataclass, field
 
+BACK_KEY = "zBack"  # answered in every block, defined there or not
+
 @dataclass
 class Command:
     key: str  # as written in the file, e.g. "^List Users"
@@ -36,6 +38,10 @@ class Block:
     def find(self, zkey):
         """The command a zKey names: one leading `^` is stripped, so `^Ping` and `Ping` match."""
         return self.commands.get(zkey[1:] if zkey[:1] == "^" else zkey)
+
+    def visible_menu(self, role):
+        """The menu without the commands `role` may not run (entries naming no command stay)."""
+        return [item for item in self.menu if (found := self.find(item)) is None or found.allows(role)]
 
 
 @dataclass

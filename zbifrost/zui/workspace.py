@@ -1,8 +1,9 @@
-"""The workspace: the folder of zUI files, each parsed once and kept until it changes.
+"""The workspace: the folder of zUI files and plugins, each loaded once and kept until it changes.
 
 `Workspace.file(zpath)` answers from memory (the `schema_cache` feature); `refresh()`, called
-periodically by the service, reloads files whose modification time changed and keeps the last
-good version when a change does not load. Nothing here knows about connections.
+periodically by the service, reloads zUI files whose modification time changed and then
+plugin modules whose file changed (`zbifrost.zui.plugins`), keeping the last good version of
+each when a change does not load. Nothing here knows about connections.
 """
 
 import os
@@ -11,6 +12,7 @@ from twisted.logger import Logger
 
 from .actions import ZuiError
 from .loader import load_zui_file
+from .plugins import Plugins
 from .zpath import ZPathError, zpath_to_file
 
 log = Logger()
@@ -20,7 +22,9 @@ class Workspace:
     def __init__(self, root):
         self.root = os.path.realpath(root)
         self.name = os.path.basename(self.root)
+        self.plugins = Plugins(self.root)
         self._files = {}  # zpath -> ZuiFile
+        self._loading = set()  # zpaths being loaded now (a zLink cycle stops here)
         self._failed = {}  # zpath -> mtime of the edit that did not load (logged once)
         self.reloads = 0
 
@@ -28,18 +32,36 @@ class Workspace:
         """The loaded ZuiFile for a zPath. Raises ZuiError or ZPathError."""
         loaded = self._files.get(zpath)
         if loaded is None:
-            loaded = load_zui_file(self.root, zpath, zpath_to_file(self.root, zpath))
+            loaded = self._load(zpath, zpath_to_file(self.root, zpath))
             self._files[zpath] = loaded
         return loaded
 
+    def _load(self, zpath, path):
+        self._loading.add(zpath)
+        try:
+            return load_zui_file(self.root, zpath, path, self.plugins, self._linked_blocks)
+        finally:
+            self._loading.discard(zpath)
+
+    def _linked_blocks(self, zpath):
+        """The block names of a file a zLink names; None while that file is being loaded."""
+        if zpath in self._loading:
+            return None
+        return frozenset(self.file(zpath).blocks)
+
     def refresh(self):
-        """Reload every cached file that changed on disk; keep the last good one on failure."""
+        """Reload what changed on disk: zUI files first, then plugin modules (so that a plugin
+        change is checked against the zUI files now in use)."""
+        self._refresh_files()
+        self.plugins.refresh()
+
+    def _refresh_files(self):
         for zpath, current in list(self._files.items()):
             try:
                 path = zpath_to_file(self.root, zpath)
                 if path == current.path and os.stat(path).st_mtime_ns == current.mtime_ns:
                     continue
-                self._files[zpath] = load_zui_file(self.root, zpath, path)
+                self._files[zpath] = self._load(zpath, path)
                 self.reloads += 1
                 log.info("zUI reloaded: {zpath}", zpath=zpath)
             except (ZuiError, ZPathError, OSError) as err:

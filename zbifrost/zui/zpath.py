@@ -1,7 +1,9 @@
 """zPaths: `@.zUI.level1` -> `<workspace>/zUI.level1.yaml`, never outside the workspace.
 
 This module owns the mapping from a zPath to a file and the refusal of anything that would
-leave the workspace (absolute segments, `..`, odd characters, symlinks pointing outside).
+leave the workspace (absolute segments, `..`, odd characters, symlinks pointing outside),
+and the split of a plugin zPath (`@.plugins.mod.fn`) into a module path and a function
+name (importing it is `zbifrost.zui.plugins`' job).
 """
 
 import os
@@ -55,3 +57,26 @@ def zpath_to_file(workspace, zpath):
                 raise ZPathError(f"zPath {zpath!r} points outside the workspace")
             return candidate
     raise ZPathError(f"zPath {zpath!r}: no zUI.{name}.yaml (or .yml/.json) in {os.path.join('<workspace>', *folders)}")
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def plugin_target(zpath):
+    """`@.plugins.reports.build` -> (["reports"], "build"): the module's path below
+    `<workspace>/plugins/` and the function's name. Raises ZPathError.
+
+    Every segment is a Python identifier (no `..`, no slashes, nothing absolute), and the
+    function's name may not start with `_`.
+    """
+    if not isinstance(zpath, str) or not zpath.startswith("@.plugins."):
+        raise ZPathError(f"plugin zPath {zpath!r} must start with '@.plugins.'")
+    segments = zpath[len("@.plugins."):].split(".")
+    if len(segments) < 2:
+        raise ZPathError(f"plugin zPath {zpath!r} must name a module and a function: @.plugins.<module>.<function>")
+    for segment in segments:
+        if not _IDENTIFIER.match(segment):
+            raise ZPathError(f"plugin zPath {zpath!r}: segment {segment!r} is not allowed")
+    if segments[-1].startswith("_"):
+        raise ZPathError(f"plugin zPath {zpath!r}: a function whose name starts with '_' is private")
+    return segments[:-1], segments[-1]

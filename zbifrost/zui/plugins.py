@@ -1,0 +1,241 @@
+"""Plugin functions: the Python a zUI file may call, and only from `<workspace>/plugins/`.
+
+`Plugins.use` imports `<workspace>/plugins/<module>.py` by file path (under a private module
+name, never through `sys.path` or a dotted name), after checking that its real path is inside
+the real `plugins/` folder of the workspace, and checks that the named function exists and
+accepts the arguments the zUI file gives it. `Plugins.refresh` re-imports a module whose file
+changed; a change that does not import, or that drops or breaks a function in use, is logged
+with the file and line and the last good version stays. `PluginFunction.call` runs a function
+the way PROTOCOL.md section 5 says: plain functions in Twisted's thread pool, coroutines and
+Deferred-returning functions on the reactor.
+
+Nothing here knows about zUI files, connections or requests (beyond passing `ctx` on).
+"""
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+import weakref
+from importlib.machinery import SourceFileLoader
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from .zpath import inside
+
+log = Logger()
+
+
+class PluginError(Exception):
+    """A plugin module or function that cannot be used; str() names the file and line."""
+
+
+class _SourceOnlyLoader(SourceFileLoader):
+    """Compiles the plugin from its source on every import: no `__pycache__` is read or
+    written, so an edit is never hidden by bytecode with the same size and second."""
+
+    def path_stats(self, path):
+        raise OSError("plugins are always compiled from source")
+
+
+def _runs_on_reactor(function):
+    """`async def`, `@inlineCallbacks` and functions annotated `-> Deferred` run on the reactor."""
+    if inspect.iscoroutinefunction(function):
+        return True
+    unwrapped = inspect.unwrap(function)
+    if unwrapped is not function and inspect.isgeneratorfunction(unwrapped):
+        return True
+    annotation = inspect.signature(function).return_annotation
+    if isinstance(annotation, str):
+        return annotation.split("[", 1)[0].strip().rsplit(".", 1)[-1] == "Deferred"
+    return annotation is defer.Deferred or getattr(annotation, "__origin__", None) is defer.Deferred
+
+
+class PluginFunction:
+    """A function of a loaded plugin module and how to call it."""
+
+    __slots__ = ("function", "name", "takes_ctx", "on_reactor")
+
+    def __init__(self, function, name):
+        self.function = function
+        self.name = name
+        self.takes_ctx = "ctx" in inspect.signature(function).parameters
+        self.on_reactor = _runs_on_reactor(function)
+
+    def check_arguments(self, count):
+        """Raise TypeError unless the function accepts `count` positional arguments (and ctx)."""
+        inspect.signature(self.function).bind(*([None] * count), **({"ctx": None} if self.takes_ctx else {}))
+
+    def call(self, args, ctx):
+        """A Deferred of the function's result; ctx is passed as the keyword `ctx` if it takes one."""
+        kwargs = {"ctx": ctx} if self.takes_ctx else {}
+        if self.on_reactor:
+            return defer.maybeDeferred(self.function, *args, **kwargs)
+        reactor = ctx.reactor
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._call_in_thread, args, kwargs)
+
+    def _call_in_thread(self, args, kwargs):
+        result = self.function(*args, **kwargs)
+        if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(f"plugin function {self.name} ran in a worker thread but returned "
+                            f"{type(result).__name__}: declare it `async def`, decorate it with "
+                            f"inlineCallbacks or annotate it `-> Deferred` so that it runs on the reactor")
+        return result
+
+
+class PluginModule:
+    """One plugin file: its current module, the functions in use and who uses them."""
+
+    def __init__(self, path, shown, module_name):
+        self.path = path  # real path, inside <workspace>/plugins
+        self.shown = shown  # path relative to the workspace, for messages
+        self.module_name = module_name
+        self.module = None
+        self.stamp = None
+        self.functions = {}  # name -> PluginFunction of the current module
+        # The live actions calling into this module (each has `function_name` and
+        # `arg_count`); an action of a replaced zUI file drops out when it is collected.
+        self.users = weakref.WeakSet()
+
+
+def _stamp(path):
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def _failure_line(err, path):
+    if isinstance(err, SyntaxError) and err.lineno:
+        return err.lineno
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if frame.filename == path]
+    return lines[-1] if lines else "?"
+
+
+class Plugins:
+    """The plugin modules of one workspace, imported on first use and reloaded on change."""
+
+    def __init__(self, workspace_root):
+        self.workspace_root = workspace_root
+        self.folder = os.path.join(workspace_root, "plugins")
+        digest = hashlib.sha256(workspace_root.encode("utf-8")).hexdigest()[:12]
+        self._name_prefix = f"_zbifrost_plugin_{digest}_"
+        self._modules = {}  # path -> PluginModule
+        self._failed = {}  # path -> stamp of the edit that did not load (logged once)
+        self.reloads = 0
+
+    def use(self, segments, name, user):
+        """The PluginModule whose function `name` `user` (an action) will call, after checking
+        that the function exists and takes `user.arg_count` arguments. Raises PluginError."""
+        module = self._module(segments)
+        function = module.functions.get(name)
+        if function is None:
+            function = _function(module.module, name, module)
+        try:
+            function.check_arguments(user.arg_count)
+        except TypeError as err:
+            raise PluginError(f"plugin {module.shown}: {name}() cannot take {user.arg_count} argument(s) "
+                              f"from the zUI file ({err})") from None
+        module.functions[name] = function
+        module.users.add(user)
+        return module
+
+    def _module(self, segments):
+        path = os.path.join(self.folder, *segments[:-1], segments[-1] + ".py")
+        shown = os.path.relpath(path, self.workspace_root)
+        if not inside(self.workspace_root, self.folder):
+            raise PluginError(f"plugin {shown}: the plugins folder leaves the workspace")
+        if not os.path.isfile(path):
+            raise PluginError(f"plugin {shown}: no such file")
+        real = os.path.realpath(path)
+        if not inside(os.path.realpath(self.folder), real):
+            raise PluginError(f"plugin {shown}: points outside <workspace>/plugins")
+        module = self._modules.get(real)
+        if module is None:
+            module = PluginModule(real, shown, self._name_prefix + "__".join(segments))
+            self._update(module)
+            self._modules[real] = module
+        else:
+            try:
+                self._update(module)
+            except PluginError:
+                pass  # refresh() logs it; the last good version serves meanwhile
+        return module
+
+    def refresh(self):
+        """Re-import every plugin module whose file changed; keep the last good one on failure."""
+        for module in list(self._modules.values()):
+            try:
+                self._update(module)
+            except PluginError as err:
+                stamp = _stamp_or_none(module.path)
+                if self._failed.get(module.path) != stamp:
+                    self._failed[module.path] = stamp
+                    log.error("Plugin change not loaded, still serving the last good version: {error}",
+                              error=str(err))
+
+    def _update(self, module):
+        """(Re-)import the module if its file changed since it was imported. Raises PluginError."""
+        try:
+            stamp = _stamp(module.path)
+        except OSError as err:
+            raise PluginError(f"plugin {module.shown}: cannot read it ({err.strerror})") from None
+        if stamp == module.stamp:
+            return
+        previous = sys.modules.get(module.module_name)
+        try:
+            fresh = self._import(module)
+            functions = {}
+            for user in list(module.users):
+                function = functions.get(user.function_name) or _function(fresh, user.function_name, module)
+                try:
+                    function.check_arguments(user.arg_count)
+                except TypeError as err:
+                    raise PluginError(f"plugin {module.shown}: {user.function_name}() no longer takes "
+                                      f"{user.arg_count} argument(s) ({err})") from None
+                functions[user.function_name] = function
+        except PluginError:
+            if previous is None:
+                sys.modules.pop(module.module_name, None)
+            else:
+                sys.modules[module.module_name] = previous
+            raise
+        if module.module is not None:
+            self.reloads += 1
+            log.info("Plugin reloaded: {plugin}", plugin=module.shown)
+        module.module, module.functions, module.stamp = fresh, functions, stamp
+
+    def _import(self, module):
+        loader = _SourceOnlyLoader(module.module_name, module.path)
+        spec = importlib.util.spec_from_file_location(module.module_name, module.path, loader=loader)
+        fresh = importlib.util.module_from_spec(spec)
+        sys.modules[module.module_name] = fresh  # while it runs, for dataclasses and the like
+        try:
+            loader.exec_module(fresh)
+        except Exception as err:
+            line = _failure_line(err, module.path)
+            problem = err.msg if isinstance(err, SyntaxError) else str(err)
+            raise PluginError(f"plugin {module.shown}, line {line}: {type(err).__name__}: {problem}") from None
+        return fresh
+
+
+def _stamp_or_none(path):
+    try:
+        return _stamp(path)
+    except OSError:
+        return None
+
+
+def _function(loaded, name, module):
+    function = getattr(loaded, name, None)
+    if function is None:
+        raise PluginError(f"plugin {module.shown}: no function {name!r}")
+    if not callable(function):
+        raise PluginError(f"plugin {module.shown}: {name!r} is not a function")
+    try:
+        return PluginFunction(function, name)
+    except (TypeError, ValueError) as err:
+        raise PluginError(f"plugin {module.shown}: cannot inspect {name!r} ({err})") from None
