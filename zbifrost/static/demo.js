@@ -103,8 +103,8 @@ async function run(command) {
 // A dialog command's form values (null when cancelled), or undefined when introspect lists no
 // fields: the server then asks with an input_request, answered by the onInput hook.
 async function dialogValues(command) {
-  const {fields, description} = await client.request('introspect', {zKey: command.key});
-  return fields && fields.length ? askForm(description || bare(command.key), fields) : undefined;
+  const {fields, prompt, description} = await client.request('introspect', {zKey: command.key});
+  return fields && fields.length ? askForm(prompt || description || bare(command.key), fields) : undefined;
 }
 
 // -- the dialog form ---------------------------------------------------------------------
@@ -137,11 +137,12 @@ function fieldRow(field) {
   });
   if (field.type === 'int') input.step = '1';
   if (field.type === 'float') input.step = 'any';
-  if (input.type === 'number') {
-    if (field.min != null) input.min = field.min;
-    if (field.max != null) input.max = field.max;
+  if (input.type !== 'checkbox') { // min/max: a number's bounds, a text's length
+    const [low, high] = input.type === 'number' ? ['min', 'max'] : ['minLength', 'maxLength'];
+    if (field.min != null) input[low] = field.min;
+    if (field.max != null) input[high] = field.max;
+    if (field.pattern) input.pattern = field.pattern;
   }
-  if (field.pattern && input.type !== 'checkbox') input.pattern = field.pattern;
   const label = el('label', {htmlFor: input.id}, field.label || field.name);
   return el('div', {className: `field field-${input.type}`}, label, input);
 }
