@@ -111,13 +111,12 @@ class FunctionAction:
         return {}
 
 
-def _arrival(ctx, zvafile, zfile, name):
-    """Move the client to a block and describe where it is now."""
+def _block_view(zvafile, zfile, name, role):
+    """The result of zLink and zBack: the block the client is in and its menu for its role."""
     block = zfile.blocks.get(name)
     if block is None:
         raise RequestError(UNKNOWN_COMMAND, f"Unknown block: {name} is no longer in {zvafile}")
-    ctx.session.move_to(zvafile, name)
-    return {"zBlock": name, "menu": block.visible_menu(ctx.role), "zVaFile": zvafile}
+    return {"zBlock": name, "menu": block.visible_menu(role), "zVaFile": zvafile}
 
 
 class LinkAction:
@@ -154,7 +153,10 @@ class LinkAction:
 
     def run(self, ctx):
         zfile = ctx.workspace.file(self.zvafile)
-        return _arrival(ctx, self.zvafile, zfile, self.zblock or zfile.default_block())
+        name = self.zblock or zfile.default_block()
+        view = _block_view(self.zvafile, zfile, name, ctx.role)
+        ctx.session.move_to(self.zvafile, name)
+        return view
 
     def introspect(self):
         return {"target": {"zVaFile": self.zvafile, "zBlock": self.zblock}}
@@ -170,7 +172,7 @@ class BackAction:
 
     def run(self, ctx):
         zvafile, name = ctx.session.back()
-        return _arrival(ctx, zvafile, ctx.workspace.file(zvafile), name)
+        return _block_view(zvafile, ctx.workspace.file(zvafile), name, ctx.role)
 
     def introspect(self):
         return {}
