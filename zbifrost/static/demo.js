@@ -206,7 +206,7 @@ function render(event, data = {}, whole = data) {
       ? el(event === 'header' ? 'h4' : 'p', {className: `level-${event}`}, content)
       : json(content);
   }
-  const rows = Object.values(data).find(Array.isArray);
+  const rows = data.rows || data.items || Object.values(data).find(Array.isArray);
   if (event === 'list' && rows) return el('ul', {}, ...rows.map((item) => el('li', {}, text(item))));
   if (event === 'table' && rows) return table(rows, data.columns || data.headers);
   return json(event === 'json' ? data : whole);
