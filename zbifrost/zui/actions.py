@@ -84,7 +84,7 @@ class FunctionAction:
     kind = "function"
     uses_context = True
     cacheable = True
-    __slots__ = ("function_name", "arg_count", "args", "module", "__weakref__")
+    __slots__ = ("function_name", "arg_count", "args", "module")
 
     def __init__(self, target, args, line, context):
         try:
@@ -99,9 +99,10 @@ class FunctionAction:
         self.args = args
         self.arg_count = len(args)
         try:
-            self.module = context.plugins.use(segments, self.function_name, self)
+            self.module = context.plugins.use(segments, self.function_name, self.arg_count)
         except PluginError as err:
             raise ZuiError(f"line {line}: {target}: {err}") from None
+        context.plugin_calls.append(self)
 
     def run(self, ctx):
         args = substitute(self.args, ctx.zConv)  # a fresh copy: a plugin may mutate its arguments

@@ -61,6 +61,7 @@ class ParseContext:
     block_names: frozenset  # the blocks of the file being loaded
     plugins: object  # zbifrost.zui.plugins.Plugins: imports and checks zFunc targets
     linked_blocks: object  # zpath -> block names of another file, or None while it is loading
+    plugin_calls: list  # every zFunc action of the file, appended as they are built
     form_fields: frozenset = None  # inside a zDialog's onSubmit: the names zConv.<field> may use
     depth: int = 0  # how deep inside wizards and dialogs
 
@@ -146,7 +147,7 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
         if not isinstance(raw, dict) or not raw:
             raise ZuiError("line 1: a zUI file must be a mapping of block names to blocks")
         context = ParseContext(workspace=workspace, zpath=zpath, path=path, block_names=frozenset(raw),
-                               plugins=plugins, linked_blocks=linked_blocks)
+                               plugins=plugins, linked_blocks=linked_blocks, plugin_calls=[])
         blocks = {}
         for name, body in raw.items():
             line = raw.lines.get(name, 1)
@@ -161,4 +162,5 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
         raise ZuiError(f"zUI file {shown}, {where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ZuiError(f"zUI file {shown}: cannot read it ({err})") from None
-    return ZuiFile(zpath=zpath, path=path, blocks=blocks, mtime_ns=stat.st_mtime_ns)
+    return ZuiFile(zpath=zpath, path=path, blocks=blocks, mtime_ns=stat.st_mtime_ns,
+                   plugin_calls=tuple(context.plugin_calls))

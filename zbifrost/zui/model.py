@@ -50,6 +50,7 @@ class ZuiFile:
     path: str
     blocks: dict  # name -> Block, in file order
     mtime_ns: int = 0
+    plugin_calls: tuple = ()  # its zFunc actions, which a plugin reload must keep working
 
     def default_block(self):
         return "root" if "root" in self.blocks else next(iter(self.blocks))

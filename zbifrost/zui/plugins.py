@@ -4,8 +4,8 @@
 name, never through `sys.path` or a dotted name), after checking that its real path is inside
 the real `plugins/` folder of the workspace, and checks that the named function exists and
 accepts the arguments the zUI file gives it. `Plugins.refresh` re-imports a module whose file
-changed; a change that does not import, or that drops or breaks a function in use, is logged
-with the file and line and the last good version stays. `PluginFunction.call` runs a function
+changed; a change that does not import, or that drops or breaks a function the loaded zUI
+files call, is logged with the file and line and the last good version stays. `PluginFunction.call` runs a function
 the way PROTOCOL.md section 5 says: plain functions in Twisted's thread pool, coroutines and
 Deferred-returning functions on the reactor.
 
@@ -18,7 +18,6 @@ import inspect
 import os
 import sys
 import traceback
-import weakref
 from importlib.machinery import SourceFileLoader
 
 from twisted.internet import defer, threads
@@ -89,7 +88,7 @@ class PluginFunction:
 
 
 class PluginModule:
-    """One plugin file: its current module, the functions in use and who uses them."""
+    """One plugin file: its current module and the functions in use from it."""
 
     def __init__(self, path, shown, module_name):
         self.path = path  # real path, inside <workspace>/plugins
@@ -98,9 +97,6 @@ class PluginModule:
         self.module = None
         self.stamp = None
         self.functions = {}  # name -> PluginFunction of the current module
-        # The live actions calling into this module (each has `function_name` and
-        # `arg_count`); an action of a replaced zUI file drops out when it is collected.
-        self.users = weakref.WeakSet()
 
 
 def _stamp(path):
@@ -116,10 +112,15 @@ def _failure_line(err, path):
 
 
 class Plugins:
-    """The plugin modules of one workspace, imported on first use and reloaded on change."""
+    """The plugin modules of one workspace, imported on first use and reloaded on change.
 
-    def __init__(self, workspace_root):
+    `calls_in_use()` yields the zFunc actions of the loaded zUI files (each with `module`,
+    `function_name` and `arg_count`): a new version of a module must serve all of them.
+    """
+
+    def __init__(self, workspace_root, calls_in_use):
         self.workspace_root = workspace_root
+        self._calls_in_use = calls_in_use
         self.folder = os.path.join(workspace_root, "plugins")
         digest = hashlib.sha256(workspace_root.encode("utf-8")).hexdigest()[:12]
         self._name_prefix = f"_zbifrost_plugin_{digest}_"
@@ -127,20 +128,19 @@ class Plugins:
         self._failed = {}  # path -> stamp of the edit that did not load (logged once)
         self.reloads = 0
 
-    def use(self, segments, name, user):
-        """The PluginModule whose function `name` `user` (an action) will call, after checking
-        that the function exists and takes `user.arg_count` arguments. Raises PluginError."""
+    def use(self, segments, name, arg_count):
+        """The PluginModule whose function `name` a zFunc action will call, after checking that
+        the function exists and takes `arg_count` positional arguments. Raises PluginError."""
         module = self._module(segments)
         function = module.functions.get(name)
         if function is None:
             function = _function(module.module, name, module)
         try:
-            function.check_arguments(user.arg_count)
+            function.check_arguments(arg_count)
         except TypeError as err:
-            raise PluginError(f"plugin {module.shown}: {name}() cannot take {user.arg_count} argument(s) "
+            raise PluginError(f"plugin {module.shown}: {name}() cannot take {arg_count} argument(s) "
                               f"from the zUI file ({err})") from None
         module.functions[name] = function
-        module.users.add(user)
         return module
 
     def _module(self, segments):
@@ -189,14 +189,16 @@ class Plugins:
         try:
             fresh = self._import(module)
             functions = {}
-            for user in list(module.users):
-                function = functions.get(user.function_name) or _function(fresh, user.function_name, module)
+            for call in self._calls_in_use():
+                if call.module is not module:
+                    continue
+                function = functions.get(call.function_name) or _function(fresh, call.function_name, module)
                 try:
-                    function.check_arguments(user.arg_count)
+                    function.check_arguments(call.arg_count)
                 except TypeError as err:
-                    raise PluginError(f"plugin {module.shown}: {user.function_name}() no longer takes "
-                                      f"{user.arg_count} argument(s) ({err})") from None
-                functions[user.function_name] = function
+                    raise PluginError(f"plugin {module.shown}: {call.function_name}() no longer takes "
+                                      f"{call.arg_count} argument(s) ({err})") from None
+                functions[call.function_name] = function
         except PluginError:
             if previous is None:
                 sys.modules.pop(module.module_name, None)

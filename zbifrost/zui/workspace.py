@@ -22,7 +22,7 @@ class Workspace:
     def __init__(self, root):
         self.root = os.path.realpath(root)
         self.name = os.path.basename(self.root)
-        self.plugins = Plugins(self.root)
+        self.plugins = Plugins(self.root, self._plugin_calls_in_use)
         self._files = {}  # zpath -> ZuiFile
         self._loading = set()  # zpaths being loaded now (a zLink cycle stops here)
         self._failed = {}  # zpath -> mtime of the edit that did not load (logged once)
@@ -48,6 +48,13 @@ class Workspace:
         if zpath in self._loading:
             return None
         return frozenset(self.file(zpath).blocks)
+
+    def _plugin_calls_in_use(self):
+        """The zFunc actions of the loaded files, except those of a file being replaced now
+        (so that a plugin and the zUI file calling it can change together)."""
+        for zpath, loaded in self._files.items():
+            if zpath not in self._loading:
+                yield from loaded.plugin_calls
 
     def refresh(self):
         """Reload what changed on disk: zUI files first, then plugin modules (so that a plugin
