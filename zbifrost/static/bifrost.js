@@ -8,6 +8,12 @@
 //   const client = new BifrostClient();            // ws(s)://<this page's host>/ws
 //   const info = await client.connect();           // connection_info.data
 //   const result = await client.dispatch('^Ping'); // {message: 'Pong!'}
+//
+// hooks (all optional): onConnected(info) on every connection_info; onDisconnected({code,
+// reason, wasClean}); onReconnecting(attempt, delayMs); onProgress({current, total, label},
+// requestId); onDisplay(frame, requestId); onInput(input_request frame) returns (or resolves
+// to) the value sent back as input_response, or undefined to send nothing;
+// onServerShutdown(); onMessage(frame) for every frame received.
 
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30000;
@@ -41,19 +47,15 @@ export class BifrostClient {
     this.reconnect = reconnect;
     this.timeout = timeout;
     this.hooks = hooks;
-    this.info = null; // connection_info.data of the current connection
+    this.info = null; // connection_info.data of the current connection; null when there is none
     this._socket = null;
     this._nextId = 1;
-    this._pending = new Map(); // _requestId -> {resolve, reject, timer, timeout, onProgress}
+    this._pending = new Map(); // _requestId -> {resolve, reject, timeout, timer, onProgress, onDisplay}
     this._channels = new Map(); // channel -> Set of handlers
     this._closing = false; // disconnect() was called
     this._attempt = 0; // reconnection attempts since the last successful connection
     this._retryTimer = null;
     this._firstConnect = null; // {resolve, reject} of connect() until its first connection_info
-  }
-
-  get connected() {
-    return this.info !== null;
   }
 
   // Resolves with connection_info.data. With `reconnect`, failed attempts are retried; it
@@ -68,7 +70,12 @@ export class BifrostClient {
       let settle;
       const promise = new Promise((resolve, reject) => { settle = {resolve, reject}; });
       this._firstConnect = {...settle, promise};
-      this._open();
+      try {
+        this._open();
+      } catch (err) { // a malformed URL
+        this._firstConnect = null;
+        return Promise.reject(err);
+      }
       return promise;
     }
     return this._firstConnect.promise;
