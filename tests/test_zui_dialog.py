@@ -7,9 +7,9 @@ import pytest
 import pytest_twisted
 
 from zbifrost.messages import RequestError
+from zbifrost.testing import connect
 from zbifrost.zui.errors import ZuiError
 from zbifrost.zui.forms import parse_fields, validate
-from zbifrost.testing import BifrostError, connect
 
 ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 

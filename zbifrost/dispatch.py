@@ -112,10 +112,6 @@ class RequestContext:
         self.reactor = asker.reactor
         self._asker = asker
 
-    @property
-    def request_id(self):
-        return self._asker.request_id
-
     def derive(self, **changes):
         """A copy with some attributes changed (a wizard step's zHat, an onSubmit's zConv)."""
         copy = object.__new__(RequestContext)

@@ -3,7 +3,7 @@
 import itertools
 import threading
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 
 # Tests release these (through the loaded module) to let a blocking function return.
 GATES = {"blocking": threading.Event(), "slow": threading.Event()}
