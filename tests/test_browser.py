@@ -10,6 +10,7 @@ reason.
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -19,8 +20,6 @@ from twisted.internet import defer, protocol, reactor
 
 from zbifrost import testing
 from zbifrost.auth import hash_token
-from zbifrost.zui.actions import ZuiError
-from zbifrost.zui.workspace import Workspace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWSER_DIR = os.path.join(HERE, "browser")
@@ -42,20 +41,8 @@ def _missing_browser():
     return None
 
 
-def _missing_engine():
-    """Why the zUI engine cannot load the test workspace yet (zFunc, zDialog, zLink are being
-    built in zbifrost/zui), or None."""
-    try:
-        Workspace(TEST_WORKSPACE).file("@.zUI.browser")
-    except ZuiError as err:
-        return f"the zUI engine cannot load tests/browser/workspace yet: {err}"
-    return None
-
-
 MISSING_BROWSER = _missing_browser()
-MISSING_ENGINE = _missing_engine()
 pytestmark = pytest.mark.skipif(MISSING_BROWSER is not None, reason=MISSING_BROWSER or "")
-needs_engine = pytest.mark.skipif(MISSING_ENGINE is not None, reason=MISSING_ENGINE or "")
 
 
 class Scenario(protocol.ProcessProtocol):
@@ -137,7 +124,7 @@ def _error(outcome, code):
 
 
 @pytest_twisted.inlineCallbacks
-def test_demo_page_shows_the_menu_and_pong_after_clicking_ping_and_saves_a_screenshot(make_server):
+def test_demo_page_shows_the_menu_and_pong_after_clicking_ping(make_server):
     server = yield make_server()
     seen = yield run("ping", server)
     assert seen["heading"] == "Menu: Level1Menu"
@@ -145,6 +132,22 @@ def test_demo_page_shows_the_menu_and_pong_after_clicking_ping_and_saves_a_scree
                             {"name": "Status", "disabled": False}, {"name": "stop", "disabled": True}]
     assert seen["entry"] == ["Ping", "Pong!"]
     assert "anonymous (guest)" in seen["info"] and "@.zUI.level1" in seen["info"]
+    assert seen["errors"] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_demo_page_runs_the_bundled_demo_workspace_and_saves_a_screenshot(make_server):
+    server = yield make_server(zvafile="@.zUI.demo")
+    seen = yield run("tour", server)
+    enabled = {item["name"] for item in seen["root"] if not item["disabled"]}
+    assert {"Ping", "Tools", "Import Records", "Sign Up"} <= enabled
+    assert seen["ping"] == ["Ping", "Pong!"]
+    progress = re.fullmatch(r"Importing: (\d+) / \1", seen["imported"][1])
+    assert seen["imported"][0] == "Import Records" and progress, seen["imported"]
+    assert f'"imported": {progress[1]}' in seen["imported"]
+    assert '"registered": "ada",' in seen["signUp"]["entry"]
+    assert [item["name"] for item in seen["tools"]][-1] == "zBack"
+    assert seen["colors"][0] == "Colors" and "red\t#ff0000" in seen["colors"]
     assert seen["errors"] == []
     with open(os.path.join(ARTIFACTS, "demo-page.png"), "rb") as screenshot:
         assert screenshot.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -221,7 +224,6 @@ def _test_workspace_server(make_server):
     return make_server(workspace=TEST_WORKSPACE, zvafile="@.zUI.browser")
 
 
-@needs_engine
 @pytest_twisted.inlineCallbacks
 def test_dialog_form_submits_its_values_and_shows_the_result(make_server):
     server = yield _test_workspace_server(make_server)
@@ -236,19 +238,17 @@ def test_dialog_form_submits_its_values_and_shows_the_result(make_server):
     assert seen["errors"] == []
 
 
-@needs_engine
 @pytest_twisted.inlineCallbacks
-def test_progress_renders_as_a_bar_and_reaches_both_progress_callbacks(make_server):
+def test_display_output_and_progress_render_and_reach_hooks_and_per_call_callbacks(make_server):
     server = yield _test_workspace_server(make_server)
     seen = yield run("progress", server)
-    assert seen["entry"] == ["Import", "Importing: 3 / 3", "Imported 3 rows"]
+    assert seen["entry"] == ["Import", "alpha", "beta", "Importing: 3 / 3", "Imported 3 rows"]
     assert seen["bar"] == {"value": 3, "max": 3}
-    steps = [{"current": n, "total": 3, "label": "Importing"} for n in (1, 2, 3)]
-    assert seen["client"] == {"result": {"message": "Imported 3 rows"}, "hook": steps, "perCall": steps}
+    streamed = [{"items": ["alpha", "beta"]}] + [{"current": n, "total": 3, "label": "Importing"} for n in (1, 2, 3)]
+    assert seen["client"] == {"result": {"message": "Imported 3 rows"}, "hook": streamed, "perCall": streamed}
     assert seen["errors"] == []
 
 
-@needs_engine
 @pytest_twisted.inlineCallbacks
 def test_client_matches_replies_by_request_id_not_by_order(make_server):
     server = yield _test_workspace_server(make_server)
@@ -256,7 +256,6 @@ def test_client_matches_replies_by_request_id_not_by_order(make_server):
     assert order == [["Ping", {"message": "Pong!"}], ["Greet", {"message": "Hello Zed (1)"}]]
 
 
-@needs_engine
 @pytest_twisted.inlineCallbacks
 def test_demo_page_follows_zlink_and_zback(make_server):
     server = yield _test_workspace_server(make_server)

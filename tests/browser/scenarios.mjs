@@ -51,6 +51,18 @@ async function finishedEntry(page, before) {
 // An element's text as its non-empty lines.
 const lines = (text) => text.split('\n').map((line) => line.trim()).filter(Boolean);
 
+// Click a dialog command's button, fill its form by label, submit: its title and result entry.
+async function submitDialog(page, button, values) {
+  const before = await page.locator('#results > li').count();
+  await page.getByRole('button', {name: button, exact: true}).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.waitFor({timeout: WAIT_MS});
+  const title = await dialog.locator('h2').innerText();
+  for (const [label, value] of Object.entries(values)) await dialog.getByLabel(label).fill(value);
+  await dialog.getByRole('button', {name: 'Submit'}).click();
+  return {title, entry: await finishedEntry(page, before)};
+}
+
 const menu = (page) => page.locator('#menu button').evaluateAll((buttons) =>
   buttons.map((button) => ({name: button.textContent, disabled: button.disabled})));
 
@@ -63,13 +75,30 @@ const OUTCOME = `
 `;
 
 const scenarios = {
-  // The demo page: its menu, a click on Ping, the connection info, and a screenshot.
+  // The demo page: its menu, a click on Ping, the connection info.
   async ping(context) {
     const page = await openDemo(context);
     const entry = await runFromMenu(page, 'Ping');
-    await page.screenshot({path: join(artifacts, 'demo-page.png'), fullPage: true});
     return {menu: await menu(page), entry, info: await page.locator('#info').innerText(),
       heading: await page.locator('#menu-title').innerText(), errors: page.errors};
+  },
+
+  // The bundled demo workspace (zui/zUI.demo.yaml) end to end; docs/demo-page.png is a copy
+  // of its screenshot.
+  async tour(context) {
+    const page = await openDemo(context);
+    const root = await menu(page);
+    const ping = await runFromMenu(page, 'Ping');
+    const imported = await runFromMenu(page, 'Import Records');
+    const signUp = await submitDialog(page, 'Sign Up', {'User name': 'ada', Email: 'ada@example.org', Age: '36'});
+    await runFromMenu(page, 'Tools');
+    await page.locator('#menu-title', {hasText: 'Tools'}).waitFor({timeout: WAIT_MS});
+    const tools = await menu(page);
+    const colors = await runFromMenu(page, 'Colors');
+    await page.screenshot({path: join(artifacts, 'demo-page.png'), fullPage: true});
+    await runFromMenu(page, 'zBack');
+    await page.locator('#menu-title', {hasText: 'root'}).waitFor({timeout: WAIT_MS});
+    return {root, ping, imported, signUp, tools, colors, errors: page.errors};
   },
 
   // BifrostClient's rejections: server error codes, its own timeout, and `disconnected`.
@@ -163,15 +192,8 @@ const scenarios = {
   // The client alone: onInput answers an input_request; invalid data keeps its details.
   async dialog(context) {
     const page = await openDemo(context);
-    const before = await page.locator('#results > li').count();
-    await page.getByRole('button', {name: 'Greet', exact: true}).click();
+    const {title, entry} = await submitDialog(page, 'Greet', {'Your name': 'Ada', Age: '36'});
     const dialog = page.getByRole('dialog');
-    await dialog.waitFor({timeout: WAIT_MS});
-    const title = await dialog.locator('h2').innerText();
-    await dialog.getByLabel('Your name').fill('Ada');
-    await dialog.getByLabel('Age').fill('36');
-    await dialog.getByRole('button', {name: 'Submit'}).click();
-    const entry = await finishedEntry(page, before);
     await page.addScriptTag({content: OUTCOME});
     const client = await page.evaluate(async () => {
       const {BifrostClient} = await import('/bifrost.js');
@@ -188,8 +210,8 @@ const scenarios = {
     return {title, entry, dialogOpen: await dialog.isVisible(), client, errors: page.errors};
   },
 
-  // A command reporting progress: the page shows a progress bar; the client calls both the
-  // onProgress hook and the per-call onProgress.
+  // A command streaming display output and progress: the page shows a list and a progress
+  // bar; the client calls both the hooks and the per-call callbacks.
   async progress(context) {
     const page = await openDemo(context);
     const entry = await runFromMenu(page, 'Import');
@@ -198,9 +220,15 @@ const scenarios = {
       const {BifrostClient} = await import('/bifrost.js');
       const hook = [];
       const perCall = [];
-      const client = new BifrostClient(undefined, {hooks: {onProgress: (progress) => hook.push(progress)}});
+      const client = new BifrostClient(undefined, {hooks: {
+        onProgress: (progress) => hook.push(progress),
+        onDisplay: (frame) => hook.push(frame.data),
+      }});
       await client.connect();
-      const result = await client.dispatch('^Import', {onProgress: (progress) => perCall.push(progress)});
+      const result = await client.dispatch('^Import', {
+        onProgress: (progress) => perCall.push(progress),
+        onDisplay: (frame) => perCall.push(frame.data),
+      });
       client.disconnect();
       return {result, hook, perCall};
     });

@@ -6,6 +6,7 @@ def greet(form):
 
 
 def import_rows(count, ctx):
+    ctx.display("list", items=["alpha", "beta"])
     for done in range(1, count + 1):
         ctx.progress(done, count, label="Importing")
     return {"message": f"Imported {count} rows"}
