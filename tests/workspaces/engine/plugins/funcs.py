@@ -64,6 +64,16 @@ def wait_for_gate(name):
     return {"gate": name}
 
 
+# Deferreds of `held` commands, in call order; tests fire them to finish those commands.
+HELD = []
+
+
+def held(value) -> defer.Deferred:
+    waiting = defer.Deferred()
+    HELD.append(waiting)
+    return waiting.addCallback(lambda _: {"held": value})
+
+
 def never_fires() -> defer.Deferred:
     return defer.Deferred()
 

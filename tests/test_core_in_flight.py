@@ -1,0 +1,78 @@
+"""Commands in flight: the per-client cap, and what a graceful shutdown does with them."""
+
+import json
+import os
+
+import pytest_twisted
+from twisted.internet import defer
+
+from tests.helpers import http_get, in_thread
+from zbifrost.testing import connect
+
+ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
+
+
+def held_deferreds(server):
+    """The plugin module's list of Deferreds behind the `Held` command (fresh for this server)."""
+    module = server.factory.workspace.file("@.zUI.main").blocks["root"].find("Held").action.module.module
+    return module.HELD
+
+
+@pytest_twisted.inlineCallbacks
+def test_past_max_in_flight_a_dispatch_gets_too_many_requests_and_others_still_answer(make_server):
+    server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", max_in_flight=2)
+    held = held_deferreds(server)
+    del held[:]
+    client = yield connect(server.url)
+    first, second = client.dispatch("^Held"), client.dispatch("^Held")
+    third = yield client.request_frame("dispatch", zKey="^Held")
+    assert third["code"] == "too_many_requests"
+    assert (yield client.request("ping"))["pong"]  # non-dispatch events are not held up
+    other = yield connect(server.url)  # the cap is per client
+    other_held = other.dispatch("^Held")
+    yield other.request("ping")  # frames are handled in order: the Held dispatch is running
+    assert len(held) == 3
+    for waiting in list(held):
+        waiting.callback(None)
+    assert (yield defer.gatherResults([first, second, other_held])) == [{"held": 1}] * 3
+    assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    yield client.close()
+    yield other.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_shutdown_lets_commands_in_flight_reply_refuses_new_ones_then_closes_1001(make_server):
+    server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", shutdown_grace=10)
+    held = held_deferreds(server)
+    del held[:]
+    busy = yield connect(server.url)
+    idle = yield connect(server.url)
+    running = busy.request_frame("dispatch", zKey="^Held")
+    yield busy.request("ping")  # the Held dispatch has reached the server
+    stopped = server.stop()
+    assert (yield idle.next_event("server_shutdown"))["message"] == "Server is shutting down"
+    assert (yield idle.closed) == (1001, "Server shutdown")  # nothing in flight: closed at once
+    yield busy.next_event("server_shutdown")
+    refused = yield busy.request_frame("dispatch", zKey="^Ping")
+    assert refused["code"] == "shutting_down"
+    assert not stopped.called and busy.close_code is None  # still waiting for the Held command
+    status, _, body = yield in_thread(http_get, server.port, "/healthz")
+    assert (status, json.loads(body)["status"]) == (503, "stopping")
+    held[0].callback(None)
+    assert (yield running) == {"result": {"held": 1}, "_requestId": 1}
+    assert (yield busy.closed) == (1001, "Server shutdown")
+    yield stopped
+
+
+@pytest_twisted.inlineCallbacks
+def test_shutdown_closes_clients_whose_commands_outlive_the_grace(make_server):
+    server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", shutdown_grace=0.2)
+    held = held_deferreds(server)
+    del held[:]
+    client = yield connect(server.url)
+    client.send({"event": "dispatch", "zKey": "^Held", "_requestId": "late"})
+    yield client.request("ping")
+    yield server.stop()
+    assert (yield client.closed) == (1001, "Server shutdown")
+    assert [frame for frame in client.frames if frame.get("_requestId") == "late"] == []
+    held[0].callback(None)  # the late result goes nowhere and breaks nothing
