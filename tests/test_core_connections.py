@@ -302,3 +302,16 @@ def test_tokens_never_reach_the_log(auth_server):
     assert any("/healthz" in line for line in logged)  # the access log did record the request
     for secret in ("alice-token", "not-a-valid-secret", "bob-token"):
         assert not [line for line in logged if secret in line], secret
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_client_module_is_served_to_pages_of_any_origin_and_the_demo_page_at_root(server):
+    status, headers, body = yield in_thread(http_get, server.port, "/bifrost.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert headers["access-control-allow-origin"] == "*"
+    assert b"export class BifrostClient" in body
+    status, headers, body = yield in_thread(http_get, server.port, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "access-control-allow-origin" not in headers
+    status, _, _ = yield in_thread(http_get, server.port, "/../setup.py")
+    assert status == 404

@@ -37,13 +37,16 @@ class StaticFile(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, name, content_type):
+    def __init__(self, name, content_type, shared=False):
         super().__init__()
         self.path = os.path.join(STATIC_DIR, name)
         self.content_type = content_type
+        self.shared = shared  # other sites' pages may import it (it holds no secrets)
 
     def render_GET(self, request):
         request.setHeader(b"content-type", self.content_type)
+        if self.shared:
+            request.setHeader(b"access-control-allow-origin", b"*")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")
         with open(self.path, "rb") as handle:
@@ -99,7 +102,7 @@ class Root(resource.Resource):
             b"ws": self.websocket,
             b"healthz": Healthz(factory),
             b"metrics": Metrics(factory),
-            b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8"),
+            b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8", shared=True),
             b"demo.js": StaticFile("demo.js", b"text/javascript; charset=utf-8"),
             b"demo.css": StaticFile("demo.css", b"text/css; charset=utf-8"),
         }
