@@ -6,7 +6,7 @@ import os
 import pytest
 import pytest_twisted
 
-from zbifrost.dispatch import MAX_HISTORY, Session
+from zbifrost.context import MAX_HISTORY, Session
 from zbifrost.testing import BifrostError, connect
 
 ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import messages
-from .dispatch import Session
+from .context import Session
 from .events import HANDLERS
 from .events.session import connection_info
 from .messages import COMMAND_FAILED, RATE_LIMITED, TIMEOUT, UNKNOWN_EVENT, RequestError

@@ -7,7 +7,7 @@ request time: plugin functions are imported and checked, zLink targets are resol
 the workspace, zDialog fields are compiled, and nesting is bounded (`MAX_NESTING`).
 
 Everything a running action needs from the server comes through `ctx` (see
-`zbifrost.dispatch.RequestContext`): the session to move, the workspace to look blocks up
+`zbifrost.context.RequestContext`): the session to move, the workspace to look blocks up
 in, the reactor, and `ctx.ask` for a zDialog's input round trip. Nothing here reads messages
 or sockets.
 """
