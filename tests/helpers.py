@@ -1,13 +1,23 @@
-"""Small helpers for tests: blocking clients run in a thread, raw HTTP, token files."""
+"""Small helpers for tests: the engine workspace, blocking clients run in a thread, raw HTTP,
+token files."""
 
 import http.client
 import json
+import os
 
 from twisted.internet import threads
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from zbifrost.auth import hash_token
+
+
+ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
+
+
+def start_engine(make_server, **settings):
+    """A server for the zUI engine's test workspace (tests/workspaces/engine, @.zUI.main)."""
+    return make_server(workspace=ENGINE, zvafile="@.zUI.main", **settings)
 
 
 def in_thread(function, *args, **kwargs):

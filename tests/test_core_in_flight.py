@@ -1,15 +1,12 @@
 """Commands in flight: the per-client cap, and what a graceful shutdown does with them."""
 
 import json
-import os
 
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.helpers import http_get, in_thread
+from tests.helpers import ENGINE, http_get, in_thread
 from zbifrost.testing import connect
-
-ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 
 
 def held_deferreds(server):

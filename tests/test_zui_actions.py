@@ -3,20 +3,14 @@ plugins run in threads, as coroutines and as Deferreds, the request context, pro
 display frames, wizards, timeouts and failures (the zUI engine's workspace in
 tests/workspaces/engine)."""
 
-import os
 import re
 
 import pytest
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
+from tests.helpers import start_engine
 from zbifrost.testing import BifrostError, connect
-
-ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
-
-
-def start_engine(make_server, **settings):
-    return make_server(workspace=ENGINE, zvafile="@.zUI.main", **settings)
 
 
 def plugin_module(server, key="Blocking"):

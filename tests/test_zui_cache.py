@@ -1,19 +1,13 @@
 """The query cache: hits marked `_cached`, per-arguments entries, expiry, the LRU bound,
 clear_cache and live statistics (over a real socket), and QueryCache itself with a fake clock."""
 
-import os
 
 import pytest_twisted
 from twisted.internet import reactor, task
 
+from tests.helpers import start_engine
 from zbifrost.cache import QueryCache
 from zbifrost.testing import connect
-
-ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
-
-
-def start_engine(make_server, **settings):
-    return make_server(workspace=ENGINE, zvafile="@.zUI.main", **settings)
 
 
 @pytest_twisted.inlineCallbacks

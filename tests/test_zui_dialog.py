@@ -1,24 +1,18 @@
 """zDialog: values sent as `data` are validated and coerced, failures name each field, and
 without `data` the server asks with `input_request` and waits for `input_response`."""
 
-import os
 
 import pytest
 import pytest_twisted
 
+from tests.helpers import start_engine
 from zbifrost.messages import RequestError
 from zbifrost.testing import connect
 from zbifrost.zui.errors import ZuiError
 from zbifrost.zui.forms import parse_fields, validate
 
-ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
-
 GOOD = {"name": "Ada", "age": "36", "ratio": 0.5, "admin": "yes", "email": "ada@example.org", "secret": "Abc1"}
 COERCED = {"name": "Ada", "age": 36, "ratio": 0.5, "admin": True, "email": "ada@example.org", "secret": "Abc1"}
-
-
-def start_engine(make_server, **settings):
-    return make_server(workspace=ENGINE, zvafile="@.zUI.main", **settings)
 
 
 @pytest_twisted.inlineCallbacks

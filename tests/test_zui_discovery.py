@@ -1,12 +1,10 @@
 """discover and introspect describe every action kind of the loaded file."""
 
-import os
 
 import pytest_twisted
 
+from tests.helpers import ENGINE
 from zbifrost.testing import connect
-
-ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 
 
 @pytest_twisted.inlineCallbacks

@@ -1,19 +1,13 @@
 """Per-client navigation over a real socket: zLink moves one client, zBack brings it back,
 later keys resolve in the new block, links to other files change the client's zVaFile."""
 
-import os
 
 import pytest
 import pytest_twisted
 
+from tests.helpers import start_engine
 from zbifrost.context import MAX_HISTORY, Session
 from zbifrost.testing import BifrostError, connect
-
-ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
-
-
-def start_engine(make_server, **settings):
-    return make_server(workspace=ENGINE, zvafile="@.zUI.main", **settings)
 
 
 @pytest_twisted.inlineCallbacks

@@ -1,15 +1,14 @@
 """Per-command roles with auth on: discover hides, dispatch and introspect forbid, and
 clear_cache needs the admin role."""
 
-import os
 
 import pytest
 import pytest_twisted
 
+from tests.helpers import ENGINE
 from zbifrost.auth import hash_token
 from zbifrost.testing import BifrostError, connect
 
-ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 TOKENS = {"admin-token": ("ada", "admin"), "user-token": ("bob", "user"), "auditor-token": ("eve", "auditor")}
 
 

@@ -1,15 +1,13 @@
 """Nothing a client sends names a file, imports a module or runs code; a server whose zUI
 file points outside its workspace does not start, and says where."""
 
-import os
 
 import pytest
 import pytest_twisted
 
+from tests.helpers import ENGINE
 from zbifrost.config import ConfigError
 from zbifrost.testing import BifrostError, connect
-
-ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 
 
 @pytest.mark.parametrize("message", [

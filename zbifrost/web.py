@@ -53,17 +53,26 @@ class StaticFile(resource.Resource):
             return handle.read()
 
 
-class Healthz(resource.Resource):
+class _StatusPage(resource.Resource):
+    """A page computed from the factory's live state, never cached by proxies or browsers."""
+
     isLeaf = True
+    content_type = None
 
     def __init__(self, factory):
         super().__init__()
         self.factory = factory
 
     def render_GET(self, request):
-        factory = self.factory
-        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"content-type", self.content_type)
         request.setHeader(b"cache-control", b"no-store")
+        return self.body(request, self.factory)
+
+
+class Healthz(_StatusPage):
+    content_type = b"application/json"
+
+    def body(self, request, factory):
         if factory.stopping:
             request.setResponseCode(503)
         return orjson.dumps({
@@ -76,17 +85,10 @@ class Healthz(resource.Resource):
         })
 
 
-class Metrics(resource.Resource):
-    isLeaf = True
+class Metrics(_StatusPage):
+    content_type = b"text/plain; version=0.0.4; charset=utf-8"
 
-    def __init__(self, factory):
-        super().__init__()
-        self.factory = factory
-
-    def render_GET(self, request):
-        factory = self.factory
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
+    def body(self, request, factory):
         return factory.metrics.render(len(factory.clients), factory.authenticated_clients,
                                       factory.cache.stats()).encode("utf-8")
 
