@@ -3,16 +3,28 @@
 import json
 
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, task
 
-from tests.helpers import ENGINE, http_get, in_thread
+from tests.helpers import ENGINE, http_get, in_thread, start_engine
 from zbifrost.testing import connect
 
 
+def plugin_module(server):
+    """The engine workspace's plugin module as this server imported it (fresh per server)."""
+    return server.factory.workspace.file("@.zUI.main").blocks["root"].find("Held").action.module.module
+
+
 def held_deferreds(server):
-    """The plugin module's list of Deferreds behind the `Held` command (fresh for this server)."""
-    module = server.factory.workspace.file("@.zUI.main").blocks["root"].find("Held").action.module.module
-    return module.HELD
+    """The Deferreds behind the `Held` command, in call order; firing one finishes it."""
+    return plugin_module(server).HELD
+
+
+def wait_until(condition, reactor, tries=100):
+    """Let the reactor run until condition() is true (bounded: tries x 50 ms)."""
+    for _ in range(tries):
+        if condition():
+            return
+        yield task.deferLater(reactor, 0.05, lambda: None)
 
 
 @pytest_twisted.inlineCallbacks
@@ -73,3 +85,35 @@ def test_shutdown_closes_clients_whose_commands_outlive_the_grace(make_server):
     assert (yield client.closed) == (1001, "Server shutdown")
     assert [frame for frame in client.frames if frame.get("_requestId") == "late"] == []
     held[0].callback(None)  # the late result goes nowhere and breaks nothing
+
+
+@pytest_twisted.inlineCallbacks
+def test_closing_while_a_dialog_waits_for_input_unregisters_the_client(make_server):
+    server = yield start_engine(make_server, max_connections=2)
+    for _ in range(3):  # more times than max_connections: a leaked registration would refuse us
+        client = yield connect(server.url)
+        client.send({"event": "dispatch", "zKey": "^Quick Form", "_requestId": 1})
+        yield client.next_event("input_request")
+        yield client.close()
+    yield from wait_until(lambda: not server.factory.clients, server.factory.reactor)
+    assert server.factory.clients == {}
+    assert (yield (yield connect(server.url)).dispatch("^Ping")) == {"message": "Pong!"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_threads_that_outlive_their_timeout_keep_their_in_flight_slot_until_they_return(make_server):
+    server = yield start_engine(make_server, max_in_flight=2)
+    gate = plugin_module(server).GATES["slow"]
+    client = yield connect(server.url)
+    try:
+        for _ in range(2):
+            assert (yield client.request_frame("dispatch", zKey="^Slow Thread"))["code"] == "timeout"
+        refused = yield client.request_frame("dispatch", zKey="^Slow Thread")
+        assert refused["code"] == "too_many_requests"  # both threads are still running
+    finally:
+        gate.set()
+    conn = server.factory.clients[client.info["client_id"]]
+    yield from wait_until(lambda: not conn.threads_busy, server.factory.reactor)
+    assert conn.threads_busy == 0
+    assert (yield client.request_frame("dispatch", zKey="^Slow Thread"))["result"] == {"gate": "slow"}
+    yield client.close()

@@ -9,10 +9,15 @@ handed to the asking connection's `send_frame` only, from any thread.
 import uuid
 from collections import deque
 
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python import threadable
+from twisted.python.failure import Failure
 
 from .messages import event_frame
+
+log = Logger()
 
 MAX_HISTORY = 100  # blocks a session remembers for zBack; older ones are forgotten
 
@@ -107,6 +112,32 @@ class RequestContext:
     def display(self, event, **data):
         """Send a `display` frame to the asking client (callable from a worker thread)."""
         self._asker.send(event_frame("display", self._asker.request_id, display_event=event, data=data))
+
+    def run_in_thread(self, function, *args):
+        """Run a blocking function in the reactor's thread pool; a Deferred of its result.
+
+        The asking connection counts the job as busy until the thread returns, even when the
+        command timed out first (a thread cannot be stopped), so a client cannot pile up jobs
+        by outliving its timeouts. Cancelling the Deferred (the timeout does) leaves the job
+        running and drops its late result.
+        """
+        conn, reactor = self._asker.conn, self.reactor
+        conn.threads_busy += 1
+        result = Deferred()
+
+        def finished(outcome):
+            conn.threads_busy -= 1
+            if not result.called:
+                if isinstance(outcome, Failure):
+                    result.errback(outcome)
+                else:
+                    result.callback(outcome)
+            elif isinstance(outcome, Failure):
+                log.failure("A worker thread failed after its command was answered (client {client_id})",
+                            outcome, client_id=conn.client_id)
+
+        threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args).addBoth(finished)
+        return result
 
     def ask(self, prompt, fields):
         """Send an `input_request` and return a Deferred of the client's `input_response` value.

@@ -124,7 +124,8 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             self.session = Session(server.zvafile, server.zblock)
             self.subscriptions = set()
             self.pending_inputs = {}
-            self.in_flight = 0
+            self.in_flight = 0  # dispatches not yet answered
+            self.threads_busy = 0  # worker-thread jobs still running, answered (timed out) or not
             self.server = server
             self._limiter = RateLimiter(server.config.rate, server.config.burst) if server.config.rate else None
             self._watch_outbound()
@@ -270,9 +271,12 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         if self.session is None:
             return
         server = self.factory
-        server.hub.unsubscribe_all(self, self.subscriptions)
-        for waiting in self.pending_inputs.values():
-            if not waiting.called:
-                waiting.cancel()
-        self.pending_inputs.clear()
-        server.unregister(self)
+        try:
+            server.hub.unsubscribe_all(self, self.subscriptions)
+            # a cancelled input request removes itself from pending_inputs: iterate over a copy
+            pending, self.pending_inputs = self.pending_inputs, {}
+            for waiting in pending.values():
+                if not waiting.called:
+                    waiting.cancel()
+        finally:
+            server.unregister(self)

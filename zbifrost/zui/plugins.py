@@ -20,7 +20,7 @@ import sys
 import traceback
 from importlib.machinery import SourceFileLoader
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from .zpath import inside
@@ -73,8 +73,7 @@ class PluginFunction:
         kwargs = {"ctx": ctx} if self.takes_ctx else {}
         if self.on_reactor:
             return defer.maybeDeferred(self.function, *args, **kwargs)
-        reactor = ctx.reactor
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._call_in_thread, args, kwargs)
+        return ctx.run_in_thread(self._call_in_thread, args, kwargs)
 
     def _call_in_thread(self, args, kwargs):
         result = self.function(*args, **kwargs)
