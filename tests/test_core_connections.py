@@ -315,3 +315,32 @@ def test_the_client_module_is_served_to_pages_of_any_origin_and_the_demo_page_at
     assert "access-control-allow-origin" not in headers
     status, _, _ = yield in_thread(http_get, server.port, "/../setup.py")
     assert status == 404
+
+
+def raw_upgrade_status(port, host, origin):
+    """The status line of a hand-written WebSocket upgrade with the given Host and Origin."""
+    import socket
+
+    request = (f"GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        return sock.recv(4096).split(b"\r\n", 1)[0].decode()
+
+
+@pytest_twisted.inlineCallbacks
+def test_same_origin_needs_an_ip_or_localhost_host_so_dns_rebinding_is_refused(server):
+    port = server.port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"10.1.2.3:{port}"):
+        origin = f"http://{host}"
+        assert "101" in (yield in_thread(raw_upgrade_status, port, host, origin)), host
+    rebound = f"evil.example:{port}"
+    assert "403" in (yield in_thread(raw_upgrade_status, port, rebound, f"http://{rebound}"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_named_host_works_once_its_origin_is_listed(make_server):
+    server = yield make_server(allowed_origins=["https://app.example.com"])
+    status = yield in_thread(raw_upgrade_status, server.port, "app.example.com", "https://app.example.com")
+    assert "101" in status

@@ -41,6 +41,20 @@ def test_entries_are_per_arguments_and_data(make_server):
 
 
 @pytest_twisted.inlineCallbacks
+def test_calls_with_large_arguments_run_uncached_so_one_client_cannot_fill_memory(make_server):
+    from zbifrost.dispatch import MAX_CACHED_ARGUMENTS
+
+    server = yield start_engine(make_server)
+    client = yield connect(server.url)
+    big = ["x" * MAX_CACHED_ARGUMENTS]
+    for _ in range(2):
+        reply = yield client.request_frame("dispatch", zKey="Cached Echo", args=big)
+        assert "_cached" not in reply and reply["result"]["args"] == big
+    assert (yield client.request("cache_stats"))["query_cache"]["size"] == 0
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_an_entry_expires_after_its_ttl(make_server):
     server = yield start_engine(make_server)
     client = yield connect(server.url)

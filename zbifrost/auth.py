@@ -6,6 +6,7 @@ zbifrost.tokens` takes effect without a restart. Nothing here knows about WebSoc
 """
 
 import hashlib
+import ipaddress
 import os
 import time
 from dataclasses import dataclass
@@ -136,11 +137,17 @@ def normalize_origin(origin):
         port = _DEFAULT_PORTS.get(scheme)
         if port is None:
             return None
-    return f"{scheme}://{parts.hostname.lower()}:{port}"
+    hostname = parts.hostname.lower()
+    return f"{scheme}://{f'[{hostname}]' if ':' in hostname else hostname}:{port}"
 
 
 class OriginPolicy:
-    """PROTOCOL.md section 2 step 2: exact matches only, same-origin when no list is set."""
+    """PROTOCOL.md section 2 step 2: exact matches only, same-origin when no list is set.
+
+    Same-origin also requires the `Host` to be an IP address or `localhost`: a page of
+    `http://evil.example` whose name was re-pointed at 127.0.0.1 (DNS rebinding) sends a
+    matching Origin and Host, so a named host must be listed in `allowed_origins`.
+    """
 
     def __init__(self, allowed_origins):
         self.any = "*" in allowed_origins
@@ -156,4 +163,14 @@ class OriginPolicy:
             return normalized in self.allowed
         scheme = normalized.split("://", 1)[0]
         host = normalize_origin(f"{scheme}://{host_header}") if host_header else None
-        return host is not None and host.split("://", 1)[1] == normalized.split("://", 1)[1]
+        return host == normalized and _not_rebindable(urlsplit(host).hostname)
+
+
+def _not_rebindable(hostname):
+    if hostname == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True

@@ -27,6 +27,9 @@ from .zui.model import BACK_KEY, Command
 BACK_COMMAND = Command(key=BACK_KEY, action=BackAction(), line=0, description="Go back to the previous block")
 
 
+MAX_CACHED_ARGUMENTS = 1024  # bytes of JSON args + data beyond which a result is not cached
+
+
 class Dispatcher:
     def __init__(self, workspace, cache, reactor, default_timeout):
         self.workspace = workspace
@@ -65,7 +68,7 @@ class Dispatcher:
         cache_key = None
         if command.cache_ttl is not None:
             cache_key = _cache_key(zfile, block.name, command.key, args, data, role)
-            if not no_cache:
+            if cache_key is not None and not no_cache:
                 hit, value = self.cache.get(cache_key)
                 if hit:
                     return CachedResult(value)
@@ -93,9 +96,14 @@ class Dispatcher:
 
 
 def _cache_key(zfile, block, key, args, data, role):
-    """Results are shared per file version, block, key, arguments, form data and role."""
+    """Results are shared per file version, block, key, arguments, form data and role.
+
+    None (run uncached) when the arguments are larger than MAX_CACHED_ARGUMENTS: the cache
+    is bounded by entries, and large keys from one client must not fill memory."""
     try:
         arguments = orjson.dumps([args, data], option=orjson.OPT_SORT_KEYS)
     except TypeError:
         raise RequestError(MISSING_FIELD, "args and data must be plain JSON") from None
+    if len(arguments) > MAX_CACHED_ARGUMENTS:
+        return None
     return (zfile.zpath, zfile.mtime_ns, block, key, arguments, role)
