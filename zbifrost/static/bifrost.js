@@ -191,7 +191,13 @@ export class BifrostClient {
   }
 
   async _answer(request) {
-    const value = await this.hooks.onInput?.(request);
+    let value;
+    try {
+      value = await this.hooks.onInput?.(request);
+    } catch (err) {
+      console.error('bifrost: the onInput hook failed; the command will time out', err);
+      return;
+    }
     if (value !== undefined && this._socket?.readyState === WebSocket.OPEN) {
       this._socket.send(JSON.stringify({event: 'input_response', requestId: request.requestId, value}));
     }
