@@ -1,5 +1,7 @@
 """The core protocol over a real socket: connection_info, Level-1 commands, errors, _requestId."""
 
+import json
+
 import pytest
 import pytest_twisted
 
@@ -170,3 +172,51 @@ def test_a_text_frame_with_invalid_utf8_closes_1007_with_a_close_frame(server):
     client.send_raw(b'{"event": "ping", "x": "\xff"}')
     code, _ = yield client.closed
     assert code == 1007
+
+
+@pytest_twisted.inlineCallbacks
+def test_replies_larger_than_max_message_size_are_delivered_whole(make_server):
+    from tests.helpers import start_engine
+
+    server = yield start_engine(make_server)  # max_message_size limits clients' messages only
+    client = yield connect(server.url)
+    assert (yield client.dispatch("^Big")) == "x" * 200000
+    assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_replies_of_every_frame_length_encoding_reach_an_independent_client(make_server):
+    from tests.helpers import in_thread, start_engine, websockets_exchange
+
+    server = yield start_engine(make_server, rate=0)
+    sizes = [0, 40, 80, 100, 150, 65300, 65450]  # replies cross the 125 and 65535 length limits
+    messages = [{"event": "dispatch", "zKey": "Cached Echo", "args": ["y" * size], "_requestId": size}
+                for size in sizes] + [{"event": "dispatch", "zKey": "Big", "_requestId": "big"}]
+    _, replies = yield in_thread(websockets_exchange, server.url, messages, max_size=None)
+    assert [reply["_requestId"] for reply in replies] == sizes + ["big"]
+    assert [len(reply["result"]["args"][0]) for reply in replies[:-1]] == sizes
+    assert replies[-1]["result"] == "x" * 200000
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_compression_on_replies_are_deflated_and_big_ones_still_arrive(make_server):
+    from tests.helpers import in_thread, start_engine
+    from websockets.sync.client import connect as ws_connect
+
+    server = yield start_engine(make_server, compression=True)
+
+    def exchange():
+        with ws_connect(server.url, max_size=None, open_timeout=10) as ws:  # offers permessage-deflate
+            extensions = [type(extension).__name__ for extension in ws.protocol.extensions]
+            ws.recv(timeout=10)
+            replies = []
+            for key in ("^Ping", "^Big"):
+                ws.send(json.dumps({"zKey": key, "_requestId": key}))
+                replies.append(json.loads(ws.recv(timeout=10)))
+            return extensions, replies
+
+    extensions, replies = yield in_thread(exchange)
+    assert extensions == ["PerMessageDeflate"]
+    assert replies[0] == {"result": {"message": "Pong!"}, "_requestId": "^Ping"}
+    assert replies[1]["result"] == "x" * 200000

@@ -74,6 +74,10 @@ def held(value) -> defer.Deferred:
     return waiting.addCallback(lambda _: {"held": value})
 
 
+def big(size):
+    return "x" * size
+
+
 def never_fires() -> defer.Deferred:
     return defer.Deferred()
 
