@@ -344,3 +344,23 @@ def test_a_named_host_works_once_its_origin_is_listed(make_server):
     server = yield make_server(allowed_origins=["https://app.example.com"])
     status = yield in_thread(raw_upgrade_status, server.port, "app.example.com", "https://app.example.com")
     assert "101" in status
+
+
+@pytest_twisted.inlineCallbacks
+def test_head_requests_get_the_headers_without_a_body(server):
+    import http.client
+
+    def head(path):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            connection.request("HEAD", path)
+            response = connection.getresponse()
+            return response.status, response.getheader("content-length"), response.read()
+        finally:
+            connection.close()
+
+    for path in ("/bifrost.js", "/"):
+        _, _, body = yield in_thread(http_get, server.port, path)
+        assert (yield in_thread(head, path)) == (200, str(len(body)), b""), path
+    status, length, body = yield in_thread(head, "/healthz")  # its uptime changes: no fixed length
+    assert (status, body) == (200, b"") and int(length) > 0

@@ -32,10 +32,20 @@ class _WebSocketOnly(WebSocketResource):
         return result
 
 
-class StaticFile(resource.Resource):
-    """One file of zbifrost/static, read when asked (they are small), never a path from the URL."""
+class _Page(resource.Resource):
+    """A leaf page answering GET, and HEAD with the same headers and no body (a load balancer's
+    HEAD /healthz would otherwise log a warning from twisted.web each time)."""
 
     isLeaf = True
+
+    def render_HEAD(self, request):
+        body = self.render_GET(request)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b""
+
+
+class StaticFile(_Page):
+    """One file of zbifrost/static, read when asked (they are small), never a path from the URL."""
 
     def __init__(self, name, content_type, shared=False):
         super().__init__()
@@ -53,10 +63,9 @@ class StaticFile(resource.Resource):
             return handle.read()
 
 
-class _StatusPage(resource.Resource):
+class _StatusPage(_Page):
     """A page computed from the factory's live state, never cached by proxies or browsers."""
 
-    isLeaf = True
     content_type = None
 
     def __init__(self, factory):
