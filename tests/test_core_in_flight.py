@@ -5,7 +5,7 @@ import json
 import pytest_twisted
 from twisted.internet import defer, task
 
-from tests.helpers import ENGINE, http_get, in_thread, start_engine
+from tests.helpers import http_get, in_thread, start_engine
 from zbifrost.testing import connect
 
 
@@ -15,7 +15,8 @@ def plugin_module(server):
 
 
 def held_deferreds(server):
-    """The Deferreds behind the `Held` command, in call order; firing one finishes it."""
+    """The Deferreds behind the `Held` command, in call order; firing one finishes it. Each
+    server imports the plugin anew, so the list starts empty."""
     return plugin_module(server).HELD
 
 
@@ -29,9 +30,8 @@ def wait_until(condition, reactor, tries=100):
 
 @pytest_twisted.inlineCallbacks
 def test_past_max_in_flight_a_dispatch_gets_too_many_requests_and_others_still_answer(make_server):
-    server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", max_in_flight=2)
+    server = yield start_engine(make_server, max_in_flight=2)
     held = held_deferreds(server)
-    del held[:]
     client = yield connect(server.url)
     first, second = client.dispatch("^Held"), client.dispatch("^Held")
     third = yield client.request_frame("dispatch", zKey="^Held")
@@ -51,9 +51,8 @@ def test_past_max_in_flight_a_dispatch_gets_too_many_requests_and_others_still_a
 
 @pytest_twisted.inlineCallbacks
 def test_shutdown_lets_commands_in_flight_reply_refuses_new_ones_then_closes_1001(make_server):
-    server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", shutdown_grace=10)
+    server = yield start_engine(make_server, shutdown_grace=10)
     held = held_deferreds(server)
-    del held[:]
     busy = yield connect(server.url)
     idle = yield connect(server.url)
     running = busy.request_frame("dispatch", zKey="^Held")
@@ -75,9 +74,8 @@ def test_shutdown_lets_commands_in_flight_reply_refuses_new_ones_then_closes_100
 
 @pytest_twisted.inlineCallbacks
 def test_shutdown_closes_clients_whose_commands_outlive_the_grace(make_server):
-    server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", shutdown_grace=0.2)
+    server = yield start_engine(make_server, shutdown_grace=0.2)
     held = held_deferreds(server)
-    del held[:]
     client = yield connect(server.url)
     client.send({"event": "dispatch", "zKey": "^Held", "_requestId": "late"})
     yield client.request("ping")
