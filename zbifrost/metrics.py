@@ -55,7 +55,8 @@ class Metrics:
             cumulative += count
             samples.append((f'_bucket{{le="{"+Inf" if bound == float("inf") else bound}"}}', cumulative))
         samples += [("_sum", round(self.latency_sum, 6)), ("_count", self.latency_count)]
-        metric("zbifrost_command_seconds", "histogram", "Time from dispatch to reply.", samples)
+        metric("zbifrost_command_seconds", "histogram",
+               "Time from dispatch to reply of asynchronous commands (plugins, dialogs, wizards).", samples)
         metric("zbifrost_cache_hits_total", "counter", "Query cache hits.", [("", cache_stats["hits"])])
         metric("zbifrost_cache_misses_total", "counter", "Query cache misses.", [("", cache_stats["misses"])])
         metric("zbifrost_cache_entries", "gauge", "Entries in the query cache.", [("", cache_stats["size"])])
