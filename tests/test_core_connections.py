@@ -364,3 +364,29 @@ def test_head_requests_get_the_headers_without_a_body(server):
         assert (yield in_thread(head, path)) == (200, str(len(body)), b""), path
     status, length, body = yield in_thread(head, "/healthz")  # its uptime changes: no fixed length
     assert (status, body) == (200, b"") and int(length) > 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_peer_that_never_answers_pings_is_closed(make_server):
+    import socket
+
+    server = yield make_server(ping_interval=0.2, ping_timeout=0.2)
+
+    def handshake_then_play_dead():
+        request = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        received = b""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            while True:  # read frames (connection_info, pings, the close) but never answer
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:  # dropped after the close handshake timed out
+                    return received
+                if not chunk:
+                    return received
+                received += chunk
+
+    received = yield in_thread(handshake_then_play_dead)
+    assert received.startswith(b"HTTP/1.1 101")
+    assert b"\x89" in received  # the server pinged (opcode 9) before giving up

@@ -1,7 +1,7 @@
 """Who may connect: the token store (hashes only) and the Origin policy.
 
 Tokens are looked up by their SHA-256; the plain token is never stored or logged. The store
-re-reads its file when it changes, so a token minted or revoked with `python -m
+re-reads its file when it changes (checked at each new connection), so a token minted or revoked with `python -m
 zbifrost.tokens` takes effect without a restart. Nothing here knows about WebSocket frames.
 """
 
@@ -90,18 +90,19 @@ class TokenStore:
     def __init__(self, path, clock=time.time):
         self.path = path
         self._clock = clock
-        self._mtime = None
+        self._stamp = None
         self._table = {}
         self._refresh(strict=True)
 
     def _refresh(self, strict=False):
         try:
-            mtime = os.stat(self.path).st_mtime_ns
+            stat = os.stat(self.path)
         except OSError as err:
             if strict:
                 raise TokenFileError(f"tokens file {self.path}: cannot read it ({err.strerror})") from None
             return
-        if mtime == self._mtime:
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)  # `tokens` replaces the file: new inode
+        if stamp == self._stamp:
             return
         try:
             self._table = read_token_file(self.path)
@@ -109,7 +110,7 @@ class TokenStore:
             if strict:
                 raise
             log.error("{error}; keeping the tokens loaded before", error=str(err))
-        self._mtime = mtime
+        self._stamp = stamp
 
     def identify(self, token):
         """The Identity for a token, or None when it is unknown, expired or revoked."""
