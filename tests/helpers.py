@@ -1,9 +1,11 @@
 """Small helpers for tests: the engine workspace, blocking clients run in a thread, raw HTTP,
-token files."""
+token files, and a raw-socket WebSocket client for misbehaving on purpose."""
 
+import base64
 import http.client
 import json
 import os
+import socket
 
 from twisted.internet import threads
 from websockets.exceptions import InvalidStatus
@@ -67,3 +69,78 @@ def write_tokens(path, *entries):
             lines.append(f"    {key}: {json.dumps(value)}")
     path.write_text("\n".join(lines) + "\n")
     return str(path)
+
+
+class RawWebSocket:
+    """A WebSocket client over a plain blocking socket, for what real clients never do: trickle,
+    fragment without end, stop reading. Frames are sent masked, as RFC 6455 requires of clients."""
+
+    def __init__(self, port, path="/ws", rcvbuf=None, timeout=10):
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                          f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _fill(self, size=65536):
+        data = self.sock.recv(size)
+        if not data:
+            raise ConnectionError("closed by the server")
+        self.buffer += data
+
+    def send_frame(self, payload, opcode=0x1, fin=True):
+        mask = os.urandom(4)
+        size = len(payload)
+        header = bytes([(0x80 if fin else 0) | opcode])
+        if size < 126:
+            header += bytes([0x80 | size])
+        elif size < 65536:
+            header += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+        else:
+            header += bytes([0x80 | 127]) + size.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def send_json(self, message):
+        self.send_frame(json.dumps(message).encode())
+
+    def read_frame(self, chunk=65536):
+        """(opcode, payload) of the next server frame, reading at most `chunk` bytes a time."""
+        while len(self.buffer) < 2:
+            self._fill(chunk)
+        size, offset = self.buffer[1] & 0x7F, 2
+        if size == 126:
+            size, offset = None, 4
+        elif size == 127:
+            size, offset = None, 10
+        while len(self.buffer) < offset:
+            self._fill(chunk)
+        if size is None:
+            size = int.from_bytes(self.buffer[2:offset], "big")
+        while len(self.buffer) < offset + size:
+            self._fill(chunk)
+        opcode, payload = self.buffer[0] & 0x0F, self.buffer[offset:offset + size]
+        self.buffer = self.buffer[offset + size:]
+        return opcode, payload
+
+    def read_json(self):
+        opcode, payload = self.read_frame()
+        assert opcode == 0x1, (opcode, payload[:100])
+        return json.loads(payload)
+
+    def close(self):
+        self.sock.close()
+
+
+def close_code(payload):
+    """(code, reason) of a close frame's payload."""
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode()

@@ -44,6 +44,7 @@ class Config:
     ping_timeout: float = 20.0
     handshake_timeout: float = 5.0
     max_message_size: int = 65536
+    max_fragments: int = 4096  # frames of one message; more closes the connection with 1009
     rate: float = 50.0  # messages per second sustained; 0 turns rate limiting off
     burst: int = 100
     max_in_flight: int = 16
@@ -68,6 +69,7 @@ _WEBSOCKET_KEYS = {
     "ping_timeout": "ping_timeout",
     "handshake_timeout": "handshake_timeout",
     "max_message_size": "max_message_size",
+    "max_fragments": "max_fragments",
     "rate": "rate",
     "burst": "burst",
     "max_in_flight": "max_in_flight",
@@ -189,8 +191,8 @@ def _validate(config, label):
 
     if not 1 <= config.port <= 65535:
         raise ConfigError(f"{label('port')}: must be between 1 and 65535, got {config.port}")
-    for attr in ("backlog", "max_connections", "max_message_size", "max_in_flight", "max_outbound_buffer",
-                 "cache_size", "ping_timeout", "handshake_timeout", "command_timeout"):
+    for attr in ("backlog", "max_connections", "max_message_size", "max_fragments", "max_in_flight",
+                 "max_outbound_buffer", "cache_size", "ping_timeout", "handshake_timeout", "command_timeout"):
         positive(attr)
     for attr in ("ping_interval", "rate", "burst", "shutdown_grace"):
         positive(attr, allow_zero=True)

@@ -1,11 +1,13 @@
 """BifrostServerFactory: the shared side of all connections.
 
-It holds the client registry, the services every connection uses (workspace, dispatcher,
+It holds the client registry, the TCP connections still in their opening handshake
+(`Handshakes`), the services every connection uses (workspace, dispatcher,
 query cache, channel hub, token store, origin policy, metrics) and the Autobahn protocol
 options, all set in `_set_protocol_options` because any call to `setProtocolOptions` resets
 options not named in it. It also runs the graceful shutdown of the clients.
 """
 
+import secrets
 import time
 
 from autobahn.twisted.websocket import WebSocketServerFactory
@@ -27,11 +29,45 @@ FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_ca
 log = Logger()
 
 
+def _new_client_id():
+    return "c-" + secrets.token_hex(8)
+
+
 def _accept_deflate(offers):
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
             return PerMessageDeflateOfferAccept(offer)
     return None
+
+
+class Handshakes:
+    """TCP connections still in their opening handshake (PROTOCOL.md section 1).
+
+    Each gets a deadline at accept: unless its WebSocket opens first, it is dropped then,
+    however its bytes trickle in (twisted.web's own timeout restarts on every byte). They
+    count toward `max_connections`. Keyed by transport: the HTTP channel begins the deadline
+    and the WebSocket protocol that takes the same transport over ends it.
+    """
+
+    def __init__(self, reactor, timeout):
+        self.reactor = reactor
+        self.timeout = timeout
+        self._deadlines = {}  # transport -> IDelayedCall
+
+    def __len__(self):
+        return len(self._deadlines)
+
+    def begin(self, transport):
+        self._deadlines[transport] = self.reactor.callLater(self.timeout, self._expired, transport)
+
+    def end(self, transport):
+        deadline = self._deadlines.pop(transport, None)
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _expired(self, transport):
+        del self._deadlines[transport]
+        transport.abortConnection()
 
 
 class BifrostServerFactory(WebSocketServerFactory):
@@ -44,6 +80,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.reactor = reactor
         self.started = time.time()
         self.clients = {}  # client_id -> protocol, for open sessions
+        self.handshakes = Handshakes(reactor, config.handshake_timeout)
         self.authenticated_clients = 0
         self.stopping = False
         self._all_closed = None
@@ -72,7 +109,7 @@ class BifrostServerFactory(WebSocketServerFactory):
             autoFragmentSize=0,
             failByDrop=False,
             echoCloseCodeReason=False,
-            openHandshakeTimeout=config.handshake_timeout,
+            openHandshakeTimeout=0,  # Handshakes holds the deadline, from the TCP accept
             closeHandshakeTimeout=1,
             tcpNoDelay=True,
             perMessageCompressionAccept=_accept_deflate if config.compression else (lambda offers: None),
@@ -89,10 +126,15 @@ class BifrostServerFactory(WebSocketServerFactory):
     # -- the client registry ---------------------------------------------------------------
 
     def register(self, conn):
-        self.clients[conn.client_id] = conn
+        """Add an open connection to the registry; returns its new, unique client id."""
+        client_id = _new_client_id()
+        while client_id in self.clients:  # 64 random bits: a repeat is all but impossible, never harmful
+            client_id = _new_client_id()
+        self.clients[client_id] = conn
         self.metrics.connections_total += 1
         if self.tokens is not None:
             self.authenticated_clients += 1
+        return client_id
 
     def unregister(self, conn):
         if self.clients.pop(conn.client_id, None) is not None and self.tokens is not None:

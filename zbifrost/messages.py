@@ -24,6 +24,8 @@ COMMAND_FAILED = "command_failed"
 SHUTTING_DOWN = "shutting_down"
 
 _MAX_ECHO = 120  # longest piece of client text quoted back in an error message
+MAX_DEPTH = 64  # levels of nesting in a client message (PROTOCOL.md section 7)
+_TOO_DEEP = "A message may nest at most 64 levels of objects and arrays"
 
 
 class RequestError(Exception):
@@ -68,7 +70,9 @@ def parse(payload):
     """
     try:
         message = orjson.loads(payload)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as err:
+        if str(err).startswith("depth limit"):  # orjson's own limit, far past ours
+            raise RequestError(BAD_MESSAGE, _TOO_DEEP) from None
         raise RequestError(BAD_JSON, "Invalid JSON: the frame must be one UTF-8 JSON object") from None
     if type(message) is not dict:
         raise RequestError(BAD_MESSAGE, "A message must be a JSON object")
@@ -79,6 +83,29 @@ def parse(payload):
         else:
             raise RequestError(BAD_MESSAGE, "A message needs a string field 'event'")
     return message
+
+
+def check_depth(message, payload):
+    """Raise RequestError(bad_message) when a parsed message nests past MAX_DEPTH levels.
+
+    Only a frame with more brackets than the limit can nest past it, so the common case costs
+    two counts. (Separate from `parse` so that the error can carry the message's _requestId.)"""
+    if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH and _deeper_than(message, MAX_DEPTH):
+        raise RequestError(BAD_MESSAGE, _TOO_DEEP)
+
+
+def _deeper_than(value, limit):
+    """Whether objects and arrays nest past `limit` levels in a parsed value (no recursion:
+    the structure comes from a client)."""
+    stack = [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in (value.values() if type(value) is dict else value):
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
 
 
 _REQUEST_ID_TYPES = (str, int, float)

@@ -10,14 +10,14 @@ Autobahn's own logger is `self.log`, so ours is `_log`. Autobahn swallows except
 in `onConnect`/`onOpen`, so both guard themselves.
 """
 
-import secrets
 import time
 import uuid
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from . import messages
@@ -35,6 +35,8 @@ CLOSE_INVALID_TOKEN = (1008, "Invalid token")
 CLOSE_RATE = (1008, "Rate limit exceeded")
 CLOSE_INTERNAL = (1011, "Internal error")
 CLOSE_SLOW = (1013, "Slow consumer")
+CLOSE_TOO_MANY_FRAGMENTS = (1009, "Too many fragments")
+SLOW_CONSUMER_CLOSE_TIMEOUT = 10  # seconds a slow reader has to read through to its 1013 close frame
 
 _Deferred = defer.Deferred
 
@@ -94,15 +96,12 @@ class BifrostServerProtocol(WebSocketServerProtocol):
     def _check_request(self, request):
         server = self.factory
         if server.stopping:
-            server.metrics.refused("stopping")
-            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "Server is shutting down")
-        if len(server.clients) >= server.config.max_connections:
-            server.metrics.refused("max_connections")
-            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "Too many connections")
+            self._refuse("stopping", request, ConnectionDeny.SERVICE_UNAVAILABLE, "Server is shutting down")
+        # this connection is one of the handshakes still in progress
+        if len(server.clients) + len(server.handshakes) > server.config.max_connections:
+            self._refuse("max_connections", request, ConnectionDeny.SERVICE_UNAVAILABLE, "Too many connections")
         if not server.origin_policy.allows(request.headers.get("origin"), request.headers.get("host")):
-            server.metrics.refused("origin")
-            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Origin not allowed")
-        self.client_id = "c-" + secrets.token_hex(4)
+            self._refuse("origin", request, ConnectionDeny.FORBIDDEN, "Origin not allowed")
         if server.tokens is None:
             self.identity = server.anonymous
         else:
@@ -110,12 +109,23 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             found = server.tokens.identify(token) if token else None
             if found is None:
                 self._refusal = CLOSE_INVALID_TOKEN if token else CLOSE_AUTH_REQUIRED
-                server.metrics.refused("invalid_token" if token else "no_token")
+                self._log_refusal("invalid_token" if token else "no_token", request)
             else:
                 self.identity = {"authenticated": True, "user": found.user, "role": found.role}
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
+    def _refuse(self, reason, request, status, text):
+        self._log_refusal(reason, request)
+        raise ConnectionDeny(status, text)
+
+    def _log_refusal(self, reason, request):
+        """Count and log a refused connection: the reason and the peer, never a token."""
+        self.factory.metrics.refused(reason)
+        self._log.warn("Refused a connection from {peer}: {reason} (origin {origin})", peer=request.peer,
+                       reason=reason, origin=messages.quote(request.headers.get("origin", "none")))
+
     def onOpen(self):
+        self.factory.handshakes.end(self.transport)
         try:
             if self._refusal is not None:
                 self.close(*self._refusal)
@@ -130,7 +140,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             self._limiter = RateLimiter(server.config.rate, server.config.burst) if server.config.rate else None
             self._watch_outbound()
             self._open = True
-            server.register(self)
+            self.client_id = server.register(self)
             self.send_frame(messages.event_frame("connection_info", data=connection_info(self)))
         except Exception:
             self._log.failure("Unexpected error while opening a connection")
@@ -149,6 +159,13 @@ class BifrostServerProtocol(WebSocketServerProtocol):
 
     # -- the hot path ----------------------------------------------------------------------
 
+    def onMessageFrameBegin(self, length):
+        """Autobahn's, with a cap on the fragments of one message (`max_fragments`): each
+        completed fragment is kept in `message_data`, even an empty one."""
+        if len(self.message_data) >= self.factory.config.max_fragments and not self.failedByMe:
+            self._fail_connection(*CLOSE_TOO_MANY_FRAGMENTS)
+        super().onMessageFrameBegin(length)
+
     def onMessage(self, payload, isBinary):
         if not self._open:
             return  # refused (auth) or already closing: nothing it sends is processed
@@ -162,6 +179,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         try:
             message = messages.parse(payload)
             req_id = messages.request_id(message)
+            messages.check_depth(message, payload)
             if verdict == LIMITED:
                 raise RequestError(RATE_LIMITED, "Too many messages: slow down")
             handler = HANDLERS.get(message["event"])
@@ -201,7 +219,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             return RequestError(TIMEOUT, "The command did not finish within its timeout")
         error_id = uuid.uuid4().hex[:12]
         self._log.failure("Command failed (error id {error_id}, client {client_id})", failure,
-                          error_id=error_id, client_id=self.client_id)
+                          level=LogLevel.error, error_id=error_id, client_id=self.client_id)
         return RequestError(COMMAND_FAILED, f"The command failed (error id {error_id})")
 
     def _track(self, deferred, req_id):
@@ -240,8 +258,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         if self._backlog is not None:
             self._backlog += len(frame)
             if self._backlog > self.factory.config.max_outbound_buffer:
-                self._log.warn("Closing slow consumer {client_id}", client_id=self.client_id)
-                self.close(*CLOSE_SLOW)
+                self._close_slow_consumer()
                 return False
         if self._perMessageCompress is not None and len(frame) <= self.maxMessagePayloadSize:
             self.sendMessage(frame, False)  # Autobahn compresses it
@@ -288,12 +305,24 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8"), isReply=False)
 
+    def _close_slow_consumer(self):
+        """Queue the 1013 close frame behind the data already queued and give the client time
+        to read through to it (PROTOCOL.md section 7); then Autobahn drops the TCP link."""
+        self._log.warn("Closing slow consumer {client_id} ({peer})", client_id=self.client_id, peer=self.peer)
+        self.closeHandshakeTimeout = SLOW_CONSUMER_CLOSE_TIMEOUT
+        self.close(*CLOSE_SLOW)
+        self.transport.resumeProducing()  # to read its close reply; nothing else it sends is processed
+
     def begin_shutdown(self, frame):
         """Tell the client the server is stopping; close 1001 once its commands have replied."""
         self.send_frame(frame)
         self._shutting_down = True
         if not self.in_flight:
             self.close(*CLOSE_SHUTDOWN)
+
+    def connectionLost(self, reason=connectionDone):
+        self.factory.handshakes.end(self.transport)  # a connection lost before it opened
+        super().connectionLost(reason)
 
     def onClose(self, wasClean, code, reason):
         self._open = False

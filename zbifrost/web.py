@@ -1,8 +1,10 @@
-"""The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1 and 8).
+"""The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1, 7 and 8).
 
 `/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
-`/healthz`, `/metrics`, `/bifrost.js` and the demo page at `/`. After an upgrade the socket
-belongs to Autobahn: nothing here sees WebSocket frames.
+`/healthz`, `/metrics`, `/bifrost.js` and the demo page at `/`. Every TCP connection starts
+its handshake deadline at accept (`_Channel`), and a request with a body is refused with 413
+before any of the body is read. After an upgrade the socket belongs to Autobahn: nothing here
+sees WebSocket frames.
 """
 
 import os
@@ -10,7 +12,7 @@ import time
 
 import orjson
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 from twisted.web.pages import notFound
 
 from . import __version__
@@ -138,9 +140,37 @@ def _access_log_line(timestamp, request):
             f'{request.clientproto.decode("ascii", "replace")}" {request.code} {request.sentLength or "-"}')
 
 
+_TOO_LARGE = (b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n"
+              b"Cache-Control: no-store\r\n\r\n")
+
+
+class _Channel(http.HTTPChannel):
+    """One TCP connection while it speaks HTTP: its handshake deadline runs from the accept
+    (`Handshakes`), however slowly its bytes arrive, and no request body is ever read."""
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.site.handshakes.begin(self.transport)
+
+    def connectionLost(self, reason):
+        self.site.handshakes.end(self.transport)
+        super().connectionLost(reason)
+
+    def allHeadersReceived(self):
+        # `length` is 0 without a body, None for a chunked one: refuse before twisted.web
+        # allocates the body's buffer (a temporary file past 100 kB)
+        if self.length != 0:
+            self.transport.write(_TOO_LARGE)
+            self.loseConnection()  # stops reading: the body stays unread
+            return
+        super().allHeadersReceived()
+
+
 def build_site(factory, timeout):
     """The Site serving everything on the port; `timeout` closes idle HTTP connections."""
     site = server.Site(Root(factory), timeout=timeout, logFormatter=_access_log_line)
+    site.protocol = _Channel  # HTTP/1.1 only: the WebSocket upgrade needs nothing else
+    site.handshakes = factory.handshakes
     site.displayTracebacks = False
     site.noisy = False
     return site
