@@ -40,7 +40,7 @@ def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("websocket:\n  port: 0\n", "websocket.port: must be between 1 and 65535, got 0"),
     ("websocket:\n  port: many\n", "websocket.port: expected an integer, got 'many'"),
-    ("websocket:\n  colour: blue\n", "websocket.colour: unknown setting"),
+    ("websocket:\n  colour: blue\n", "websocket: unknown key 'colour' (valid keys: allowed_origins, backlog,"),
     ("websocket:\n  require_auth: maybe\n", "websocket.require_auth: expected true or false"),
     ("websocket:\n  allowed_origins: [example.com]\n", "must be '*' or scheme://host[:port]"),
     ("websocket: [1]\n", "websocket: expected a mapping"),
@@ -66,3 +66,16 @@ def test_require_auth_needs_a_tokens_file_that_exists(tmp_path):
         load_config(environ={"WEBSOCKET_REQUIRE_AUTH": "true"})
     with pytest.raises(ConfigError, match="is not a file"):
         load_config(environ={}, overrides={"require_auth": True, "tokens_file": str(tmp_path / "none.yaml")})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Websocket:\n  require_auth: true\n", "unknown key 'Websocket' (did you mean 'websocket'?)"),
+    ("zworkspace: ws\n", "unknown key 'zworkspace' (did you mean 'zWorkspace'?)"),
+    ("colour: blue\n", "unknown key 'colour' (valid keys: websocket, zBlock, zVaFile, zWorkspace)"),
+    ("websocket:\n  requre_auth: true\n", "websocket: unknown key 'requre_auth' (did you mean 'require_auth'?)"),
+])
+def test_an_unknown_key_anywhere_in_a_config_file_is_refused_with_the_closest_valid_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert str(caught.value) == f"config file {path}: {message}"

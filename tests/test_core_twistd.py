@@ -71,6 +71,15 @@ def test_a_broken_zui_file_names_the_file_and_the_line(tmp_path):
     assert "zUI file zUI.broken.yaml, line 3:" in one_line_error(result)
 
 
+def test_a_misspelt_section_stops_start_up_suggesting_the_right_one(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("Websocket:\n  require_auth: true\n")
+    result = run_twistd("--config", str(config), tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert one_line_error(result).endswith(
+        f"zbifrost: config file {config}: unknown key 'Websocket' (did you mean 'websocket'?)")
+
+
 def test_environment_overrides_the_config_file_and_flags_override_both(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("websocket:\n  port: 1\n")

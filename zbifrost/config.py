@@ -6,6 +6,7 @@ and the environment, but it never touches the network or the zUI files' contents
 """
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 
@@ -79,6 +80,8 @@ _WEBSOCKET_KEYS = {
 }
 _TOP_LEVEL_KEYS = {"zWorkspace": "workspace", "zVaFile": "zvafile", "zBlock": "zblock"}
 _TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}
+# the config file's sections: each a mapping checked against its own table of keys
+_SECTIONS = {"websocket": _WEBSOCKET_KEYS}
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 _TRUE = {"1", "true", "yes", "on"}
@@ -129,6 +132,13 @@ def _coerce(name, attr, value):
     return value
 
 
+def unknown_key(where, key, valid):
+    """The one-line complaint about a key that is not in `valid`, suggesting the closest one."""
+    close = difflib.get_close_matches(str(key), [str(name) for name in valid], n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return f"{where}: unknown key {key!r} ({hint})"
+
+
 def _read_file(path):
     try:
         with open(path, encoding="utf-8") as handle:
@@ -144,15 +154,18 @@ def _read_file(path):
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    for key in raw:
+        if key not in _TOP_LEVEL_KEYS and key not in _SECTIONS:
+            raise ConfigError(unknown_key(f"config file {path}", key, [*_SECTIONS, *_TOP_LEVEL_KEYS]))
     values = {}
-    section = raw.get("websocket") or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"config file {path}: websocket: expected a mapping")
-    for key, value in section.items():
-        if key not in _WEBSOCKET_KEYS:
-            raise ConfigError(f"config file {path}: websocket.{key}: unknown setting")
-        attr = _WEBSOCKET_KEYS[key]
-        values[attr] = _coerce(f"config file {path}: websocket.{key}", attr, value)
+    for name, keys in _SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: {name}: expected a mapping")
+        for key, value in section.items():
+            if key not in keys:
+                raise ConfigError(unknown_key(f"config file {path}: {name}", key, keys))
+            values[keys[key]] = _coerce(f"config file {path}: {name}.{key}", keys[key], value)
     for key, attr in _TOP_LEVEL_KEYS.items():
         if key in raw:
             values[attr] = _coerce(f"config file {path}: {key}", attr, raw[key])
@@ -220,10 +233,9 @@ def load_config(config_file=None, environ=None, overrides=None):
     values, sources = {}, {}
     layers = []
     if config_file:
-        file_keys = {attr: key for key, attr in _WEBSOCKET_KEYS.items()}
-        layers.append((_read_file(config_file),
-                       lambda attr: f"config file {config_file}: "
-                                    f"{'websocket.' + file_keys[attr] if attr in file_keys else _TOP_KEY[attr]}"))
+        file_keys = {attr: f"{name}.{key}" for name, keys in _SECTIONS.items() for key, attr in keys.items()}
+        file_keys.update(_TOP_KEY)
+        layers.append((_read_file(config_file), lambda attr: f"config file {config_file}: {file_keys[attr]}"))
     environment_names = {attr: name for name, attr in _ENVIRONMENT.items()}
     layers.append((_read_environment(os.environ if environ is None else environ),
                    lambda attr: f"environment {environment_names[attr]}"))
