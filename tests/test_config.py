@@ -79,3 +79,14 @@ def test_an_unknown_key_anywhere_in_a_config_file_is_refused_with_the_closest_va
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
     assert str(caught.value) == f"config file {path}: {message}"
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "etc"
+    (folder / "ws").mkdir(parents=True)
+    (folder / "tokens.yaml").write_text("tokens: []\n")
+    path = write(folder, "zWorkspace: ws\nwebsocket:\n  require_auth: true\n  tokens: tokens.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, environ={})
+    assert config.tokens_file == str(folder / "tokens.yaml")
+    assert config.workspace == str((folder / "ws").resolve())

@@ -82,6 +82,8 @@ _TOP_LEVEL_KEYS = {"zWorkspace": "workspace", "zVaFile": "zvafile", "zBlock": "z
 _TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}
 # the config file's sections: each a mapping checked against its own table of keys
 _SECTIONS = {"websocket": _WEBSOCKET_KEYS}
+# settings holding a path: a relative one in a config file is relative to that file's folder
+_PATH_SETTINGS = ("workspace", "tokens_file")
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 _TRUE = {"1", "true", "yes", "on"}
@@ -169,9 +171,10 @@ def _read_file(path):
     for key, attr in _TOP_LEVEL_KEYS.items():
         if key in raw:
             values[attr] = _coerce(f"config file {path}: {key}", attr, raw[key])
-    if "workspace" in values and not os.path.isabs(values["workspace"]):
-        # a relative zWorkspace is relative to the config file, not to wherever twistd runs
-        values["workspace"] = os.path.join(os.path.dirname(os.path.abspath(path)), values["workspace"])
+    for attr in _PATH_SETTINGS:
+        if values.get(attr) and not os.path.isabs(values[attr]):
+            # relative to the config file, not to wherever twistd runs
+            values[attr] = os.path.join(os.path.dirname(os.path.abspath(path)), values[attr])
     return values
 
 
