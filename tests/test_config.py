@@ -90,3 +90,11 @@ def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, mo
     config = load_config(path, environ={})
     assert config.tokens_file == str(folder / "tokens.yaml")
     assert config.workspace == str((folder / "ws").resolve())
+
+
+@pytest.mark.parametrize("description", ["garbage:1", "tcp:notaport"])
+def test_a_bad_listen_description_is_one_line_naming_it(description):
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={}, overrides={"listen": [description]})
+    assert str(caught.value).startswith(f"--listen: {description!r} is not an endpoint description")
+    assert "\n" not in str(caught.value)

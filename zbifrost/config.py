@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 
 import yaml
+from twisted.internet import endpoints
+from twisted.internet.testing import MemoryReactor
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # The demo workspace: installed as zbifrost/demo, or the top-level zui/ of a source checkout.
@@ -215,6 +217,13 @@ def _validate(config, label):
     if not os.path.isdir(config.workspace):
         raise ConfigError(f"{label('workspace')}: {config.workspace} is not a directory")
     config.workspace = os.path.realpath(config.workspace)
+    for description in config.listen:
+        try:
+            # parsing binds nothing: the reactor is only stored in the endpoint
+            endpoints.serverFromString(MemoryReactor(), description)
+        except Exception as err:  # each endpoint parser plugin raises its own kinds of error
+            raise ConfigError(f"{label('listen')}: {description!r} is not an endpoint description "
+                              f"such as tcp:18774:interface=0.0.0.0 ({err})") from None
     if config.require_auth and not config.tokens_file:
         raise ConfigError(f"{label('require_auth')}: needs a tokens file (--tokens FILE or websocket.tokens)")
     if config.tokens_file and not os.path.isfile(config.tokens_file):
