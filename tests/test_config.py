@@ -98,3 +98,12 @@ def test_a_bad_listen_description_is_one_line_naming_it(description):
         load_config(environ={}, overrides={"listen": [description]})
     assert str(caught.value).startswith(f"--listen: {description!r} is not an endpoint description")
     assert "\n" not in str(caught.value)
+
+
+def test_a_workspace_with_one_zui_file_serves_it_unless_a_zvafile_is_given(tmp_path):
+    (tmp_path / "zUI.main.yaml").write_text("Menu:\n  Ping: Pong\n")
+    assert load_config(environ={}, overrides={"workspace": str(tmp_path)}).zvafile == "@.zUI.main"
+    given = load_config(environ={}, overrides={"workspace": str(tmp_path), "zvafile": "@.zUI.level1"})
+    assert given.zvafile == "@.zUI.level1"
+    (tmp_path / "zUI.other.yaml").write_text("Menu:\n  Ping: Pong\n")
+    assert load_config(environ={}, overrides={"workspace": str(tmp_path)}).zvafile == "@.zUI.level1"

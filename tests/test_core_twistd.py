@@ -82,6 +82,24 @@ def test_a_misspelt_section_stops_start_up_suggesting_the_right_one(tmp_path):
         f"zbifrost: config file {config}: unknown key 'Websocket' (did you mean 'websocket'?)")
 
 
+def test_a_workspace_without_the_default_zui_file_names_its_path_and_lists_its_zui_files(tmp_path):
+    workspace = tmp_path / "myapp"
+    workspace.mkdir()
+    for name in ("main", "admin"):
+        (workspace / f"zUI.{name}.yaml").write_text("Menu:\n  Ping: Pong\n")
+    result = run_twistd("--workspace", "myapp", tmp_path=tmp_path)
+    assert result.returncode != 0
+    line = one_line_error(result)
+    assert f"no zUI.level1.yaml (or .yml/.json) in {workspace.resolve()}" in line
+    assert "zUI files there: zUI.admin.yaml, zUI.main.yaml" in line and "<workspace>" not in line
+
+
+def test_a_workspace_with_one_zui_file_serves_it_by_default(tmp_path):
+    (tmp_path / "zUI.main.yaml").write_text("Menu:\n  Ping: Pong\n")
+    result = run_twistd("--workspace", str(tmp_path), "--zblock", "Nope", tmp_path=tmp_path)
+    assert "zBlock: 'Nope' is not a block of @.zUI.main (it has Menu)" in one_line_error(result)
+
+
 def test_environment_overrides_the_config_file_and_flags_override_both(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("websocket:\n  port: 1\n")

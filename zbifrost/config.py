@@ -14,6 +14,8 @@ import yaml
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 
+from .zui.zpath import zui_files
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # The demo workspace: installed as zbifrost/demo, or the top-level zui/ of a source checkout.
 BUNDLED_WORKSPACE = next(
@@ -35,7 +37,7 @@ class Config:
     backlog: int = 1024
     # what to serve
     workspace: str = BUNDLED_WORKSPACE
-    zvafile: str = "@.zUI.level1"
+    zvafile: str = None  # None: the workspace's only zUI file, else @.zUI.level1
     zblock: str = None  # None: "root" if the file has it, else its first block
     # who may connect
     require_auth: bool = False
@@ -86,6 +88,7 @@ _TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}
 _SECTIONS = {"websocket": _WEBSOCKET_KEYS}
 # settings holding a path: a relative one in a config file is relative to that file's folder
 _PATH_SETTINGS = ("workspace", "tokens_file")
+DEFAULT_ZVAFILE = "@.zUI.level1"
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 _TRUE = {"1", "true", "yes", "on"}
@@ -217,6 +220,9 @@ def _validate(config, label):
     if not os.path.isdir(config.workspace):
         raise ConfigError(f"{label('workspace')}: {config.workspace} is not a directory")
     config.workspace = os.path.realpath(config.workspace)
+    if config.zvafile is None:
+        found = zui_files(config.workspace)
+        config.zvafile = f"@.{os.path.splitext(found[0])[0]}" if len(found) == 1 else DEFAULT_ZVAFILE
     for description in config.listen:
         try:
             # parsing binds nothing: the reactor is only stored in the endpoint
