@@ -1,6 +1,7 @@
 """The real command line: `twistd -n zbifrost` start-up errors, a port in use, SIGTERM, and the
 plugin after `pip install .` in a fresh virtualenv. Each test runs twistd as a subprocess."""
 
+import contextlib
 import json
 import os
 import signal
@@ -117,6 +118,28 @@ def test_a_port_in_use_stops_start_up_naming_the_port(tmp_path):
         result = run_twistd("--port", str(port), tmp_path=tmp_path)
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(result)
+
+
+def test_a_daemon_with_its_port_in_use_exits_at_once_with_the_error_and_no_pidfile(tmp_path):
+    pidfile, logfile = tmp_path / "twistd.pid", tmp_path / "twistd.log"
+    environment = dict(os.environ, PYTHONPATH=REPO)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        try:
+            result = subprocess.run([*TWISTD, f"--pidfile={pidfile}", f"--logfile={logfile}", "zbifrost",
+                                     "--port", str(port)], cwd=tmp_path, env=environment, capture_output=True,
+                                    text=True, timeout=30)
+        finally:
+            if pidfile.exists():  # a daemon left behind: end it
+                with contextlib.suppress(ValueError, ProcessLookupError):
+                    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    assert result.returncode != 0
+    assert f"zbifrost: cannot listen on 127.0.0.1:{port}: " in result.stderr
+    assert "Traceback" not in result.stderr + logfile.read_text()
+    assert f"zbifrost: cannot listen on 127.0.0.1:{port}: " in logfile.read_text()
+    assert not pidfile.exists()
 
 
 def wait_until_listening(port, process, seconds=20):
