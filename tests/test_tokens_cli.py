@@ -61,6 +61,27 @@ def test_a_running_server_sees_minted_and_revoked_tokens_without_a_restart(make_
         raise AssertionError("a revoked token was accepted")
 
 
+def test_revoking_a_user_without_a_token_to_revoke_fails_and_says_so(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    tokens("add", "alice", "--file", str(path))
+    before = path.read_text()
+    result = run_tokens("revoke", "nobody", "--file", str(path))
+    assert result.returncode != 0
+    assert result.stderr == f"nobody: no token to revoke in {path}\n"
+    assert path.read_text() == before
+    tokens("revoke", "alice", "--file", str(path))
+    assert run_tokens("revoke", "alice", "--file", str(path)).returncode != 0
+
+
+def test_list_marks_expired_and_revoked_tokens(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    tokens("add", "old", "--expires", "2001-01-01", "--file", str(path))
+    tokens("add", "gone", "--file", str(path))
+    tokens("add", "fresh", "--expires", "2999-01-01T00:00:00", "--file", str(path))
+    tokens("revoke", "gone", "--file", str(path))
+    assert tokens("list", "--file", str(path)) == "old\tuser (expired)\ngone\tuser (revoked)\nfresh\tuser\n"
+
+
 @pytest.mark.parametrize("text, message", [
     ("token:\n  - {user: a, sha256: %s}\n", ": unknown key 'token' (did you mean 'tokens'?)"),
     ("tokens:\n  - {user: a, sha256: %s, revokd: true}\n",
