@@ -63,4 +63,5 @@ def test_start_server_serves_the_only_zui_file_of_a_workspace_and_names_the_real
     with pytest.raises(ConfigError) as refused:
         yield testing.start_server(str(tmp_path), zvafile="@.zUI.level1")
     assert str(refused.value) == (f"zVaFile: zPath '@.zUI.level1': no zUI.level1.yaml (or .yml/.json) in "
-                                  f"{tmp_path.resolve()}; zUI files there: zUI.main.yaml (pick one with --zvafile or zVaFile)")
+                                  f"{tmp_path.resolve()}; zUI files there: zUI.main.yaml "
+                                  f"(pick one with --zvafile or zVaFile)")
