@@ -40,7 +40,7 @@ def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("websocket:\n  port: 0\n", "websocket.port: must be between 1 and 65535, got 0"),
     ("websocket:\n  port: many\n", "websocket.port: expected an integer, got 'many'"),
-    ("websocket:\n  colour: blue\n", "websocket.colour: unknown setting"),
+    ("websocket:\n  colour: blue\n", "websocket: unknown key 'colour' (valid keys: allowed_origins, backlog,"),
     ("websocket:\n  require_auth: maybe\n", "websocket.require_auth: expected true or false"),
     ("websocket:\n  allowed_origins: [example.com]\n", "must be '*' or scheme://host[:port]"),
     ("websocket: [1]\n", "websocket: expected a mapping"),
@@ -66,3 +66,44 @@ def test_require_auth_needs_a_tokens_file_that_exists(tmp_path):
         load_config(environ={"WEBSOCKET_REQUIRE_AUTH": "true"})
     with pytest.raises(ConfigError, match="is not a file"):
         load_config(environ={}, overrides={"require_auth": True, "tokens_file": str(tmp_path / "none.yaml")})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Websocket:\n  require_auth: true\n", "unknown key 'Websocket' (did you mean 'websocket'?)"),
+    ("zworkspace: ws\n", "unknown key 'zworkspace' (did you mean 'zWorkspace'?)"),
+    ("colour: blue\n", "unknown key 'colour' (valid keys: websocket, zBlock, zVaFile, zWorkspace)"),
+    ("websocket:\n  requre_auth: true\n", "websocket: unknown key 'requre_auth' (did you mean 'require_auth'?)"),
+])
+def test_an_unknown_key_anywhere_in_a_config_file_is_refused_with_the_closest_valid_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert str(caught.value) == f"config file {path}: {message}"
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "etc"
+    (folder / "ws").mkdir(parents=True)
+    (folder / "tokens.yaml").write_text("tokens: []\n")
+    path = write(folder, "zWorkspace: ws\nwebsocket:\n  require_auth: true\n  tokens: tokens.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, environ={})
+    assert config.tokens_file == str(folder / "tokens.yaml")
+    assert config.workspace == str((folder / "ws").resolve())
+
+
+@pytest.mark.parametrize("description", ["garbage:1", "tcp:notaport"])
+def test_a_bad_listen_description_is_one_line_naming_it(description):
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={}, overrides={"listen": [description]})
+    assert str(caught.value).startswith(f"--listen: {description!r} is not an endpoint description")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_workspace_with_one_zui_file_serves_it_unless_a_zvafile_is_given(tmp_path):
+    (tmp_path / "zUI.main.yaml").write_text("Menu:\n  Ping: Pong\n")
+    assert load_config(environ={}, overrides={"workspace": str(tmp_path)}).zvafile == "@.zUI.main"
+    given = load_config(environ={}, overrides={"workspace": str(tmp_path), "zvafile": "@.zUI.level1"})
+    assert given.zvafile == "@.zUI.level1"
+    (tmp_path / "zUI.other.yaml").write_text("Menu:\n  Ping: Pong\n")
+    assert load_config(environ={}, overrides={"workspace": str(tmp_path)}).zvafile == "@.zUI.level1"

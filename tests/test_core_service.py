@@ -2,9 +2,11 @@
 
 import socket
 
+import pytest
 import pytest_twisted
 
-from zbifrost.config import load_config
+from zbifrost import testing
+from zbifrost.config import ConfigError, load_config
 from zbifrost.service import BifrostService
 from zbifrost.testing import connect
 
@@ -46,3 +48,20 @@ def test_constructing_the_service_binds_nothing_and_starting_it_binds_every_list
     finally:
         yield service.stopService()
     assert all(port_is_free(port) for port in ports)
+
+
+@pytest_twisted.inlineCallbacks
+def test_start_server_serves_the_only_zui_file_of_a_workspace_and_names_the_real_path_when_missing(tmp_path):
+    (tmp_path / "zUI.main.yaml").write_text("Menu:\n  Ping: Pong\n")
+    server = yield testing.start_server(str(tmp_path))
+    try:
+        client = yield connect(server.url)
+        assert (yield client.dispatch("Ping")) == {"message": "Pong"}
+        yield client.close()
+    finally:
+        yield server.stop()
+    with pytest.raises(ConfigError) as refused:
+        yield testing.start_server(str(tmp_path), zvafile="@.zUI.level1")
+    assert str(refused.value) == (f"zVaFile: zPath '@.zUI.level1': no zUI.level1.yaml (or .yml/.json) in "
+                                  f"{tmp_path.resolve()}; zUI files there: zUI.main.yaml "
+                                  f"(pick one with --zvafile or zVaFile)")

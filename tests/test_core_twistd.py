@@ -1,6 +1,7 @@
 """The real command line: `twistd -n zbifrost` start-up errors, a port in use, SIGTERM, and the
 plugin after `pip install .` in a fresh virtualenv. Each test runs twistd as a subprocess."""
 
+import contextlib
 import json
 import os
 import signal
@@ -48,6 +49,8 @@ def one_line_error(result):
     (["--zvafile", "@.zUI.missing"], "zVaFile: zPath '@.zUI.missing': no zUI.missing.yaml"),
     (["--zvafile", "@.zUI.level1", "--zblock", "Nope"], "zBlock: 'Nope' is not a block of @.zUI.level1"),
     (["--require-auth"], "--require-auth: needs a tokens file"),
+    (["--listen", "garbage:1"], "--listen: 'garbage:1' is not an endpoint description"),
+    (["--listen", "tcp:notaport"], "--listen: 'tcp:notaport' is not an endpoint description"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path, args, expected):
     result = run_twistd(*args, tmp_path=tmp_path)
@@ -71,6 +74,33 @@ def test_a_broken_zui_file_names_the_file_and_the_line(tmp_path):
     assert "zUI file zUI.broken.yaml, line 3:" in one_line_error(result)
 
 
+def test_a_misspelt_section_stops_start_up_suggesting_the_right_one(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("Websocket:\n  require_auth: true\n")
+    result = run_twistd("--config", str(config), tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert one_line_error(result).endswith(
+        f"zbifrost: config file {config}: unknown key 'Websocket' (did you mean 'websocket'?)")
+
+
+def test_a_workspace_without_the_default_zui_file_names_its_path_and_lists_its_zui_files(tmp_path):
+    workspace = tmp_path / "myapp"
+    workspace.mkdir()
+    for name in ("main", "admin"):
+        (workspace / f"zUI.{name}.yaml").write_text("Menu:\n  Ping: Pong\n")
+    result = run_twistd("--workspace", "myapp", tmp_path=tmp_path)
+    assert result.returncode != 0
+    line = one_line_error(result)
+    assert f"no zUI.level1.yaml (or .yml/.json) in {workspace.resolve()}" in line
+    assert "zUI files there: zUI.admin.yaml, zUI.main.yaml" in line and "<workspace>" not in line
+
+
+def test_a_workspace_with_one_zui_file_serves_it_by_default(tmp_path):
+    (tmp_path / "zUI.main.yaml").write_text("Menu:\n  Ping: Pong\n")
+    result = run_twistd("--workspace", str(tmp_path), "--zblock", "Nope", tmp_path=tmp_path)
+    assert "zBlock: 'Nope' is not a block of @.zUI.main (it has Menu)" in one_line_error(result)
+
+
 def test_environment_overrides_the_config_file_and_flags_override_both(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("websocket:\n  port: 1\n")
@@ -88,6 +118,28 @@ def test_a_port_in_use_stops_start_up_naming_the_port(tmp_path):
         result = run_twistd("--port", str(port), tmp_path=tmp_path)
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(result)
+
+
+def test_a_daemon_with_its_port_in_use_exits_at_once_with_the_error_and_no_pidfile(tmp_path):
+    pidfile, logfile = tmp_path / "twistd.pid", tmp_path / "twistd.log"
+    environment = dict(os.environ, PYTHONPATH=REPO)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        try:
+            result = subprocess.run([*TWISTD, f"--pidfile={pidfile}", f"--logfile={logfile}", "zbifrost",
+                                     "--port", str(port)], cwd=tmp_path, env=environment, capture_output=True,
+                                    text=True, timeout=30)
+        finally:
+            if pidfile.exists():  # a daemon left behind: end it
+                with contextlib.suppress(ValueError, ProcessLookupError):
+                    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    assert result.returncode != 0
+    assert f"zbifrost: cannot listen on 127.0.0.1:{port}: " in result.stderr
+    assert "Traceback" not in result.stderr + logfile.read_text()
+    assert f"zbifrost: cannot listen on 127.0.0.1:{port}: " in logfile.read_text()
+    assert not pidfile.exists()
 
 
 def wait_until_listening(port, process, seconds=20):

@@ -5,17 +5,23 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import pytest_twisted
 
 from zbifrost.auth import TokenStore
+from zbifrost.config import ConfigError
 from zbifrost.testing import ConnectionClosed, connect
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_tokens(*args):
+    return subprocess.run([sys.executable, "-m", "zbifrost.tokens", *args], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+
+
 def tokens(*args):
-    result = subprocess.run([sys.executable, "-m", "zbifrost.tokens", *args], capture_output=True, text=True,
-                            timeout=60, cwd=REPO)
+    result = run_tokens(*args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -53,3 +59,41 @@ def test_a_running_server_sees_minted_and_revoked_tokens_without_a_restart(make_
         assert (closed.code, closed.reason) == (1008, "Invalid token")
     else:
         raise AssertionError("a revoked token was accepted")
+
+
+def test_revoking_a_user_without_a_token_to_revoke_fails_and_says_so(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    tokens("add", "alice", "--file", str(path))
+    before = path.read_text()
+    result = run_tokens("revoke", "nobody", "--file", str(path))
+    assert result.returncode != 0
+    assert result.stderr == f"nobody: no token to revoke in {path}\n"
+    assert path.read_text() == before
+    tokens("revoke", "alice", "--file", str(path))
+    assert run_tokens("revoke", "alice", "--file", str(path)).returncode != 0
+
+
+def test_list_marks_expired_and_revoked_tokens(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    tokens("add", "old", "--expires", "2001-01-01", "--file", str(path))
+    tokens("add", "gone", "--file", str(path))
+    tokens("add", "fresh", "--expires", "2999-01-01T00:00:00", "--file", str(path))
+    tokens("revoke", "gone", "--file", str(path))
+    assert tokens("list", "--file", str(path)) == "old\tuser (expired)\ngone\tuser (revoked)\nfresh\tuser\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("token:\n  - {user: a, sha256: %s}\n", ": unknown key 'token' (did you mean 'tokens'?)"),
+    ("tokens:\n  - {user: a, sha256: %s, revokd: true}\n",
+     ": entry 1: unknown key 'revokd' (did you mean 'revoked'?)"),
+])
+@pytest_twisted.inlineCallbacks
+def test_an_unknown_key_in_a_tokens_file_stops_the_server_and_the_command(make_server, tmp_path, text, message):
+    path = tmp_path / "tokens.yaml"
+    path.write_text(text % ("0" * 64))
+    expected = f"tokens file {path}{message}"
+    with pytest.raises(ConfigError) as refused:
+        yield make_server(require_auth=True, tokens_file=str(path))
+    assert str(refused.value) == expected
+    listed = run_tokens("list", "--file", str(path))
+    assert (listed.returncode, listed.stderr) == (2, f"{expected}\n")

@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 
 from tests.helpers import start_engine
-from zbifrost.messages import RequestError
+from zbifrost.messages import RequestError, quote
 from zbifrost.testing import connect
 from zbifrost.zui.errors import ZuiError
 from zbifrost.zui.forms import parse_fields, validate
@@ -92,6 +92,22 @@ def test_an_unanswered_input_request_times_out_and_a_late_or_foreign_answer_is_i
     assert [frame for frame in client.frames if frame.get("_requestId") == reply["_requestId"]] == [asked, reply]
     yield client.close()
     yield other.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_huge_unknown_field_name_is_echoed_cut_short_in_the_error_and_details(make_server):
+    server = yield start_engine(make_server, max_message_size=1024 * 1024)
+    client = yield connect(server.url)
+    answered = client.request_frame("dispatch", zKey="Profile")
+    asked = yield client.next_event("input_request")
+    huge = "x" * 200_000
+    client.send({"event": "input_response", "requestId": asked["requestId"],
+                 "value": {"name": "Ada", "age": 36, huge: 1}})
+    reply = yield answered
+    assert reply["code"] == "invalid_input"
+    assert reply["details"] == {quote(huge): "is not a field of this form"}
+    assert len(reply["error"]) < 200 and reply["error"] == f"Invalid input: {quote(huge)}"
+    yield client.close()
 
 
 # -- field validation, without a server -----------------------------------------------------

@@ -16,9 +16,13 @@ from urllib.parse import urlsplit
 import yaml
 from twisted.logger import Logger
 
+from .config import unknown_key
+
 log = Logger()
 
 ANONYMOUS = {"authenticated": True, "user": "anonymous", "role": "guest"}
+_FILE_KEYS = ("tokens",)
+_ENTRY_KEYS = ("user", "role", "sha256", "expires", "revoked")
 
 
 class TokenFileError(Exception):
@@ -63,7 +67,12 @@ def read_token_file(path):
         raise TokenFileError(f"tokens file {path}: cannot read it ({err.strerror})") from None
     except yaml.YAMLError as err:
         raise TokenFileError(f"tokens file {path}: invalid YAML ({err})") from None
-    entries = raw.get("tokens") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        raise TokenFileError(f"tokens file {path}: expected a mapping with a 'tokens' list at the top level")
+    for key in raw:
+        if key not in _FILE_KEYS:
+            raise TokenFileError(unknown_key(f"tokens file {path}", key, _FILE_KEYS))
+    entries = raw.get("tokens")
     if entries is None:
         entries = []
     if not isinstance(entries, list):
@@ -73,6 +82,9 @@ def read_token_file(path):
         where = f"tokens file {path}: entry {index + 1}"
         if not isinstance(entry, dict):
             raise TokenFileError(f"{where}: must be a mapping")
+        for key in entry:
+            if key not in _ENTRY_KEYS:
+                raise TokenFileError(unknown_key(where, key, _ENTRY_KEYS))
         digest = str(entry.get("sha256", "")).lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise TokenFileError(f"{where}: sha256 must be 64 hex digits")

@@ -6,10 +6,15 @@ and the environment, but it never touches the network or the zUI files' contents
 """
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 
 import yaml
+from twisted.internet import endpoints
+from twisted.internet.testing import MemoryReactor
+
+from .zui.zpath import zui_files
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # The demo workspace: installed as zbifrost/demo, or the top-level zui/ of a source checkout.
@@ -32,7 +37,7 @@ class Config:
     backlog: int = 1024
     # what to serve
     workspace: str = BUNDLED_WORKSPACE
-    zvafile: str = "@.zUI.level1"
+    zvafile: str = None  # None: the workspace's only zUI file, else @.zUI.level1
     zblock: str = None  # None: "root" if the file has it, else its first block
     # who may connect
     require_auth: bool = False
@@ -81,6 +86,11 @@ _WEBSOCKET_KEYS = {
 }
 _TOP_LEVEL_KEYS = {"zWorkspace": "workspace", "zVaFile": "zvafile", "zBlock": "zblock"}
 _TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}
+# the config file's sections: each a mapping checked against its own table of keys
+_SECTIONS = {"websocket": _WEBSOCKET_KEYS}
+# settings holding a path: a relative one in a config file is relative to that file's folder
+_PATH_SETTINGS = ("workspace", "tokens_file")
+DEFAULT_ZVAFILE = "@.zUI.level1"
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 _TRUE = {"1", "true", "yes", "on"}
@@ -131,6 +141,13 @@ def _coerce(name, attr, value):
     return value
 
 
+def unknown_key(where, key, valid):
+    """The one-line complaint about a key that is not in `valid`, suggesting the closest one."""
+    close = difflib.get_close_matches(str(key), [str(name) for name in valid], n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return f"{where}: unknown key {key!r} ({hint})"
+
+
 def _read_file(path):
     try:
         with open(path, encoding="utf-8") as handle:
@@ -146,21 +163,25 @@ def _read_file(path):
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    for key in raw:
+        if key not in _TOP_LEVEL_KEYS and key not in _SECTIONS:
+            raise ConfigError(unknown_key(f"config file {path}", key, [*_SECTIONS, *_TOP_LEVEL_KEYS]))
     values = {}
-    section = raw.get("websocket") or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"config file {path}: websocket: expected a mapping")
-    for key, value in section.items():
-        if key not in _WEBSOCKET_KEYS:
-            raise ConfigError(f"config file {path}: websocket.{key}: unknown setting")
-        attr = _WEBSOCKET_KEYS[key]
-        values[attr] = _coerce(f"config file {path}: websocket.{key}", attr, value)
+    for name, keys in _SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: {name}: expected a mapping")
+        for key, value in section.items():
+            if key not in keys:
+                raise ConfigError(unknown_key(f"config file {path}: {name}", key, keys))
+            values[keys[key]] = _coerce(f"config file {path}: {name}.{key}", keys[key], value)
     for key, attr in _TOP_LEVEL_KEYS.items():
         if key in raw:
             values[attr] = _coerce(f"config file {path}: {key}", attr, raw[key])
-    if "workspace" in values and not os.path.isabs(values["workspace"]):
-        # a relative zWorkspace is relative to the config file, not to wherever twistd runs
-        values["workspace"] = os.path.join(os.path.dirname(os.path.abspath(path)), values["workspace"])
+    for attr in _PATH_SETTINGS:
+        if values.get(attr) and not os.path.isabs(values[attr]):
+            # relative to the config file, not to wherever twistd runs
+            values[attr] = os.path.join(os.path.dirname(os.path.abspath(path)), values[attr])
     return values
 
 
@@ -201,6 +222,16 @@ def _validate(config, label):
     if not os.path.isdir(config.workspace):
         raise ConfigError(f"{label('workspace')}: {config.workspace} is not a directory")
     config.workspace = os.path.realpath(config.workspace)
+    if config.zvafile is None:
+        found = zui_files(config.workspace)
+        config.zvafile = f"@.{os.path.splitext(found[0])[0]}" if len(found) == 1 else DEFAULT_ZVAFILE
+    for description in config.listen:
+        try:
+            # parsing binds nothing: the reactor is only stored in the endpoint
+            endpoints.serverFromString(MemoryReactor(), description)
+        except Exception as err:  # each endpoint parser plugin raises its own kinds of error
+            raise ConfigError(f"{label('listen')}: {description!r} is not an endpoint description "
+                              f"such as tcp:18774:interface=0.0.0.0 ({err})") from None
     if config.require_auth and not config.tokens_file:
         raise ConfigError(f"{label('require_auth')}: needs a tokens file (--tokens FILE or websocket.tokens)")
     if config.tokens_file and not os.path.isfile(config.tokens_file):
@@ -222,10 +253,9 @@ def load_config(config_file=None, environ=None, overrides=None):
     values, sources = {}, {}
     layers = []
     if config_file:
-        file_keys = {attr: key for key, attr in _WEBSOCKET_KEYS.items()}
-        layers.append((_read_file(config_file),
-                       lambda attr: f"config file {config_file}: "
-                                    f"{'websocket.' + file_keys[attr] if attr in file_keys else _TOP_KEY[attr]}"))
+        file_keys = {attr: f"{name}.{key}" for name, keys in _SECTIONS.items() for key, attr in keys.items()}
+        file_keys.update(_TOP_KEY)
+        layers.append((_read_file(config_file), lambda attr: f"config file {config_file}: {file_keys[attr]}"))
     environment_names = {attr: name for name, attr in _ENVIRONMENT.items()}
     layers.append((_read_environment(os.environ if environ is None else environ),
                    lambda attr: f"environment {environment_names[attr]}"))

@@ -17,7 +17,7 @@ from .factory import BifrostServerFactory
 from .web import build_site
 from .zui.actions import ZuiError
 from .zui.workspace import Workspace
-from .zui.zpath import ZPathError
+from .zui.zpath import MissingZuiFile, ZPathError, zui_files
 
 RELOAD_INTERVAL = 0.5  # seconds between checks of the zUI files' modification times
 
@@ -65,6 +65,12 @@ class BifrostService(service.MultiService):
         config = self.config
         try:
             zfile = self.workspace.file(config.zvafile)
+        except MissingZuiFile as err:
+            # the operator may see the server's paths (clients get `<workspace>` instead)
+            found = zui_files(err.folder)
+            there = (f"zUI files there: {', '.join(found)} (pick one with --zvafile or zVaFile)" if found
+                     else "no zUI file there")
+            raise ConfigError(f"zVaFile: {err.for_operator()}; {there}") from None
         except ZPathError as err:
             raise ConfigError(f"zVaFile: {err}") from None
         except ZuiError as err:

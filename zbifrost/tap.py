@@ -2,9 +2,13 @@
 
 Flags are collected here and handed to `zbifrost.config.load_config`, which owns defaults,
 precedence and validation. A bad setting or a port in use ends start-up with one line on
-stderr and exit status 1, instead of a traceback or a server without a listener.
+stderr and exit status 1, instead of a traceback or a server without a listener; a port in use
+also removes twistd's pidfile and, when twistd has daemonised, reaches the launching command
+through twistd's status pipe, so that it exits at once.
 """
 
+import contextlib
+import os
 import sys
 
 from twisted.internet.error import CannotListenError
@@ -38,7 +42,8 @@ class Options(usage.Options):
         ["interface", "i", None, "Address to listen on [default: 127.0.0.1]."],
         ["backlog", None, None, "Listen backlog [default: 1024]."],
         ["workspace", "w", None, "Folder with the zUI files and plugins/ [default: the bundled demo]."],
-        ["zvafile", None, None, "zPath of the zUI file to serve [default: @.zUI.level1]."],
+        ["zvafile", None, None,
+         "zPath of the zUI file to serve [default: the workspace's only zUI file, else @.zUI.level1]."],
         ["zblock", None, None, "Block clients start in [default: root if present, else the first]."],
         ["tokens", None, None, "YAML file of token hashes (python -m zbifrost.tokens add ...)."],
         ["max-message-size", None, None, "Largest client message in bytes [default: 65536]."],
@@ -71,26 +76,51 @@ class Options(usage.Options):
         return values
 
 
-def _fail(message):
-    sys.stderr.write(f"zbifrost: {message}\n")
+def _fail(message, twistd_options=None):
+    """Write `zbifrost: message` to stderr and exit with status 1; `twistd_options` (twistd's
+    own options, once it has written its pidfile and maybe daemonised) is wound up first."""
+    line = f"zbifrost: {message}"
+    sys.stderr.write(line + "\n")
     sys.stderr.flush()
+    if twistd_options is not None:
+        _wind_up_twistd_start(twistd_options, line)
     raise SystemExit(1)
+
+
+def _wind_up_twistd_start(twistd_options, line):
+    """Do what twistd does for an exception at start-up (UnixApplicationRunner.postApplication),
+    which SystemExit skips: answer the launcher waiting on the status pipe (without it, the
+    launcher of a daemon waits forever) and remove the pidfile."""
+    status_pipe = twistd_options.get("statusPipe")
+    if status_pipe is not None:
+        # "1 <reason>": the launcher reads 100 bytes and prints them as the error
+        os.write(status_pipe, b"1 " + line.encode("ascii", "backslashreplace")[:98])
+        os.close(status_pipe)
+    if twistd_options.get("pidfile"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(twistd_options["pidfile"])
 
 
 class _TwistdService(BifrostService):
     """Under twistd a port in use ends the process with one clear line (twistd binds in
-    privilegedStartService, before it drops privileges)."""
+    privilegedStartService, after it has written its pidfile and daemonised, before it drops
+    privileges)."""
+
+    def __init__(self, config, twistd_options, reactor=None):
+        super().__init__(config, reactor=reactor)
+        self.twistd_options = twistd_options
 
     def privilegedStartService(self):
         try:
             super().privilegedStartService()
         except CannotListenError as err:
-            _fail(f"cannot listen on {err.interface or '*'}:{err.port}: {err.socketError}")
+            _fail(f"cannot listen on {err.interface or '*'}:{err.port}: {err.socketError}", self.twistd_options)
 
 
 def makeService(options, reactor=None):
     try:
         config = load_config(options["config"], overrides=options.overrides())
-        return _TwistdService(config, reactor=reactor)
+        # options.parent: twistd's own options (pidfile, status pipe) when run as `twistd zbifrost`
+        return _TwistdService(config, getattr(options, "parent", None), reactor=reactor)
     except ConfigError as err:
         _fail(str(err))

@@ -1,7 +1,8 @@
 """Mint and revoke API tokens: `python -m zbifrost.tokens add alice --role admin --file tokens.yaml`.
 
 `add` prints the new token once and appends only its SHA-256 to the file; `revoke` marks a
-user's tokens revoked; `list` shows users and roles (never tokens). A running server picks
+user's tokens revoked (exit status 1 when the user has none left to revoke); `list` shows users
+and roles, marking revoked and expired tokens (never the tokens). A running server picks
 changes up on the next connection. The file is written with mode 0600.
 """
 
@@ -9,6 +10,7 @@ import argparse
 import os
 import secrets
 import sys
+import time
 from datetime import datetime
 
 import yaml
@@ -17,13 +19,14 @@ from .auth import TokenFileError, hash_token, read_token_file
 
 
 def _load(path):
+    """The file's data and its {sha256: Identity} table (a malformed file is refused)."""
     if not os.path.exists(path):
-        return {"tokens": []}
-    read_token_file(path)  # refuse to extend a malformed file
+        return {"tokens": []}, {}
+    identities = read_token_file(path)
     with open(path, encoding="utf-8") as handle:
         data = yaml.safe_load(handle) or {}
     data.setdefault("tokens", [])
-    return data
+    return data, identities
 
 
 def _save(path, data):
@@ -48,7 +51,7 @@ def main(argv=None):
         sub.add_argument("--file", required=True, help="the tokens YAML file")
     args = parser.parse_args(argv)
     try:
-        data = _load(args.file)
+        data, identities = _load(args.file)
     except TokenFileError as err:
         parser.exit(2, f"{err}\n")
     if args.command == "add":
@@ -69,11 +72,15 @@ def main(argv=None):
             if entry.get("user") == args.user and not entry.get("revoked"):
                 entry["revoked"] = True
                 count += 1
+        if not count:
+            parser.exit(1, f"{args.user}: no token to revoke in {args.file}\n")
         _save(args.file, data)
         print(f"revoked {count} token(s) of {args.user}", file=sys.stderr)
     else:
+        now = time.time()
         for entry in data["tokens"]:
-            state = " (revoked)" if entry.get("revoked") else ""
+            identity = identities[str(entry["sha256"]).lower()]
+            state = " (revoked)" if identity.revoked else "" if identity.usable(now) else " (expired)"
             print(f"{entry.get('user')}\t{entry.get('role')}{state}")
     return 0
 

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..messages import INVALID_INPUT, RequestError
+from ..messages import INVALID_INPUT, RequestError, quote
 from .errors import ZuiError
 
 TEXT_TYPES = frozenset({"string", "email", "password"})
@@ -154,7 +154,7 @@ def validate(fields, values):
     known = {field.name for field in fields}
     for name in values:
         if name not in known:
-            problems[str(name)] = "is not a field of this form"
+            problems[quote(name)] = "is not a field of this form"  # client text: cut like any echo
     if problems:
         listed = ", ".join(sorted(problems))
         raise RequestError(INVALID_INPUT, f"Invalid input: {listed}", details=problems)

@@ -17,6 +17,23 @@ class ZPathError(Exception):
     """A zPath that is malformed, leaves the workspace or names no file."""
 
 
+class MissingZuiFile(ZPathError):
+    """A well-formed zPath whose file does not exist. str() says `<workspace>` rather than the
+    server's path, as clients may see it; `for_operator()` names the real folder searched."""
+
+    def __init__(self, zpath, name, workspace, folders):
+        super().__init__(self._text(zpath, name, os.path.join("<workspace>", *folders)))
+        self.folder = os.path.join(workspace, *folders)
+        self._zpath, self._name = zpath, name
+
+    @staticmethod
+    def _text(zpath, name, folder):
+        return f"zPath {zpath!r}: no zUI.{name}.yaml (or .yml/.json) in {folder}"
+
+    def for_operator(self):
+        return self._text(self._zpath, self._name, self.folder)
+
+
 def split_zpath(zpath):
     """`@.apps.blog.zUI.main.Block` -> (["apps", "blog"], "main", ["Block"]).
 
@@ -56,7 +73,19 @@ def zpath_to_file(workspace, zpath):
             if not inside(workspace, candidate):
                 raise ZPathError(f"zPath {zpath!r} points outside the workspace")
             return candidate
-    raise ZPathError(f"zPath {zpath!r}: no zUI.{name}.yaml (or .yml/.json) in {os.path.join('<workspace>', *folders)}")
+    raise MissingZuiFile(zpath, name, workspace, folders)
+
+
+def zui_files(folder):
+    """The names of the zUI files directly in `folder` (zUI.<name>.yaml/.yml/.json), sorted."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(filename for filename in names
+                  if filename.startswith("zUI.") and filename.endswith(EXTENSIONS)
+                  and _SEGMENT.match(os.path.splitext(filename)[0][4:])
+                  and os.path.isfile(os.path.join(folder, filename)))
 
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
