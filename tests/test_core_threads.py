@@ -14,6 +14,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.test_core_in_flight import wait_until
 from tests.test_core_twistd import REPO, TWISTD, free_port, wait_until_listening
+from zbifrost.config import ConfigError, load_config
 from zbifrost.testing import connect
 
 THREADS_WORKSPACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "threads")
@@ -40,6 +41,27 @@ def logged():
     globalLogPublisher.addObserver(observer)
     yield events
     globalLogPublisher.removeObserver(observer)
+
+
+def test_thread_settings_default_to_10_2_and_4_x_threads_and_come_from_the_websocket_section(tmp_path):
+    config = load_config(environ={})
+    assert (config.threads, config.threads_per_client, config.threads_max) == (10, 2, 40)
+    path = tmp_path / "zbifrost.yaml"
+    path.write_text("websocket:\n  threads: 3\n  threads_per_client: 1\n")
+    config = load_config(str(path), environ={})
+    assert (config.threads, config.threads_per_client, config.threads_max) == (3, 1, 12)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"threads": 0}, "--threads: must be greater than zero, got 0"),
+    ({"threads_per_client": -1}, "--threads-per-client: must be greater than zero, got -1"),
+    ({"threads": 8, "threads_max": 4}, "--threads-max: must be at least threads (8), got 4"),
+    ({"threads": "many"}, "--threads: expected an integer, got 'many'"),
+])
+def test_bad_thread_settings_stop_start_up_with_one_line(settings, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={}, overrides=settings)
+    assert str(caught.value) == message
 
 
 @pytest_twisted.inlineCallbacks
