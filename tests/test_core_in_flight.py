@@ -111,7 +111,8 @@ def test_threads_that_outlive_their_timeout_keep_their_in_flight_slot_until_they
     finally:
         gate.set()
     conn = server.factory.clients[client.info["client_id"]]
-    yield from wait_until(lambda: not conn.threads_busy, server.factory.reactor)
-    assert conn.threads_busy == 0
+    pool = server.factory.thread_pool
+    yield from wait_until(lambda: not pool.held_by(conn), server.factory.reactor)
+    assert pool.held_by(conn) == 0
     assert (yield client.request_frame("dispatch", zKey="^Slow Thread"))["result"] == {"gate": "slow"}
     yield client.close()

@@ -133,7 +133,8 @@ def test_a_slow_thread_gets_timeout_and_its_late_result_is_never_sent(make_serve
     reply = yield client.request_frame("dispatch", zKey="Slow Thread")
     assert reply["code"] == "timeout"
     gate.set()  # the thread finishes in the background now
-    while server.factory.reactor.getThreadPool().working:
+    conn = server.factory.clients[client.info["client_id"]]
+    while server.factory.thread_pool.held_by(conn):
         yield client.request("ping")
     yield client.request("ping")
     assert [frame for frame in client.frames if frame.get("_requestId") == reply["_requestId"]] == [reply]

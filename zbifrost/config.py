@@ -58,6 +58,10 @@ class Config:
     cache_size: int = 1024
     shutdown_grace: float = 5.0
     compression: bool = False
+    # worker threads of thread-run plugin functions (zbifrost.thread_pool)
+    threads: int = 10
+    threads_per_client: int = 2
+    threads_max: int = None  # None: 4 x threads
 
 
 # Keys accepted in the config file's `websocket:` section, with the Config attribute they set.
@@ -83,6 +87,9 @@ _WEBSOCKET_KEYS = {
     "cache_size": "cache_size",
     "shutdown_grace": "shutdown_grace",
     "compression": "compression",
+    "threads": "threads",
+    "threads_per_client": "threads_per_client",
+    "threads_max": "threads_max",
 }
 _TOP_LEVEL_KEYS = {"zWorkspace": "workspace", "zVaFile": "zvafile", "zBlock": "zblock"}
 _TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}
@@ -217,6 +224,13 @@ def _validate(config, label):
         positive(attr)
     for attr in ("ping_interval", "rate", "burst", "shutdown_grace"):
         positive(attr, allow_zero=True)
+    if config.threads_max is None:
+        config.threads_max = 4 * config.threads
+    for attr in ("threads", "threads_per_client", "threads_max"):
+        positive(attr)
+    if config.threads_max < config.threads:
+        raise ConfigError(f"{label('threads_max')}: must be at least threads ({config.threads}), "
+                          f"got {config.threads_max}")
     if config.rate and config.burst < 1:
         raise ConfigError(f"{label('burst')}: must be at least 1 when rate limiting is on")
     if not os.path.isdir(config.workspace):

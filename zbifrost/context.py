@@ -9,15 +9,10 @@ handed to the asking connection's `send_frame` only, from any thread.
 import uuid
 from collections import deque
 
-from twisted.internet import threads
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.python import threadable
-from twisted.python.failure import Failure
 
 from .messages import event_frame
-
-log = Logger()
 
 MAX_HISTORY = 100  # blocks a session remembers for zBack; older ones are forgotten
 
@@ -113,31 +108,15 @@ class RequestContext:
         """Send a `display` frame to the asking client (callable from a worker thread)."""
         self._asker.send(event_frame("display", self._asker.request_id, display_event=event, data=data))
 
-    def run_in_thread(self, function, *args):
-        """Run a blocking function in the reactor's thread pool; a Deferred of its result.
-
-        The asking connection counts the job as busy until the thread returns, even when the
-        command timed out first (a thread cannot be stopped), so a client cannot pile up jobs
-        by outliving its timeouts. Cancelling the Deferred (the timeout does) leaves the job
-        running and drops its late result.
+    def run_in_thread(self, function, *args, name):
+        """Run a blocking function in the server's fair thread pool (zbifrost.thread_pool) for
+        the asking client; a Deferred of its result. `name` (the plugin function) and the
+        command's zKey name the job in log lines. Cancelling the Deferred (the timeout does)
+        unqueues a job that has not started, or writes off its thread and drops the late result.
         """
-        conn, reactor = self._asker.conn, self.reactor
-        conn.threads_busy += 1
-        result = Deferred()
-
-        def finished(outcome):
-            conn.threads_busy -= 1
-            if not result.called:
-                if isinstance(outcome, Failure):
-                    result.errback(outcome)
-                else:
-                    result.callback(outcome)
-            elif isinstance(outcome, Failure):
-                log.failure("A worker thread failed after its command was answered (client {client_id})",
-                            outcome, client_id=conn.client_id)
-
-        threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args).addBoth(finished)
-        return result
+        conn = self._asker.conn
+        description = f"command {self.command.key!r} (plugin function {name}, client {conn.client_id})"
+        return conn.server.thread_pool.submit(conn, description, function, *args)
 
     def ask(self, prompt, fields):
         """Send an `input_request` and return a Deferred of the client's `input_response` value.

@@ -1,8 +1,8 @@
 """BifrostServerFactory: the shared side of all connections.
 
 It holds the client registry, the TCP connections still in their opening handshake
-(`Handshakes`), the services every connection uses (workspace, dispatcher,
-query cache, channel hub, token store, origin policy, metrics) and the Autobahn protocol
+(`Handshakes`), the services every connection uses (workspace, dispatcher, query cache,
+channel hub, token store, origin policy, metrics, worker threads) and the Autobahn protocol
 options, all set in `_set_protocol_options` because any call to `setProtocolOptions` resets
 options not named in it. It also runs the graceful shutdown of the clients.
 """
@@ -22,6 +22,7 @@ from .channels import ChannelHub
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
+from .thread_pool import FairThreadPool
 
 FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "progress",
             "input"]
@@ -88,6 +89,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.hub = ChannelHub()
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)
+        self.thread_pool = FairThreadPool(reactor, config.threads, config.threads_per_client, config.threads_max)
         self.tokens = tokens  # a TokenStore when require_auth is on, else None
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.anonymous = dict(ANONYMOUS)

@@ -135,7 +135,6 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             self.subscriptions = set()
             self.pending_inputs = {}
             self.in_flight = 0  # dispatches not yet answered
-            self.threads_busy = 0  # worker-thread jobs still running, answered (timed out) or not
             self.server = server
             self._limiter = RateLimiter(server.config.rate, server.config.burst) if server.config.rate else None
             self._watch_outbound()
@@ -331,6 +330,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         server = self.factory
         try:
             server.hub.unsubscribe_all(self, self.subscriptions)
+            server.thread_pool.drop(self)
             # a cancelled input request removes itself from pending_inputs: iterate over a copy
             pending, self.pending_inputs = self.pending_inputs, {}
             for waiting in pending.values():

@@ -90,6 +90,7 @@ class BifrostService(service.MultiService):
     @defer.inlineCallbacks
     def stopService(self):
         yield self.factory.shut_down(self.config.shutdown_grace)
+        self.factory.thread_pool.stop()  # its threads are daemons: a stuck one never holds up the exit
         yield super().stopService()
 
     def ports(self):

@@ -11,7 +11,7 @@ def dispatch(conn, message, request_id):
     server = conn.server
     if server.stopping:
         raise RequestError(SHUTTING_DOWN, "The server is shutting down and accepts no new commands")
-    if max(conn.in_flight, conn.threads_busy) >= server.config.max_in_flight:
+    if max(conn.in_flight, server.thread_pool.held_by(conn)) >= server.config.max_in_flight:
         raise RequestError(TOO_MANY_REQUESTS,
                            f"Too many commands running: at most {server.config.max_in_flight} at once")
     return server.dispatcher.dispatch(conn, message, request_id)
