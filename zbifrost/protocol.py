@@ -36,6 +36,13 @@ CLOSE_RATE = (1008, "Rate limit exceeded")
 CLOSE_INTERNAL = (1011, "Internal error")
 CLOSE_SLOW = (1013, "Slow consumer")
 
+# Seconds a refused client has to answer our 1008 close frame before its TCP connection is
+# dropped (other closes wait the factory's 1 s). A browser answers only once the page has
+# handled the close, and a page is often busy right after opening a socket; if the connection
+# ends first, Chromium reports 1006 without our code and reason, and bifrost.js retries a
+# refused token instead of rejecting with 1008.
+REFUSAL_CLOSE_TIMEOUT = 10
+
 _Deferred = defer.Deferred
 
 # What Autobahn keeps of the opening handshake (for its test suite): nothing reads it once the
@@ -131,6 +138,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             for name in _HANDSHAKE_LEFTOVERS:
                 setattr(self, name, None)
             if self._refusal is not None:
+                self.closeHandshakeTimeout = REFUSAL_CLOSE_TIMEOUT
                 self.close(*self._refusal)
                 return
             server = self.factory
