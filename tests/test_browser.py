@@ -165,12 +165,17 @@ def test_client_rejects_with_bifrost_error_codes_timeout_and_disconnected(make_s
     _error(seen["afterDisconnect"], "disconnected")
 
 
+def _auth_server(make_server, tmp_path, token):
+    """A require-auth server knowing one token, alice's."""
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": [{"sha256": hash_token(token), "user": "alice", "role": "user"}]}))
+    return make_server(require_auth=True, tokens_file=str(tokens))
+
+
 @pytest_twisted.inlineCallbacks
 def test_client_sends_the_token_in_the_query_and_connect_rejects_with_the_close_code(make_server, tmp_path):
     token = "browser-test-token"
-    tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(yaml.safe_dump({"tokens": [{"sha256": hash_token(token), "user": "alice", "role": "user"}]}))
-    server = yield make_server(require_auth=True, tokens_file=str(tokens))
+    server = yield _auth_server(make_server, tmp_path, token)
     seen = yield run("auth", server, token)
     client = seen["client"]
     for case, reason in (("none", "Authentication required"), ("wrong", "Invalid token")):
@@ -179,6 +184,13 @@ def test_client_sends_the_token_in_the_query_and_connect_rejects_with_the_close_
     assert client["good"]["result"]["auth"] == {"authenticated": True, "user": "alice", "role": "user"}
     assert "Authentication required" in seen["refusedPage"]
     assert "alice (user)" in seen["allowedPage"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_page_too_busy_to_handle_the_refusal_at_once_still_gets_1008_and_does_not_retry(make_server, tmp_path):
+    server = yield _auth_server(make_server, tmp_path, "browser-test-token")
+    refused = _error((yield run("auth_busy_page", server)), "disconnected")
+    assert (refused["closeCode"], refused["reason"], refused["retries"]) == (1008, "Authentication required", 0)
 
 
 @pytest_twisted.inlineCallbacks

@@ -228,7 +228,7 @@ def test_a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected(ma
     from websockets.sync.client import connect as ws_connect
 
     # it never reads: the TCP link is dropped once its time to read through to the close frame is up
-    monkeypatch.setattr(protocol, "SLOW_CONSUMER_CLOSE_TIMEOUT", 1)
+    monkeypatch.setattr(protocol, "CLOSE_ANSWER_TIMEOUT", 1)
     server = yield make_server(rate=0, max_outbound_buffer=256 * 1024)
     stalled = socket.create_connection(("127.0.0.1", server.port))
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

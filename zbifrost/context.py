@@ -25,10 +25,12 @@ class Session:
     def __init__(self, zvafile, zblock):
         self.zvafile = zvafile
         self.zblock = zblock
-        self.history = deque(maxlen=MAX_HISTORY)  # (zvafile, zblock) pairs, most recent last
+        self.history = None  # (zvafile, zblock) pairs, most recent last; made by the first zLink
 
     def move_to(self, zvafile, zblock):
         """zLink: remember where the client is, then go there."""
+        if self.history is None:
+            self.history = deque(maxlen=MAX_HISTORY)
         self.history.append((self.zvafile, self.zblock))
         self.zvafile, self.zblock = zvafile, zblock
 
@@ -126,6 +128,8 @@ class RequestContext:
         conn = self._asker.conn
         input_id = str(uuid.uuid4())
         waiting = Deferred(lambda _: conn.pending_inputs.pop(input_id, None))
+        if conn.pending_inputs is None:
+            conn.pending_inputs = {}
         conn.pending_inputs[input_id] = waiting
         self._asker.send(event_frame("input_request", self._asker.request_id, requestId=input_id, prompt=prompt,
                                      fields=fields))

@@ -36,9 +36,22 @@ CLOSE_RATE = (1008, "Rate limit exceeded")
 CLOSE_INTERNAL = (1011, "Internal error")
 CLOSE_SLOW = (1013, "Slow consumer")
 CLOSE_TOO_MANY_FRAGMENTS = (1009, "Too many fragments")
-SLOW_CONSUMER_CLOSE_TIMEOUT = 10  # seconds a slow reader has to read through to its 1013 close frame
+
+# Seconds a client has to answer a close frame it must see before its TCP connection is
+# dropped (other closes wait the factory's 1 s): a slow consumer reads through its queued data
+# to the 1013 (PROTOCOL.md section 7), and a refused client answers the 1008. A browser answers
+# only once the page has handled the close, and a page is often busy right after opening a
+# socket; if the connection ends first, Chromium reports 1006 without our code and reason, and
+# bifrost.js retries a refused token instead of rejecting with 1008.
+CLOSE_ANSWER_TIMEOUT = 10
 
 _Deferred = defer.Deferred
+
+# What Autobahn keeps of the opening handshake (for its test suite): nothing reads it once the
+# connection is open, and it is about 1.3 KiB of an idle connection.
+_HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_line", "http_headers",
+                        "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
+                        "websocket_origin", "websocket_protocols", "websocket_extensions", "_wskey")
 
 
 def _bearer_token(request):
@@ -57,6 +70,8 @@ def _query_token(request):
 
 class _OutboundWatch:
     """The transport's producer: tells the protocol when its send buffer is full or drained."""
+
+    __slots__ = ("protocol",)
 
     def __init__(self, protocol):
         self.protocol = protocol
@@ -81,6 +96,9 @@ class BifrostServerProtocol(WebSocketServerProtocol):
     _open = False
     _shutting_down = False
     _backlog = None  # bytes queued while the transport's buffer is full; None when it is not
+    # created on first use, as most connections never subscribe or answer a zDialog
+    subscriptions = None  # channel names
+    pending_inputs = None  # input_request id -> Deferred of the client's input_response
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -127,13 +145,14 @@ class BifrostServerProtocol(WebSocketServerProtocol):
     def onOpen(self):
         self.factory.handshakes.end(self.transport)
         try:
+            for name in _HANDSHAKE_LEFTOVERS:
+                setattr(self, name, None)
             if self._refusal is not None:
+                self.closeHandshakeTimeout = CLOSE_ANSWER_TIMEOUT
                 self.close(*self._refusal)
                 return
             server = self.factory
             self.session = Session(server.zvafile, server.zblock)
-            self.subscriptions = set()
-            self.pending_inputs = {}
             self.in_flight = 0  # dispatches not yet answered
             self.server = server
             self._limiter = RateLimiter(server.config.rate, server.config.burst) if server.config.rate else None
@@ -308,7 +327,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         """Queue the 1013 close frame behind the data already queued and give the client time
         to read through to it (PROTOCOL.md section 7); then Autobahn drops the TCP link."""
         self._log.warn("Closing slow consumer {client_id} ({peer})", client_id=self.client_id, peer=self.peer)
-        self.closeHandshakeTimeout = SLOW_CONSUMER_CLOSE_TIMEOUT
+        self.closeHandshakeTimeout = CLOSE_ANSWER_TIMEOUT
         self.close(*CLOSE_SLOW)
         self.transport.resumeProducing()  # to read its close reply; nothing else it sends is processed
 
@@ -329,12 +348,13 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             return
         server = self.factory
         try:
-            server.hub.unsubscribe_all(self, self.subscriptions)
+            if self.subscriptions:
+                server.hub.unsubscribe_all(self, self.subscriptions)
             server.thread_pool.drop(self)
-            # a cancelled input request removes itself from pending_inputs: iterate over a copy
-            pending, self.pending_inputs = self.pending_inputs, {}
-            for waiting in pending.values():
-                if not waiting.called:
-                    waiting.cancel()
+            if self.pending_inputs:
+                # a cancelled input request removes itself from pending_inputs: iterate over a copy
+                for waiting in list(self.pending_inputs.values()):
+                    if not waiting.called:
+                        waiting.cancel()
         finally:
             server.unregister(self)

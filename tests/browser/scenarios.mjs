@@ -143,6 +143,25 @@ const scenarios = {
     return {refusedPage, client, allowedPage: await allowed.locator('#info').innerText()};
   },
 
+  // A page whose main thread is busy for 2 s right after connect(), so that it handles the
+  // refusal late (a browser answers the close frame only then), still sees the 1008.
+  async auth_busy_page(context) {
+    const page = await context.newPage();
+    await page.goto(`${base}/`);
+    await page.addScriptTag({content: OUTCOME});
+    return page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      let retries = 0;
+      const client = new BifrostClient(undefined, {hooks: {onReconnecting: () => retries++}});
+      const connecting = outcome(client.connect());
+      const busyUntil = Date.now() + 2000;
+      while (Date.now() < busyUntil) { /* the page is busy */ }
+      const connected = await connecting;
+      client.disconnect();
+      return {...connected, retries};
+    });
+  },
+
   // Two tabs with colliding request ids each get only their own replies.
   async two_tabs(context) {
     const tabs = [await openDemo(context), await openDemo(context)];

@@ -14,6 +14,8 @@ def _channel(message):
 
 def subscribe(conn, message, request_id):
     channel = _channel(message)
+    if conn.subscriptions is None:
+        conn.subscriptions = set()
     if channel not in conn.subscriptions and len(conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
         raise RequestError(FORBIDDEN, f"Too many subscriptions: at most {MAX_SUBSCRIPTIONS_PER_CLIENT}")
     conn.subscriptions.add(channel)
@@ -23,7 +25,8 @@ def subscribe(conn, message, request_id):
 
 def unsubscribe(conn, message, request_id):
     channel = _channel(message)
-    conn.subscriptions.discard(channel)
+    if conn.subscriptions:
+        conn.subscriptions.discard(channel)
     conn.server.hub.unsubscribe(channel, conn)
     return {"channel": channel, "subscribed": False}
 

@@ -4,7 +4,8 @@ from ..messages import NO_REPLY, require_string
 
 
 def input_response(conn, message, request_id):
-    waiting = conn.pending_inputs.pop(require_string(message, "requestId"), None)
+    input_id = require_string(message, "requestId")
+    waiting = conn.pending_inputs.pop(input_id, None) if conn.pending_inputs else None
     if waiting is not None and not waiting.called:
         waiting.callback(message.get("value"))
     return NO_REPLY
