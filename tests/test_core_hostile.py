@@ -274,3 +274,21 @@ def test_refused_connections_are_logged_at_warning_with_reason_and_peer(make_ser
     assert (yield in_thread(refused_status, server.url, origin="http://evil.example")) == 403
     warnings = [formatEvent(e) for e in log_events if e.get("log_level") == LogLevel.warn]
     assert any("Refused a connection from tcp4:127.0.0.1:" in line and "origin" in line for line in warnings), warnings
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_timeout_is_logged_at_warning_and_a_plugin_failure_at_error_not_critical(make_server, log_events):
+    from tests.helpers import start_engine
+
+    server = yield start_engine(make_server)
+    client = yield connect(server.url)
+    assert (yield client.request_frame("dispatch", zKey="^Never"))["code"] == "timeout"
+    assert (yield client.request_frame("dispatch", zKey="^Boom"))["code"] == "command_failed"
+    by_level = {}
+    for event in log_events:
+        if event.get("log_namespace", "").startswith("zbifrost"):
+            by_level.setdefault(event["log_level"], []).append(formatEvent(event))
+    assert any("'Never' timed out after 0.2 s" in line for line in by_level.get(LogLevel.warn, [])), by_level
+    assert any("Command failed (error id" in line for line in by_level.get(LogLevel.error, [])), by_level
+    assert LogLevel.critical not in by_level, by_level[LogLevel.critical]
+    yield client.close()

@@ -8,6 +8,7 @@ turning them into error frames is the protocol's job. Nothing here touches WebSo
 
 import orjson
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from .messages import (
     FORBIDDEN,
@@ -26,6 +27,8 @@ from .zui.model import BACK_KEY, Command
 # `zBack` in a block that does not define it.
 BACK_COMMAND = Command(key=BACK_KEY, action=BackAction(), line=0, description="Go back to the previous block")
 
+
+log = Logger()
 
 MAX_CACHED_ARGUMENTS = 1024  # bytes of JSON args + data beyond which a result is not cached
 
@@ -80,7 +83,9 @@ class Dispatcher:
             result = action.run(RequestContext(conn, command, args if args is not None else [], data, asker,
                                                self.workspace))
             if type(result) is Deferred:
-                result.addTimeout(command.timeout or self.default_timeout, self.reactor)
+                timeout = command.timeout or self.default_timeout
+                result.addTimeout(timeout, self.reactor,
+                                  onTimeoutCancel=lambda value, seconds: _timed_out(value, seconds, command, conn))
                 result.addBoth(asker.finished)
         if type(result) is not Deferred:
             if cache_key is not None:
@@ -93,6 +98,14 @@ class Dispatcher:
     def _store(self, value, cache_key, ttl):
         self.cache.put(cache_key, value, ttl)
         return value
+
+
+def _timed_out(value, seconds, command, conn):
+    """addTimeout's onTimeoutCancel: log the timeout; the CancelledError it leaves becomes the
+    client's `timeout` error in the protocol."""
+    log.warn("Command {zkey!r} timed out after {seconds} s (client {client_id}, user {user})", zkey=command.key,
+             seconds=seconds, client_id=conn.client_id, user=conn.identity["user"])
+    return value
 
 
 def _cache_key(zfile, block, key, args, data, role):
