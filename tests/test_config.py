@@ -107,3 +107,10 @@ def test_a_workspace_with_one_zui_file_serves_it_unless_a_zvafile_is_given(tmp_p
     assert given.zvafile == "@.zUI.level1"
     (tmp_path / "zUI.other.yaml").write_text("Menu:\n  Ping: Pong\n")
     assert load_config(environ={}, overrides={"workspace": str(tmp_path)}).zvafile == "@.zUI.level1"
+
+
+def test_history_max_bytes_defaults_to_64_mib_and_must_be_positive(tmp_path):
+    assert load_config(environ={}).history_max_bytes == 64 * 1024 * 1024
+    assert load_config(write(tmp_path, "websocket:\n  history_max_bytes: 1000\n"), environ={}).history_max_bytes == 1000
+    with pytest.raises(ConfigError, match=r"websocket.history_max_bytes: must be greater than zero, got 0$"):
+        load_config(write(tmp_path, "websocket:\n  history_max_bytes: 0\n"), environ={})

@@ -58,6 +58,7 @@ class Config:
     cache_size: int = 1024
     shutdown_grace: float = 5.0
     compression: bool = False
+    history_max_bytes: int = 64 * 1024 * 1024  # channel history of the embedded backend, all channels
     # worker threads of thread-run plugin functions (zbifrost.thread_pool)
     threads: int = 10
     threads_per_client: int = 2
@@ -87,6 +88,7 @@ _WEBSOCKET_KEYS = {
     "cache_size": "cache_size",
     "shutdown_grace": "shutdown_grace",
     "compression": "compression",
+    "history_max_bytes": "history_max_bytes",
     "threads": "threads",
     "threads_per_client": "threads_per_client",
     "threads_max": "threads_max",
@@ -220,7 +222,7 @@ def _validate(config, label):
     if not 1 <= config.port <= 65535:
         raise ConfigError(f"{label('port')}: must be between 1 and 65535, got {config.port}")
     for attr in ("backlog", "max_connections", "max_message_size", "max_fragments", "max_in_flight",
-                 "max_outbound_buffer", "cache_size", "ping_timeout", "handshake_timeout", "command_timeout"):
+                 "max_outbound_buffer", "cache_size", "history_max_bytes", "ping_timeout", "handshake_timeout", "command_timeout"):
         positive(attr)
     for attr in ("ping_interval", "rate", "burst", "shutdown_grace"):
         positive(attr, allow_zero=True)

@@ -251,7 +251,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             if self._open:
                 if isinstance(outcome, Failure):
                     self._send_error(outcome, req_id)
-                else:
+                elif outcome is not messages.NO_REPLY:  # the handler has replied itself
                     self._send_result(outcome, req_id)
                 if self._shutting_down and not self.in_flight:
                     self.close(*CLOSE_SHUTDOWN)
@@ -349,7 +349,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         server = self.factory
         try:
             if self.subscriptions:
-                server.hub.unsubscribe_all(self, self.subscriptions)
+                server.channels.unsubscribe_all(self, self.subscriptions)
             server.thread_pool.drop(self)
             if self.pending_inputs:
                 # a cancelled input request removes itself from pending_inputs: iterate over a copy
