@@ -20,6 +20,7 @@ from . import messages
 from .auth import ANONYMOUS, OriginPolicy
 from .cache import QueryCache
 from .channels.memory import MemoryBackend
+from .channels.rules import ChannelRules
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
@@ -88,6 +89,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self._all_closed = None
         self.metrics = Metrics()
         self.channels = MemoryBackend(reactor, config.history_max_bytes)
+        self.channel_rules = ChannelRules(config.channels)
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)
         self.thread_pool = FairThreadPool(reactor, config.threads, config.threads_per_client, config.threads_max)

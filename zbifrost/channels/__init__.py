@@ -15,7 +15,7 @@ from zope.interface import Attribute, Interface
 
 from .. import messages
 
-CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_\-.:/]{1,128}$")
+CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_\-.:/@|+=]{1,128}$")  # @|+= for user:<name> (1.2)
 MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
 SERVER_SENDER = "server"  # the `from` of messages published by the backend
 

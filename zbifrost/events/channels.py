@@ -13,7 +13,7 @@ def _channel(message):
     channel = message.get("channel")
     if not valid_channel(channel):
         raise RequestError(MISSING_FIELD,
-                           "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/")
+                           "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/@|+=")
     return channel
 
 
@@ -29,9 +29,17 @@ def _since(message):
     return epoch, offset
 
 
+def _forbidden(action, channel):
+    return RequestError(FORBIDDEN, f"Not allowed to {action} on channel {messages.quote(channel)}")
+
+
 def subscribe(conn, message, request_id):
     channel = _channel(message)
     since = _since(message)
+    server = conn.server
+    user = conn.identity["user"] if server.tokens is not None else None  # nobody is authenticated with auth off
+    if not server.channel_rules.may_subscribe(channel, conn.identity["role"], user):
+        raise _forbidden("subscribe", channel)
     if conn.subscriptions is None:
         conn.subscriptions = set()
     if channel not in conn.subscriptions and len(conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
@@ -48,7 +56,7 @@ def subscribe(conn, message, request_id):
             conn.send_frame(frame)
         return NO_REPLY
 
-    return conn.server.channels.subscribe(channel, conn, since).addCallback(reply_then_missed)
+    return server.channels.subscribe(channel, conn, since).addCallback(reply_then_missed)
 
 
 def unsubscribe(conn, message, request_id):
@@ -63,7 +71,10 @@ def publish(conn, message, request_id):
     channel = _channel(message)
     if "data" not in message:
         raise RequestError(MISSING_FIELD, "Missing field 'data'")
-    return conn.server.channels.publish(channel, message["data"], conn.client_id).addCallback(
+    rules = conn.server.channel_rules
+    if not rules.may_publish(channel, conn.identity["role"]):
+        raise _forbidden("publish", channel)
+    return conn.server.channels.publish(channel, message["data"], conn.client_id, rules.history(channel)).addCallback(
         lambda published: dict(channel=channel, **published))
 
 
