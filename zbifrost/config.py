@@ -65,6 +65,7 @@ class Config:
     threads: int = 10
     threads_per_client: int = 2
     threads_max: int = None  # None: 4 x threads
+    api_roles: list = field(default_factory=lambda: ["admin"])  # roles whose tokens may POST /api/publish
     # channel rules of the config file's `channels:` section (zbifrost.channels.rules)
     channels: list = field(default_factory=list)
 
@@ -96,6 +97,7 @@ _WEBSOCKET_KEYS = {
     "threads": "threads",
     "threads_per_client": "threads_per_client",
     "threads_max": "threads_max",
+    "api_roles": "api_roles",
 }
 _TOP_LEVEL_KEYS = {"zWorkspace": "workspace", "zVaFile": "zvafile", "zBlock": "zblock"}
 _TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}

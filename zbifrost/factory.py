@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from . import messages
 from .auth import ANONYMOUS, OriginPolicy
 from .cache import QueryCache
+from .channels import SERVER_SENDER
 from .channels.memory import MemoryBackend
 from .channels.rules import ChannelRules
 from .dispatch import Dispatcher
@@ -76,7 +77,7 @@ class Handshakes:
 class BifrostServerFactory(WebSocketServerFactory):
     protocol = BifrostServerProtocol
 
-    def __init__(self, config, workspace, zvafile, zblock, tokens, reactor):
+    def __init__(self, config, workspace, zvafile, zblock, tokens, reactor, api_tokens=None):
         super().__init__(reactor=reactor)
         self.config = config
         self.workspace = workspace
@@ -94,6 +95,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)
         self.thread_pool = FairThreadPool(reactor, config.threads, config.threads_per_client, config.threads_max)
         self.tokens = tokens  # a TokenStore when require_auth is on, else None
+        self.api_tokens = api_tokens  # the TokenStore of POST /api/publish, whenever a tokens file is given
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.anonymous = dict(ANONYMOUS)
         self.features = list(FEATURES) + list(self.channels.features)
@@ -133,6 +135,14 @@ class BifrostServerFactory(WebSocketServerFactory):
         options = {name: getattr(self, name) for name in BifrostServerProtocol.CONFIG_ATTRS}
         options["perMessageCompressionAccept"] = staticmethod(options["perMessageCompressionAccept"])
         self.protocol = type(BifrostServerProtocol.__name__, (BifrostServerProtocol,), options)
+
+    def publish_from_backend(self, channel, data):
+        """Publish as the trusted backend (plugins, POST /api/publish): past the channel rules,
+        to every subscriber, `"from": "server"`. Reactor thread; fires with
+        `{"channel", "epoch", "offset"}`."""
+        published = self.channels.publish(channel, data, SERVER_SENDER, self.channel_rules.history(channel))
+        return published.addCallback(lambda found: {"channel": channel, "epoch": found["epoch"],
+                                                    "offset": found["offset"]})
 
     # -- the client registry ---------------------------------------------------------------
 
