@@ -212,12 +212,17 @@ def _channel_rules(where, raw):
     return [_channel_rule(f"{where}[{index}]", item) for index, item in enumerate(raw)]
 
 
-def _channel_rule(where, raw):
+def _check_mapping(where, raw, keys, example):
+    """A YAML mapping holding only `keys`, or a one-line ConfigError."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with a pattern")
+        raise ConfigError(f"{where}: expected a mapping such as {example}")
     for key in raw:
-        if key not in _CHANNEL_RULE_KEYS:
-            raise ConfigError(unknown_key(where, key, _CHANNEL_RULE_KEYS))
+        if key not in keys:
+            raise ConfigError(unknown_key(where, key, keys))
+
+
+def _channel_rule(where, raw):
+    _check_mapping(where, raw, _CHANNEL_RULE_KEYS, '{pattern: "chat.*", subscribe: [user]}')
     pattern = raw.get("pattern")
     if not isinstance(pattern, str) or not pattern:
         raise ConfigError(f"{where}.pattern: expected a glob such as \"chat.*\", got {pattern!r}")
@@ -234,11 +239,7 @@ def _channel_rule(where, raw):
 
 
 def _history(where, raw):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping such as {{size: 100, ttl: 300}}")
-    for key in raw:
-        if key not in _HISTORY_KEYS:
-            raise ConfigError(unknown_key(where, key, _HISTORY_KEYS))
+    _check_mapping(where, raw, _HISTORY_KEYS, "{size: 100, ttl: 300}")
     size, ttl = raw.get("size", History.size), raw.get("ttl", History.ttl)
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ConfigError(f"{where}.size: expected an integer of 0 or more (0: no history), got {size!r}")
