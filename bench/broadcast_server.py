@@ -13,18 +13,13 @@ Autobahn options are the echo baseline's (zbifrost's).
 import argparse
 
 import orjson
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.internet import reactor
 
-from echo_server import set_zbifrost_options  # bench/ is on sys.path when run as a script
-
-HELLO = orjson.dumps({"event": "connection_info", "data": {"server_version": "broadcast", "protocol": 1}})
+from echo_server import EchoProtocol, set_zbifrost_options  # bench/ is on sys.path when run as a script
 
 
-class BroadcastProtocol(WebSocketServerProtocol):
-    def onOpen(self):
-        self.sendMessage(HELLO, False)
-
+class BroadcastProtocol(EchoProtocol):  # its first frame is the echo's
     def onMessage(self, payload, isBinary):
         message = orjson.loads(payload)
         subscribers = self.factory.subscribers

@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import time
 import orjson
 
 from loadgen import Client, _Masks, percentile, text_frame
-from run import BENCH, LOADGEN_CPU, SERVER_CPU, Server, cpu_seconds, free_port, stop_process, zbifrost_server
+from run import BENCH, LOADGEN_CPU, SERVER_CPU, Server, free_port, run_load, stop_process, zbifrost_server
 
 REPO = os.path.dirname(BENCH)
 CHANNEL = "bench"
@@ -169,18 +168,11 @@ async def generate(args):
 
 
 def measure(server, rate, args, children):
-    command = ["taskset", "-c", LOADGEN_CPU, sys.executable, os.path.abspath(__file__), "--generate",
-               "--port", str(server.port), "--subscribers", str(args.subscribers), "--rate", str(rate),
-               "--warmup", str(args.warmup), "--duration", str(args.duration)]
-    cpu_before = cpu_seconds(server.process.pid)
-    generator = subprocess.Popen(command, stdout=subprocess.PIPE, start_new_session=True)
-    children.append(generator)
-    output, _ = generator.communicate(timeout=args.warmup + args.duration + 120)
-    children.remove(generator)
-    if not output.strip():
-        raise RuntimeError(f"the generator failed against {server.name} (exit {generator.returncode})")
-    result = json.loads(output)
-    result["server_cpu_s"] = round(cpu_seconds(server.process.pid) - cpu_before, 2)
+    command = [sys.executable, os.path.abspath(__file__), "--generate", "--port", str(server.port),
+               "--subscribers", str(args.subscribers), "--rate", str(rate), "--warmup", str(args.warmup),
+               "--duration", str(args.duration)]
+    result, cpu = run_load(server, command, args.warmup + args.duration + 120, children)
+    result["server_cpu_s"] = round(cpu, 2)
     return result
 
 
