@@ -24,7 +24,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["zbifrost", "zbifrost.events", "zbifrost.zui", "zbifrost.demo", "twisted.plugins"],
+    packages=["zbifrost", "zbifrost.channels", "zbifrost.events", "zbifrost.zui", "zbifrost.demo", "twisted.plugins"],
     package_dir={"zbifrost.demo": "zui"},
     package_data={
         "zbifrost": ["static/*"],
@@ -36,6 +36,7 @@ setup(
         "autobahn>=26.7.1",
         "pyyaml>=6.0",
         "orjson>=3.9",
+        "zope.interface>=5",  # zbifrost.channels.IChannelBackend (Twisted depends on it too)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13"],

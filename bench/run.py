@@ -83,20 +83,26 @@ def stop_process(process):
             process.wait()
 
 
-def measure(server, args, children):
-    """One load-generator run against one server; the loadgen's JSON plus server CPU per request."""
-    command = ["taskset", "-c", LOADGEN_CPU, sys.executable, os.path.join(BENCH, "loadgen.py"),
-               "--port", str(server.port), "--clients", str(args.clients),
-               "--warmup", str(args.warmup), "--duration", str(args.duration)]
+def run_load(server, command, timeout, children):
+    """Run a load generator (`command`, printing one JSON object) pinned to LOADGEN_CPU against
+    `server`; returns (its JSON, the server's CPU seconds meanwhile)."""
     cpu_before = cpu_seconds(server.process.pid)
-    loadgen = subprocess.Popen(command, stdout=subprocess.PIPE, start_new_session=True)
+    loadgen = subprocess.Popen(["taskset", "-c", LOADGEN_CPU, *command], stdout=subprocess.PIPE,
+                               start_new_session=True)
     children.append(loadgen)
-    output, _ = loadgen.communicate(timeout=args.warmup + args.duration + 60)
+    output, _ = loadgen.communicate(timeout=timeout)
     children.remove(loadgen)
     cpu = cpu_seconds(server.process.pid) - cpu_before
     if not output.strip():
         raise RuntimeError(f"the load generator failed against {server.name} (exit {loadgen.returncode})")
-    result = json.loads(output)
+    return json.loads(output), cpu
+
+
+def measure(server, args, children):
+    """One load-generator run against one server; the loadgen's JSON plus server CPU per request."""
+    command = [sys.executable, os.path.join(BENCH, "loadgen.py"), "--port", str(server.port),
+               "--clients", str(args.clients), "--warmup", str(args.warmup), "--duration", str(args.duration)]
+    result, cpu = run_load(server, command, args.warmup + args.duration + 60, children)
     if result["p50_ms"] is None:
         raise RuntimeError(f"no replies from {server.name}: {result['error_kinds']}")
     result["server_cpu_us"] = round(cpu / max(result["all_replies"], 1) * 1e6, 1)

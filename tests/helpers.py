@@ -30,9 +30,14 @@ def in_thread(function, *args, **kwargs):
 
 def http_get(port, path, headers=None):
     """(status, headers, body) of a plain HTTP GET on loopback."""
+    return http_request(port, "GET", path, headers=headers)
+
+
+def http_request(port, method, path, body=None, headers=None):
+    """(status, headers, body) of a plain HTTP request on loopback."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", path, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:

@@ -232,6 +232,30 @@ def test_client_reconnects_and_resubscribes_after_the_server_restarts(make_serve
     assert seen["errors"] == []
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_tab_that_lost_its_connection_gets_the_missed_messages_and_is_told_it_recovered(make_server):
+    server = yield make_server()
+    factory = server.factory
+    scenario = Scenario.start("recovery", server)
+    yield scenario.step("subscribed")
+    yield factory.publish_from_backend("orders", "first")
+    yield scenario.step("first")
+    [tab] = [conn for conn in factory.clients.values() if conn.subscriptions and "orders" in conn.subscriptions]
+    # in one reactor turn: the tab's connection is cut, then two messages are published that it misses
+    tab.transport.abortConnection()
+    for text in ("missed 1", "missed 2"):
+        factory.publish_from_backend("orders", text)
+    seen = yield scenario.result()
+    probe = seen["probe"]
+    assert probe["disconnects"] == 1
+    assert probe["messages"] == [{"data": data, "from": "server", "offset": offset}
+                                 for offset, data in enumerate(["first", "missed 1", "missed 2"], 1)]
+    assert probe["recovered"] == [{"channel": "orders", "recovered": True}]
+    assert seen["position"]["offset"] == 3
+    assert seen["fromSaved"] == {"recovered": True, "replayed": ["first", "missed 1", "missed 2"]}
+    assert seen["errors"] == []
+
+
 def _test_workspace_server(make_server):
     return make_server(workspace=TEST_WORKSPACE, zvafile="@.zUI.browser")
 

@@ -40,7 +40,7 @@ def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("websocket:\n  port: 0\n", "websocket.port: must be between 1 and 65535, got 0"),
     ("websocket:\n  port: many\n", "websocket.port: expected an integer, got 'many'"),
-    ("websocket:\n  colour: blue\n", "websocket: unknown key 'colour' (valid keys: allowed_origins, backlog,"),
+    ("websocket:\n  colour: blue\n", "websocket: unknown key 'colour' (valid keys: allowed_origins, api_roles, backlog,"),
     ("websocket:\n  require_auth: maybe\n", "websocket.require_auth: expected true or false"),
     ("websocket:\n  allowed_origins: [example.com]\n", "must be '*' or scheme://host[:port]"),
     ("websocket: [1]\n", "websocket: expected a mapping"),
@@ -71,7 +71,7 @@ def test_require_auth_needs_a_tokens_file_that_exists(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("Websocket:\n  require_auth: true\n", "unknown key 'Websocket' (did you mean 'websocket'?)"),
     ("zworkspace: ws\n", "unknown key 'zworkspace' (did you mean 'zWorkspace'?)"),
-    ("colour: blue\n", "unknown key 'colour' (valid keys: websocket, zBlock, zVaFile, zWorkspace)"),
+    ("colour: blue\n", "unknown key 'colour' (valid keys: channels, websocket, zBlock, zVaFile, zWorkspace)"),
     ("websocket:\n  requre_auth: true\n", "websocket: unknown key 'requre_auth' (did you mean 'require_auth'?)"),
 ])
 def test_an_unknown_key_anywhere_in_a_config_file_is_refused_with_the_closest_valid_key(tmp_path, text, message):
@@ -107,3 +107,34 @@ def test_a_workspace_with_one_zui_file_serves_it_unless_a_zvafile_is_given(tmp_p
     assert given.zvafile == "@.zUI.level1"
     (tmp_path / "zUI.other.yaml").write_text("Menu:\n  Ping: Pong\n")
     assert load_config(environ={}, overrides={"workspace": str(tmp_path)}).zvafile == "@.zUI.level1"
+
+
+def test_history_max_bytes_defaults_to_64_mib_and_must_be_positive(tmp_path):
+    assert load_config(environ={}).history_max_bytes == 64 * 1024 * 1024
+    assert load_config(write(tmp_path, "websocket:\n  history_max_bytes: 1000\n"), environ={}).history_max_bytes == 1000
+    with pytest.raises(ConfigError, match=r"websocket.history_max_bytes: must be greater than zero, got 0$"):
+        load_config(write(tmp_path, "websocket:\n  history_max_bytes: 0\n"), environ={})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("channels: {pattern: x}", "channels: expected a list of rules"),
+    ("channels:\n  - patern: x\n", "channels[0]: unknown key 'patern' (did you mean 'pattern'?)"),
+    ("channels:\n  - subscribe: [user]\n", "channels[0].pattern: expected a glob"),
+    ("channels:\n  - pattern: '*'\n    publish: admin\n", "channels[0].publish: expected a list of roles"),
+    ("channels:\n  - pattern: '*'\n    history: {size: -1}\n", "channels[0].history.size: expected an integer of 0"),
+    ("channels:\n  - pattern: '*'\n    history: {ttl: 0}\n", "channels[0].history.ttl: expected a number of seconds"),
+    ("channels:\n  - pattern: '*'\n    history: {sise: 1}\n", "channels[0].history: unknown key 'sise'"),
+])
+def test_bad_channel_rules_give_one_line_naming_the_rule_and_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), environ={})
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_channel_rules_are_read_in_order_with_open_defaults(tmp_path):
+    path = write(tmp_path, "channels:\n  - pattern: 'chat.*'\n    subscribe: [user]\n    history: {size: 5}\n"
+                           "  - pattern: '*'\n")
+    first, catch_all = load_config(path, environ={}).channels
+    assert (first.pattern, first.subscribe, first.publish, first.history.size, first.history.ttl) == (
+        "chat.*", ("user",), ("*",), 5, 300)
+    assert (catch_all.pattern, catch_all.subscribe, catch_all.history.size) == ("*", ("*",), 100)

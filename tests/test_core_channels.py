@@ -1,8 +1,13 @@
-"""Channels within one process: delivery to other subscribers only, unsubscribe, names."""
+"""Channels within one process: delivery to other subscribers only, unsubscribe, names, epochs and
+offsets, history and recovery with `since` (the embedded backend)."""
 
 import pytest_twisted
 
 from zbifrost.testing import connect
+
+
+def _messages(client):
+    return [f for f in client.frames if f.get("event") == "message"]
 
 
 @pytest_twisted.inlineCallbacks
@@ -12,18 +17,19 @@ def test_publish_reaches_other_subscribers_but_not_the_publisher(server):
     carol = yield connect(server.url)
     outsider = yield connect(server.url)
     for client in (alice, bob, carol):
-        assert (yield client.request("subscribe", channel="chat")) == {"channel": "chat", "subscribed": True}
+        reply = yield client.request("subscribe", channel="chat")
+        assert reply["subscribed"] is True and reply["offset"] == 0
     result = yield alice.request("publish", channel="chat", data={"text": "hi", "n": [1, 2]})
-    assert result == {"channel": "chat", "delivered": 2}
+    assert result == {"channel": "chat", "epoch": reply["epoch"], "offset": 1, "delivered": 2}
     for client in (bob, carol):
         message = yield client.next_event("message")
         assert message == {"event": "message", "channel": "chat", "data": {"text": "hi", "n": [1, 2]},
-                           "from": alice.info["client_id"]}
+                           "from": alice.info["client_id"], "offset": 1}
     # the publisher and the non-subscriber got nothing but their own replies
     yield alice.request("ping")
     yield outsider.request("ping")
-    assert [f for f in alice.frames if f.get("event") == "message"] == []
-    assert [f for f in outsider.frames if f.get("event") == "message"] == []
+    assert _messages(alice) == []
+    assert _messages(outsider) == []
     for client in (alice, bob, carol, outsider):
         yield client.close()
 
@@ -37,9 +43,9 @@ def test_unsubscribed_and_disconnected_clients_stop_receiving(server):
         yield client.request("subscribe", channel="news")
     assert (yield bob.request("unsubscribe", channel="news")) == {"channel": "news", "subscribed": False}
     yield carol.close()
-    assert (yield alice.request("publish", channel="news", data="x")) == {"channel": "news", "delivered": 0}
+    assert (yield alice.request("publish", channel="news", data="x"))["delivered"] == 0
     yield bob.request("ping")
-    assert [f for f in bob.frames if f.get("event") == "message"] == []
+    assert _messages(bob) == []
     yield alice.close()
     yield bob.close()
 
@@ -52,4 +58,96 @@ def test_bad_channel_names_and_missing_data_are_refused(server):
         assert reply["code"] == "missing_field", channel
     assert (yield client.request("subscribe", channel="ok_name-1.2:x/y"))["subscribed"] is True
     assert (yield client.request_frame("publish", channel="ok_name-1.2:x/y"))["code"] == "missing_field"
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_offsets_grow_by_one_per_publish_within_one_epoch_and_are_reported_on_subscribe(server):
+    alice = yield connect(server.url)
+    first = yield alice.request("subscribe", channel="counts")
+    assert type(first["epoch"]) is str and first["offset"] == 0 and "recovered" not in first
+    offsets = []
+    for n in range(3):
+        offsets.append((yield alice.request("publish", channel="counts", data=n))["offset"])
+    assert offsets == [1, 2, 3]
+    bob = yield connect(server.url)
+    later = yield bob.request("subscribe", channel="counts")
+    assert (later["epoch"], later["offset"]) == (first["epoch"], 3)
+    other = yield bob.request("subscribe", channel="other")
+    assert other["offset"] == 0
+    yield alice.close()
+    yield bob.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_resubscribe_with_since_gets_the_missed_messages_in_order_after_its_reply(server):
+    alice = yield connect(server.url)
+    bob = yield connect(server.url)
+    seen = yield bob.request("subscribe", channel="room")
+    yield alice.request("publish", channel="room", data="before")
+    yield bob.next_event("message")
+    yield bob.close()
+    for n in range(3):
+        yield alice.request("publish", channel="room", data=f"missed {n}")
+    bob = yield connect(server.url)
+    reply = yield bob.request_frame("subscribe", channel="room", since={"epoch": seen["epoch"], "offset": 1})
+    assert reply["result"] == {"channel": "room", "subscribed": True, "epoch": seen["epoch"], "offset": 4,
+                               "recovered": True}
+    for n in range(3):
+        yield bob.next_event("message")
+    after_reply = bob.frames[bob.frames.index(reply) + 1:]
+    assert [(f["data"], f["offset"], f["from"]) for f in after_reply] == [
+        (f"missed {n}", n + 2, alice.info["client_id"]) for n in range(3)]
+    yield alice.request("publish", channel="room", data="live")
+    assert (yield bob.next_event("message"))["offset"] == 5
+    yield alice.close()
+    yield bob.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_missed_nothing_is_recovered_with_no_messages(server):
+    client = yield connect(server.url)
+    seen = yield client.request("subscribe", channel="quiet")
+    yield client.request("publish", channel="quiet", data=1)
+    reply = yield client.request("subscribe", channel="quiet", since={"epoch": seen["epoch"], "offset": 1})
+    assert reply["recovered"] is True
+    yield client.request("ping")
+    assert _messages(client) == []
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_another_epoch_or_history_that_no_longer_reaches_back_is_not_recovered(make_server):
+    server = yield make_server(rate=0)
+    alice = yield connect(server.url)
+    bob = yield connect(server.url)
+    seen = yield bob.request("subscribe", channel="busy")
+    for n in range(101):  # one more than the default history of 100 messages
+        yield alice.request("publish", channel="busy", data=n)
+    for since in ({"epoch": seen["epoch"], "offset": 0}, {"epoch": "another", "offset": 101},
+                  {"epoch": seen["epoch"], "offset": 102}):
+        reply = yield bob.request("subscribe", channel="busy", since=since)
+        assert (reply["recovered"], reply["offset"]) == (False, 101), since
+    almost = yield bob.request("subscribe", channel="busy", since={"epoch": seen["epoch"], "offset": 1})
+    assert almost["recovered"] is True
+    yield bob.request("ping")
+    assert len(_messages(bob)) == 101 + 100  # the live ones, then the last 100 again
+    yield alice.close()
+    yield bob.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_malformed_since_is_refused(server):
+    client = yield connect(server.url)
+    for since in ["x", {"epoch": 1, "offset": 0}, {"epoch": "e"}, {"epoch": "e", "offset": -1},
+                  {"epoch": "e", "offset": 1.5}, {"epoch": "e", "offset": True}]:
+        reply = yield client.request_frame("subscribe", channel="c", since=since)
+        assert reply["code"] == "missing_field", since
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_channel_history_is_listed_in_features(server):
+    client = yield connect(server.url)
+    assert "channel_history" in client.info["features"]
     yield client.close()

@@ -125,6 +125,9 @@ def send_head_and_read(port, head, body=b""):
     "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n",
     "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
     "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+    "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n",
+    "POST /api/publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "PUT /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
 ])
 @pytest_twisted.inlineCallbacks
 def test_a_request_body_is_refused_with_413_before_it_is_read(server, head):

@@ -40,6 +40,12 @@ class Identity:
         return not self.revoked and (self.expires is None or now < self.expires)
 
 
+def bearer_token(authorization):
+    """The token of an `Authorization: Bearer <token>` header value, or None."""
+    scheme, _, value = (authorization or "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
 def hash_token(token):
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 

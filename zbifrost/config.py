@@ -14,6 +14,8 @@ import yaml
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 
+from .channels import History
+from .channels.rules import ChannelRule
 from .zui.zpath import zui_files
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -58,10 +60,14 @@ class Config:
     cache_size: int = 1024
     shutdown_grace: float = 5.0
     compression: bool = False
+    history_max_bytes: int = 64 * 1024 * 1024  # channel history of the embedded backend, all channels
     # worker threads of thread-run plugin functions (zbifrost.thread_pool)
     threads: int = 10
     threads_per_client: int = 2
     threads_max: int = None  # None: 4 x threads
+    api_roles: list = field(default_factory=lambda: ["admin"])  # roles whose tokens may POST /api/publish
+    # channel rules of the config file's `channels:` section (zbifrost.channels.rules)
+    channels: list = field(default_factory=list)
 
 
 # Keys accepted in the config file's `websocket:` section, with the Config attribute they set.
@@ -87,14 +93,19 @@ _WEBSOCKET_KEYS = {
     "cache_size": "cache_size",
     "shutdown_grace": "shutdown_grace",
     "compression": "compression",
+    "history_max_bytes": "history_max_bytes",
     "threads": "threads",
     "threads_per_client": "threads_per_client",
     "threads_max": "threads_max",
+    "api_roles": "api_roles",
 }
 _TOP_LEVEL_KEYS = {"zWorkspace": "workspace", "zVaFile": "zvafile", "zBlock": "zblock"}
 _TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}
 # the config file's sections: each a mapping checked against its own table of keys
 _SECTIONS = {"websocket": _WEBSOCKET_KEYS}
+# the config file's `channels:` section: a list of rules, each a mapping with these keys
+_CHANNEL_RULE_KEYS = ("pattern", "subscribe", "publish", "history")
+_HISTORY_KEYS = ("size", "ttl")
 # settings holding a path: a relative one in a config file is relative to that file's folder
 _PATH_SETTINGS = ("workspace", "tokens_file")
 DEFAULT_ZVAFILE = "@.zUI.level1"
@@ -171,8 +182,8 @@ def _read_file(path):
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
     for key in raw:
-        if key not in _TOP_LEVEL_KEYS and key not in _SECTIONS:
-            raise ConfigError(unknown_key(f"config file {path}", key, [*_SECTIONS, *_TOP_LEVEL_KEYS]))
+        if key not in _TOP_LEVEL_KEYS and key not in _SECTIONS and key != "channels":
+            raise ConfigError(unknown_key(f"config file {path}", key, [*_SECTIONS, "channels", *_TOP_LEVEL_KEYS]))
     values = {}
     for name, keys in _SECTIONS.items():
         section = raw.get(name) or {}
@@ -185,11 +196,56 @@ def _read_file(path):
     for key, attr in _TOP_LEVEL_KEYS.items():
         if key in raw:
             values[attr] = _coerce(f"config file {path}: {key}", attr, raw[key])
+    if raw.get("channels") is not None:
+        values["channels"] = _channel_rules(f"config file {path}: channels", raw["channels"])
     for attr in _PATH_SETTINGS:
         if values.get(attr) and not os.path.isabs(values[attr]):
             # relative to the config file, not to wherever twistd runs
             values[attr] = os.path.join(os.path.dirname(os.path.abspath(path)), values[attr])
     return values
+
+
+def _channel_rules(where, raw):
+    """The `channels:` section as ChannelRule objects, or a one-line ConfigError."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: expected a list of rules (- pattern: ...)")
+    return [_channel_rule(f"{where}[{index}]", item) for index, item in enumerate(raw)]
+
+
+def _check_mapping(where, raw, keys, example):
+    """A YAML mapping holding only `keys`, or a one-line ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping such as {example}")
+    for key in raw:
+        if key not in keys:
+            raise ConfigError(unknown_key(where, key, keys))
+
+
+def _channel_rule(where, raw):
+    _check_mapping(where, raw, _CHANNEL_RULE_KEYS, '{pattern: "chat.*", subscribe: [user]}')
+    pattern = raw.get("pattern")
+    if not isinstance(pattern, str) or not pattern:
+        raise ConfigError(f"{where}.pattern: expected a glob such as \"chat.*\", got {pattern!r}")
+    rule = {"pattern": pattern}
+    for action in ("subscribe", "publish"):
+        if action in raw:
+            roles = raw[action]
+            if not isinstance(roles, list) or not all(isinstance(role, str) and role for role in roles):
+                raise ConfigError(f"{where}.{action}: expected a list of roles (\"*\" for every role), got {roles!r}")
+            rule[action] = tuple(roles)
+    if "history" in raw:
+        rule["history"] = _history(f"{where}.history", raw["history"])
+    return ChannelRule(**rule)
+
+
+def _history(where, raw):
+    _check_mapping(where, raw, _HISTORY_KEYS, "{size: 100, ttl: 300}")
+    size, ttl = raw.get("size", History.size), raw.get("ttl", History.ttl)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ConfigError(f"{where}.size: expected an integer of 0 or more (0: no history), got {size!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+        raise ConfigError(f"{where}.ttl: expected a number of seconds greater than zero, got {ttl!r}")
+    return History(size=size, ttl=float(ttl))
 
 
 _ENVIRONMENT = {
@@ -220,7 +276,7 @@ def _validate(config, label):
     if not 1 <= config.port <= 65535:
         raise ConfigError(f"{label('port')}: must be between 1 and 65535, got {config.port}")
     for attr in ("backlog", "max_connections", "max_message_size", "max_fragments", "max_in_flight",
-                 "max_outbound_buffer", "cache_size", "ping_timeout", "handshake_timeout", "command_timeout"):
+                 "max_outbound_buffer", "cache_size", "history_max_bytes", "ping_timeout", "handshake_timeout", "command_timeout"):
         positive(attr)
     for attr in ("ping_interval", "rate", "burst", "shutdown_grace"):
         positive(attr, allow_zero=True)
@@ -268,7 +324,7 @@ def load_config(config_file=None, environ=None, overrides=None):
     layers = []
     if config_file:
         file_keys = {attr: f"{name}.{key}" for name, keys in _SECTIONS.items() for key, attr in keys.items()}
-        file_keys.update(_TOP_KEY)
+        file_keys.update(_TOP_KEY, channels="channels")
         layers.append((_read_file(config_file), lambda attr: f"config file {config_file}: {file_keys[attr]}"))
     environment_names = {attr: name for name, attr in _ENVIRONMENT.items()}
     layers.append((_read_environment(os.environ if environ is None else environ),

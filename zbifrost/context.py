@@ -9,10 +9,15 @@ handed to the asking connection's `send_frame` only, from any thread.
 import uuid
 from collections import deque
 
+import orjson
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python import threadable
 
-from .messages import event_frame
+from .channels import valid_channel
+from .messages import encode, event_frame
+
+log = Logger()
 
 MAX_HISTORY = 100  # blocks a session remembers for zBack; older ones are forgotten
 
@@ -73,8 +78,8 @@ class RequestContext:
     """What a running command may know and do: the `ctx` of actions and plugin functions.
 
     Plugins use `user`, `role`, `client_id`, `args`, `data`, `zHat` (in a wizard: the earlier
-    steps' results), `zConv` (in a zDialog's onSubmit: the validated form), `progress()` and
-    `display()`. Actions also use `session`, `workspace`, `command`, `reactor`, `ask()` and
+    steps' results), `zConv` (in a zDialog's onSubmit: the validated form), `progress()`,
+    `display()` and `publish()`. Actions also use `session`, `workspace`, `command`, `reactor`, `ask()` and
     `derive()`.
     """
 
@@ -110,6 +115,21 @@ class RequestContext:
         """Send a `display` frame to the asking client (callable from a worker thread)."""
         self._asker.send(event_frame("display", self._asker.request_id, display_event=event, data=data))
 
+    def publish(self, channel, data):
+        """Publish `data` on `channel` as the server (`"from": "server"`): past the channel
+        rules, to every subscriber, the asking client included. Callable from a worker thread;
+        returns at once and delivery continues on the reactor. Raises ValueError for a bad
+        channel name and TypeError for data that JSON cannot hold."""
+        if not valid_channel(channel):
+            raise ValueError(f"Invalid channel name {channel!r}: 1-128 characters of letters, digits and _-.:/@|+=")
+        # checks the data now, and copies it so that a thread may go on changing its own
+        data = orjson.loads(encode(data))
+        server = self._asker.conn.server
+        if threadable.isInIOThread():
+            _publish_logged(server, channel, data)
+        else:
+            self.reactor.callFromThread(_publish_logged, server, channel, data)
+
     def run_in_thread(self, function, *args, name):
         """Run a blocking function in the server's fair thread pool (zbifrost.thread_pool) for
         the asking client; a Deferred of its result. `name` (the plugin function) and the
@@ -134,3 +154,9 @@ class RequestContext:
         self._asker.send(event_frame("input_request", self._asker.request_id, requestId=input_id, prompt=prompt,
                                      fields=fields))
         return waiting
+
+
+def _publish_logged(server, channel, data):
+    """A plugin's publish, whose caller has moved on: a failure is logged, not returned."""
+    server.publish_from_backend(channel, data).addErrback(
+        lambda failure: log.failure("A plugin's publish on {channel} failed", failure, channel=channel))

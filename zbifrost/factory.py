@@ -2,7 +2,7 @@
 
 It holds the client registry, the TCP connections still in their opening handshake
 (`Handshakes`), the services every connection uses (workspace, dispatcher, query cache,
-channel hub, token store, origin policy, metrics, worker threads) and the Autobahn protocol
+channel backend, token store, origin policy, metrics, worker threads) and the Autobahn protocol
 options, all set in `_set_protocol_options` because any call to `setProtocolOptions` resets
 options not named in it (they then become class attributes of a protocol subclass per
 factory). It also runs the graceful shutdown of the clients.
@@ -19,14 +19,16 @@ from twisted.logger import Logger
 from . import messages
 from .auth import ANONYMOUS, OriginPolicy
 from .cache import QueryCache
-from .channels import ChannelHub
+from .channels import SERVER_SENDER
+from .channels.memory import MemoryBackend
+from .channels.rules import ChannelRules
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
 from .thread_pool import FairThreadPool
 
 FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "progress",
-            "input"]
+            "input", "channel_history"]
 
 log = Logger()
 
@@ -75,7 +77,7 @@ class Handshakes:
 class BifrostServerFactory(WebSocketServerFactory):
     protocol = BifrostServerProtocol
 
-    def __init__(self, config, workspace, zvafile, zblock, tokens, reactor):
+    def __init__(self, config, workspace, zvafile, zblock, tokens, reactor, api_tokens=None):
         super().__init__(reactor=reactor)
         self.config = config
         self.workspace = workspace
@@ -87,14 +89,16 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.stopping = False
         self._all_closed = None
         self.metrics = Metrics()
-        self.hub = ChannelHub()
+        self.channels = MemoryBackend(reactor, config.history_max_bytes)
+        self.channel_rules = ChannelRules(config.channels)
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)
         self.thread_pool = FairThreadPool(reactor, config.threads, config.threads_per_client, config.threads_max)
         self.tokens = tokens  # a TokenStore when require_auth is on, else None
+        self.api_tokens = api_tokens  # the TokenStore of POST /api/publish, whenever a tokens file is given
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.anonymous = dict(ANONYMOUS)
-        self.features = list(FEATURES)
+        self.features = list(FEATURES) + list(self.channels.features)
         self.zvafile = zvafile  # where new sessions start
         self.zblock = zblock
         self._set_protocol_options()
@@ -131,6 +135,14 @@ class BifrostServerFactory(WebSocketServerFactory):
         options = {name: getattr(self, name) for name in BifrostServerProtocol.CONFIG_ATTRS}
         options["perMessageCompressionAccept"] = staticmethod(options["perMessageCompressionAccept"])
         self.protocol = type(BifrostServerProtocol.__name__, (BifrostServerProtocol,), options)
+
+    def publish_from_backend(self, channel, data):
+        """Publish as the trusted backend (plugins, POST /api/publish): past the channel rules,
+        to every subscriber, `"from": "server"`. Reactor thread; fires with
+        `{"channel", "epoch", "offset"}`."""
+        published = self.channels.publish(channel, data, SERVER_SENDER, self.channel_rules.history(channel))
+        return published.addCallback(lambda found: {"channel": channel, "epoch": found["epoch"],
+                                                    "offset": found["offset"]})
 
     # -- the client registry ---------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from . import messages
+from .auth import bearer_token
 from .context import Session
 from .events import HANDLERS
 from .events.session import connection_info
@@ -52,12 +53,6 @@ _Deferred = defer.Deferred
 _HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_line", "http_headers",
                         "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
                         "websocket_origin", "websocket_protocols", "websocket_extensions", "_wskey")
-
-
-def _bearer_token(request):
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 def _query_token(request):
@@ -123,7 +118,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         if server.tokens is None:
             self.identity = server.anonymous
         else:
-            token = _query_token(request) or _bearer_token(request)
+            token = _query_token(request) or bearer_token(request.headers.get("authorization"))
             found = server.tokens.identify(token) if token else None
             if found is None:
                 self._refusal = CLOSE_INVALID_TOKEN if token else CLOSE_AUTH_REQUIRED
@@ -251,7 +246,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             if self._open:
                 if isinstance(outcome, Failure):
                     self._send_error(outcome, req_id)
-                else:
+                elif outcome is not messages.NO_REPLY:  # the handler has replied itself
                     self._send_result(outcome, req_id)
                 if self._shutting_down and not self.in_flight:
                     self.close(*CLOSE_SHUTDOWN)
@@ -349,7 +344,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         server = self.factory
         try:
             if self.subscriptions:
-                server.hub.unsubscribe_all(self, self.subscriptions)
+                server.channels.unsubscribe_all(self, self.subscriptions)
             server.thread_pool.drop(self)
             if self.pending_inputs:
                 # a cancelled input request removes itself from pending_inputs: iterate over a copy

@@ -42,12 +42,13 @@ class BifrostService(service.MultiService):
         self.workspace = Workspace(config.workspace)
         zblock = self._check_zui()
         tokens = None
-        if config.require_auth:
+        if config.tokens_file:  # for the WebSocket only with require_auth, for POST /api/publish always
             try:
                 tokens = TokenStore(config.tokens_file)
             except TokenFileError as err:
                 raise ConfigError(str(err)) from None
-        self.factory = BifrostServerFactory(config, self.workspace, config.zvafile, zblock, tokens, reactor)
+        self.factory = BifrostServerFactory(config, self.workspace, config.zvafile, zblock,
+                                            tokens if config.require_auth else None, reactor, api_tokens=tokens)
         # an HTTP connection idle for handshake_timeout is dropped: before an upgrade that bounds
         # the opening handshake, after one Autobahn's own openHandshakeTimeout takes over
         self.site = build_site(self.factory, config.handshake_timeout)

@@ -58,11 +58,12 @@ class RunningServer:
         return defer.maybeDeferred(self.service.stopService)
 
 
-def start_server(workspace=None, reactor=None, port=0, **settings):
+def start_server(workspace=None, reactor=None, port=0, config_file=None, **settings):
     """Start a zbifrost on 127.0.0.1 and `port` (default: an ephemeral one); fires with a
     RunningServer. A fixed `port` lets a test restart a server where its clients expect it.
 
-    `settings` are Config attributes (e.g. zvafile, require_auth, tokens_file, rate).
+    `settings` are Config attributes (e.g. zvafile, require_auth, tokens_file, rate), over
+    those of `config_file` (a zbifrost YAML file) when one is given.
     The environment's WEBSOCKET_* variables are ignored.
     """
     if reactor is None:
@@ -71,7 +72,7 @@ def start_server(workspace=None, reactor=None, port=0, **settings):
     if workspace is not None:
         overrides["workspace"] = workspace
     try:
-        service = BifrostService(load_config(environ={}, overrides=overrides), reactor=reactor)
+        service = BifrostService(load_config(config_file, environ={}, overrides=overrides), reactor=reactor)
         service.startService()
     except Exception:
         return defer.fail()

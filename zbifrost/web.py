@@ -1,21 +1,31 @@
 """The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1, 7 and 8).
 
 `/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
-`/healthz`, `/metrics`, `/bifrost.js` and the demo page at `/`. Every TCP connection starts
-its handshake deadline at accept (`_Channel`), and a request with a body is refused with 413
-before any of the body is read. After an upgrade the socket belongs to Autobahn: nothing here
-sees WebSocket frames.
+`/healthz`, `/metrics`, `/bifrost.js`, the demo page at `/` and `POST /api/publish`. Every TCP
+connection starts its handshake deadline at accept (`_Channel`), and a request with a body is
+refused with 413 before any of the body is read, except a `POST /api/publish` whose
+Content-Length is within `max_message_size` (its body is held in memory, never spooled to
+disk). After an upgrade the socket belongs to Autobahn: nothing here sees WebSocket frames.
 """
 
+import io
 import os
 import time
+import uuid
 
 import orjson
 from autobahn.twisted.resource import WebSocketResource
+from twisted.logger import Logger
 from twisted.web import http, resource, server
 from twisted.web.pages import notFound
 
-from . import __version__
+from . import __version__, messages
+from .auth import bearer_token
+from .channels import valid_channel
+
+PUBLISH_PATH = b"/api/publish"
+
+log = Logger()
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -104,6 +114,69 @@ class Metrics(_StatusPage):
                                       factory.cache.stats()).encode("utf-8")
 
 
+class PublishApi(resource.Resource):
+    """`POST /api/publish` (PROTOCOL.md section 6): a backend program with a token whose role is
+    in `api_roles` publishes `{"channel", "data"}` as the server."""
+
+    isLeaf = True
+
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+
+    def render_POST(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        factory = self.factory
+        token = bearer_token(request.getHeader("authorization"))
+        identity = factory.api_tokens.identify(token) if token and factory.api_tokens is not None else None
+        if identity is None:
+            request.setHeader(b"www-authenticate", b"Bearer")
+            return _api_error(request, 401, "A valid bearer token is required")
+        if identity.role not in factory.config.api_roles:
+            return _api_error(request, 403, f"Role {identity.role!r} may not publish through the API")
+        try:
+            channel, data = _publish_body(request.content.getvalue())
+        except messages.RequestError as err:
+            return _api_error(request, 400, err.message)
+
+        def published(result):
+            if not request._disconnected:
+                request.write(orjson.dumps(result))
+                request.finish()
+
+        def failed(failure):
+            error_id = uuid.uuid4().hex[:12]
+            log.failure("POST /api/publish on {channel} failed (error id {error_id})", failure, channel=channel,
+                        error_id=error_id)
+            if not request._disconnected:
+                request.write(_api_error(request, 500, f"The publish failed (error id {error_id})"))
+                request.finish()
+
+        factory.publish_from_backend(channel, data).addCallbacks(published, failed)
+        return server.NOT_DONE_YET
+
+
+def _api_error(request, status, text):
+    request.setResponseCode(status)
+    return orjson.dumps({"error": text})
+
+
+def _publish_body(body):
+    """(channel, data) of a publish request's body, or RequestError with the problem."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise messages.RequestError(messages.BAD_JSON, "The body must be a JSON object") from None
+    if type(message) is not dict or "data" not in message:
+        raise messages.RequestError(messages.MISSING_FIELD, 'The body must be {"channel": ..., "data": ...}')
+    if not valid_channel(message.get("channel")):
+        raise messages.RequestError(messages.MISSING_FIELD,
+                                    "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/@|+=")
+    messages.check_depth(message, body)
+    return message["channel"], message["data"]
+
+
 class Root(resource.Resource):
     """`/`: the WebSocket endpoint for upgrades, the demo page otherwise; routes the rest."""
 
@@ -118,14 +191,17 @@ class Root(resource.Resource):
             b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8", shared=True),
             b"demo.js": StaticFile("demo.js", b"text/javascript; charset=utf-8"),
             b"demo.css": StaticFile("demo.css", b"text/css; charset=utf-8"),
+            PUBLISH_PATH[1:]: PublishApi(factory),
         }
 
     def getChildWithDefault(self, path, request):
         if path == b"" and not request.postpath:
             return self.websocket if _is_upgrade(request) else self.page
-        child = self.routes.get(path)
-        if child is None or request.postpath or (_is_upgrade(request) and child is not self.websocket):
+        child = self.routes.get(b"/".join([path, *request.postpath]))
+        if child is None or (_is_upgrade(request) and child is not self.websocket):
             return notFound()
+        request.prepath.extend(request.postpath)
+        del request.postpath[:]
         return child
 
     def render(self, request):  # reached only for a request without a path
@@ -144,9 +220,17 @@ _TOO_LARGE = (b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnectio
               b"Cache-Control: no-store\r\n\r\n")
 
 
+class _Request(server.Request):
+    def gotLength(self, length):
+        """Hold the body in memory: `_Channel` lets only a small one through (twisted.web would
+        spool one past 100 kB to a temporary file)."""
+        self.content = io.BytesIO()
+
+
 class _Channel(http.HTTPChannel):
     """One TCP connection while it speaks HTTP: its handshake deadline runs from the accept
-    (`Handshakes`), however slowly its bytes arrive, and no request body is ever read."""
+    (`Handshakes`), however slowly its bytes arrive, and no request body is read but that of a
+    `POST /api/publish` within `max_message_size`."""
 
     def connectionMade(self):
         super().connectionMade()
@@ -159,17 +243,24 @@ class _Channel(http.HTTPChannel):
     def allHeadersReceived(self):
         # `length` is 0 without a body, None for a chunked one: refuse before twisted.web
         # allocates the body's buffer (a temporary file past 100 kB)
-        if self.length != 0:
+        if self.length != 0 and not self._may_send_body():
             self.transport.write(_TOO_LARGE)
             self.loseConnection()  # stops reading: the body stays unread
             return
         super().allHeadersReceived()
+
+    def _may_send_body(self):
+        """A POST /api/publish whose Content-Length (chunked bodies have none) is within the limit."""
+        return (self._command == b"POST" and self._path.split(b"?", 1)[0] == PUBLISH_PATH
+                and self.length is not None and self.length <= self.site.max_body)
 
 
 def build_site(factory, timeout):
     """The Site serving everything on the port; `timeout` closes idle HTTP connections."""
     site = server.Site(Root(factory), timeout=timeout, logFormatter=_access_log_line)
     site.protocol = _Channel  # HTTP/1.1 only: the WebSocket upgrade needs nothing else
+    site.requestFactory = _Request
+    site.max_body = factory.config.max_message_size
     site.handshakes = factory.handshakes
     site.displayTracebacks = False
     site.noisy = False

@@ -207,6 +207,41 @@ const scenarios = {
     return {probe: await page.evaluate(() => window.probe), entry, errors: page.errors};
   },
 
+  // A tab loses its connection while messages are published: after the reconnection it gets
+  // what it missed, in order, and is told it recovered. A second client subscribes with a
+  // saved position and gets the same messages through the subscribe promise.
+  async recovery(context) {
+    const page = await openDemo(context);
+    await page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const probe = window.probe = {messages: [], recovered: [], disconnects: 0};
+      const client = window.client = new BifrostClient(undefined, {hooks: {
+        onDisconnected: () => probe.disconnects++,
+        onRecovered: (channel, recovered) => probe.recovered.push({channel, recovered}),
+      }});
+      await client.connect();
+      await client.subscribe('orders', (data, from, offset) => probe.messages.push({data, from, offset}));
+    });
+    say({step: 'subscribed'});
+    await page.waitForFunction(() => window.probe.messages.length >= 1, null, {timeout: WAIT_MS});
+    say({step: 'first'});
+    await page.waitForFunction(() => window.probe.recovered.length >= 1 && window.probe.messages.length >= 3,
+      null, {timeout: WAIT_MS});
+    const fromSaved = await page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const other = new BifrostClient();
+      await other.connect();
+      const replayed = [];
+      const since = {epoch: window.client.position('orders').epoch, offset: 0};
+      const result = await other.subscribe('orders', (data) => replayed.push(data), {since});
+      await other.request('ping'); // the replayed messages came before this reply
+      other.disconnect();
+      return {recovered: result.recovered, replayed};
+    });
+    return {probe: await page.evaluate(() => window.probe), position: await page.evaluate(() => window.client.position('orders')),
+      fromSaved, errors: page.errors};
+  },
+
   // A zDialog: the page introspects it, renders a labelled form, dispatches with `data`.
   // The client alone: onInput answers an input_request; invalid data keeps its details.
   async dialog(context) {

@@ -1,42 +1,81 @@
-"""`subscribe`, `unsubscribe` and `publish`: the only way one client reaches another."""
+"""`subscribe`, `unsubscribe` and `publish`: the only way one client reaches another.
 
+The handlers check the message, then ask the server's channel backend (`conn.server.channels`,
+an `IChannelBackend`), whichever it is, and turn what it answers into replies.
+"""
+
+from .. import messages
 from ..channels import MAX_SUBSCRIPTIONS_PER_CLIENT, valid_channel
-from ..messages import FORBIDDEN, MISSING_FIELD, RequestError
+from ..messages import FORBIDDEN, MISSING_FIELD, NO_REPLY, RequestError
 
 
 def _channel(message):
     channel = message.get("channel")
     if not valid_channel(channel):
         raise RequestError(MISSING_FIELD,
-                           "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/")
+                           "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/@|+=")
     return channel
+
+
+def _since(message):
+    """The optional `since` of a subscribe as (epoch, offset)."""
+    since = message.get("since")
+    if since is None:
+        return None
+    epoch = since.get("epoch") if type(since) is dict else None
+    offset = since.get("offset") if type(since) is dict else None
+    if type(epoch) is not str or type(offset) is not int or offset < 0:
+        raise RequestError(MISSING_FIELD, "Invalid field 'since': expected {\"epoch\": string, \"offset\": integer >= 0}")
+    return epoch, offset
+
+
+def _forbidden(action, channel):
+    return RequestError(FORBIDDEN, f"Not allowed to {action} on channel {messages.quote(channel)}")
 
 
 def subscribe(conn, message, request_id):
     channel = _channel(message)
+    since = _since(message)
+    server = conn.server
+    user = conn.identity["user"] if server.tokens is not None else None  # nobody is authenticated with auth off
+    if not server.channel_rules.may_subscribe(channel, conn.identity["role"], user):
+        raise _forbidden("subscribe", channel)
     if conn.subscriptions is None:
         conn.subscriptions = set()
     if channel not in conn.subscriptions and len(conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
         raise RequestError(FORBIDDEN, f"Too many subscriptions: at most {MAX_SUBSCRIPTIONS_PER_CLIENT}")
     conn.subscriptions.add(channel)
-    conn.server.hub.subscribe(channel, conn)
-    return {"channel": channel, "subscribed": True}
+
+    def reply_then_missed(found):
+        """The reply first, then the missed publications in order (PROTOCOL.md section 6)."""
+        result = {"channel": channel, "subscribed": True, "epoch": found.epoch, "offset": found.offset}
+        if found.recovered is not None:
+            result["recovered"] = found.recovered
+        conn.send_frame(messages.result_frame(result, request_id))
+        for frame in found.missed:
+            conn.send_frame(frame)
+        return NO_REPLY
+
+    return server.channels.subscribe(channel, conn, since).addCallback(reply_then_missed)
 
 
 def unsubscribe(conn, message, request_id):
     channel = _channel(message)
     if conn.subscriptions:
         conn.subscriptions.discard(channel)
-    conn.server.hub.unsubscribe(channel, conn)
-    return {"channel": channel, "subscribed": False}
+    return conn.server.channels.unsubscribe(channel, conn).addCallback(
+        lambda _: {"channel": channel, "subscribed": False})
 
 
 def publish(conn, message, request_id):
     channel = _channel(message)
     if "data" not in message:
         raise RequestError(MISSING_FIELD, "Missing field 'data'")
-    delivered = conn.server.hub.publish(channel, message["data"], conn.client_id)
-    return {"channel": channel, "delivered": delivered}
+    rules = conn.server.channel_rules
+    if not rules.may_publish(channel, conn.identity["role"]):
+        raise _forbidden("publish", channel)
+    return conn.server.channels.publish(channel, message["data"], conn.client_id, rules.history(channel)).addCallback(
+        lambda published: dict(channel=channel, **published))
 
 
 HANDLERS = {"subscribe": subscribe, "unsubscribe": unsubscribe, "publish": publish}

@@ -13,7 +13,12 @@
 // reason, wasClean}); onReconnecting(attempt, delayMs); onProgress({current, total, label},
 // requestId); onDisplay(frame, requestId); onInput(input_request frame) returns (or resolves
 // to) the value sent back as input_response, or undefined to send nothing;
-// onServerShutdown(); onMessage(frame) for every frame received.
+// onServerShutdown(); onMessage(frame) for every frame received; onRecovered(channel,
+// recovered, result) after each re-subscribe of a reconnection: `recovered` false means
+// messages were lost (the page should reload what it shows from the channel).
+//
+// Channels: the client keeps each channel's epoch and latest offset (`position(channel)`),
+// re-subscribes with `since` after a reconnection, and the server replays what was missed.
 
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30000;
@@ -52,6 +57,7 @@ export class BifrostClient {
     this._nextId = 1;
     this._pending = new Map(); // _requestId -> {resolve, reject, timeout, timer, onProgress, onDisplay}
     this._channels = new Map(); // channel -> Set of handlers
+    this._positions = new Map(); // channel -> {epoch, offset} of the last message or subscribe reply
     this._closing = false; // disconnect() was called
     this._attempt = 0; // reconnection attempts since the last successful connection
     this._retryTimer = null;
@@ -111,13 +117,23 @@ export class BifrostClient {
     return this.request('dispatch', {...fields, zKey}, {timeout, onProgress, onDisplay});
   }
 
-  // handler(data, from) for each `message` on the channel; kept across reconnections.
-  // Resolves with the subscribe result, or null when it will be sent at the next connection.
-  subscribe(channel, handler) {
+  // handler(data, from, offset) for each `message` on the channel; kept across reconnections.
+  // `since` ({epoch, offset}, e.g. a position saved before the page reloaded) asks for the
+  // messages published after it: they reach the handler, and the result's `recovered` says
+  // whether all of them were found. Resolves with the subscribe result ({channel, subscribed,
+  // epoch, offset, recovered?}), or null when it will be sent at the next connection.
+  subscribe(channel, handler, {since} = {}) {
     const known = this._channels.has(channel);
     if (!known) this._channels.set(channel, new Set());
     this._channels.get(channel).add(handler);
-    return !known && this.info ? this.request('subscribe', {channel}) : Promise.resolve(null);
+    if (!known && since) this._positions.set(channel, {epoch: since.epoch, offset: since.offset});
+    return !known && this.info ? this._subscribe(channel) : Promise.resolve(null);
+  }
+
+  // {epoch, offset} of the last message received on the channel (or of its subscribe reply).
+  position(channel) {
+    const position = this._positions.get(channel);
+    return position ? {...position} : null;
   }
 
   // Removes one handler, or all of the channel's when none is given.
@@ -127,11 +143,26 @@ export class BifrostClient {
     if (handler) handlers.delete(handler); else handlers.clear();
     if (handlers.size) return Promise.resolve(null);
     this._channels.delete(channel);
+    this._positions.delete(channel);
     return this.info ? this.request('unsubscribe', {channel}) : Promise.resolve(null);
   }
 
   publish(channel, data) {
     return this.request('publish', {channel, data});
+  }
+
+  // Sends the subscribe, with `since` when a position is known, and keeps the new position.
+  async _subscribe(channel) {
+    const since = this._positions.get(channel);
+    const result = await this.request('subscribe', since ? {channel, since} : {channel});
+    if (this._channels.has(channel)) {
+      const known = this._positions.get(channel);
+      // replayed messages may have moved the position on already
+      if (!known || known.epoch !== result.epoch || known.offset < result.offset) {
+        this._positions.set(channel, {epoch: result.epoch, offset: result.offset});
+      }
+    }
+    return result;
   }
 
   // -- the socket ------------------------------------------------------------------------
@@ -161,9 +192,12 @@ export class BifrostClient {
         this.hooks.onDisplay?.(msg, id);
         return this._pending.get(id)?.onDisplay?.(msg, id);
       case 'input_request': this._rearm(id); return this._answer(msg);
-      case 'message':
-        for (const handler of this._channels.get(msg.channel) || []) handler(msg.data, msg.from);
+      case 'message': {
+        const position = this._positions.get(msg.channel);
+        if (position && msg.offset > position.offset) position.offset = msg.offset;
+        for (const handler of this._channels.get(msg.channel) || []) handler(msg.data, msg.from, msg.offset);
         return;
+      }
       case 'server_shutdown': return this.hooks.onServerShutdown?.();
     }
   }
@@ -172,7 +206,10 @@ export class BifrostClient {
     this.info = info;
     this._attempt = 0;
     for (const channel of this._channels.keys()) {
-      this.request('subscribe', {channel}).catch(() => {}); // a failure leaves it unsubscribed
+      const resuming = this._positions.has(channel);
+      this._subscribe(channel).then(
+        (result) => { if (resuming) this.hooks.onRecovered?.(channel, result.recovered, result); },
+        () => {}); // a failure leaves it unsubscribed
     }
     this._firstConnect?.resolve(info);
     this._firstConnect = null;

@@ -88,3 +88,20 @@ def explode():
 
 def seen_so_far(ctx):
     return {"zHat": ctx.zHat}
+
+
+def announce(channel, text, ctx):
+    """A thread-run function publishing as the server (ctx.publish from a worker thread)."""
+    payload = {"text": text, "by": ctx.user}
+    ctx.publish(channel, payload)
+    payload["text"] = "changed after the publish"  # what was published stays as it was
+    return {"announced": channel}
+
+
+async def announce_on_reactor(channel, ctx):
+    ctx.publish(channel, "from the reactor")
+    return {"announced": channel}
+
+
+def announce_badly(ctx):
+    ctx.publish("bad name!", 1)

@@ -1,0 +1,229 @@
+"""Channel fan-out: one publisher, many subscribers, zbifrost's channels against a plain
+Autobahn broadcast, in one run.
+
+    python bench/fanout.py [--subscribers 1000] [--rates 100,1000] [--duration 10] [--warmup 2] [--rounds 1]
+
+Starts bench/broadcast_server.py (one prepared frame written to every socket) and zbifrost
+(twistd, this source tree, bench/zbifrost-bench.yaml, the embedded memory backend) pinned to
+CPU 0, then for each rate runs this script's generator (`--generate`) pinned to CPU 1 against
+each server in turn. The generator opens N subscriber connections and one publisher in one
+asyncio process, subscribes them all to one channel, and then publishes at a fixed rate
+(open loop: it never waits for replies), each message carrying its send time. It prints the
+messages delivered per second, the share of the expected deliveries (publishes in the
+measured window x subscribers) that arrived, and the publish-to-receive latency p50/p99.
+
+To keep the generator from being the bottleneck, only every SAMPLE_EVERY-th subscriber parses
+its frames (timing each message and checking which publishes arrived); the others, once
+subscribed, only count `message` events in the raw bytes (C-speed `bytes.count`).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+
+import orjson
+
+from loadgen import Client, _Masks, percentile, text_frame
+from run import BENCH, LOADGEN_CPU, SERVER_CPU, Server, free_port, run_load, stop_process, zbifrost_server
+
+REPO = os.path.dirname(BENCH)
+CHANNEL = "bench"
+DRAIN_S = 2.0  # seconds after the last publish for stragglers
+SAMPLE_EVERY = 10
+MESSAGE_MARK = b'"event":"message"'
+
+
+class FanoutRun:
+    """What loadgen.Client expects of a run, plus the fan-out counters."""
+
+    def __init__(self, subscribers):
+        self.masks = _Masks()
+        self.connected = 0
+        self.open_clients = set()
+        self.errors = {}
+        self.subscribed = 0
+        self.counted = 0  # messages seen by the counting subscribers, all publishes
+        self.sampled = 0  # sampling subscribers
+        self.all_subscribed = asyncio.get_running_loop().create_future()
+        self.expected = subscribers
+        self.window = None  # (first, last) publish numbers measured, once known
+        self.received = 0  # messages of measured publishes
+        self.latencies = []  # ns, messages of measured publishes
+
+    def error(self, kind):
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def closed(self, client):
+        self.open_clients.discard(client)
+
+
+class Subscriber(Client):
+    """Reads connection_info and subscribes; then a sampling one times every `message` it
+    receives, and the others only count them."""
+
+    def __init__(self, run, host, port, sampling):
+        super().__init__(run, host, port)
+        self.sampling = sampling
+        run.sampled += sampling
+        self.tail = b""
+
+    def _count(self, data):
+        """data_received of a counting subscriber: `message` events in the raw bytes, a mark
+        split over two reads included."""
+        joined = self.tail + data
+        self.run.counted += joined.count(MESSAGE_MARK) - self.tail.count(MESSAGE_MARK)
+        self.tail = joined[-len(MESSAGE_MARK):]
+
+    def _message(self, payload):
+        run = self.run
+        if not self.greeted:
+            self.greeted = True
+            self.transport.write(text_frame(b'{"event":"subscribe","channel":"%s","_requestId":1}' % CHANNEL.encode(),
+                                            run.masks.take()))
+            return True
+        now = time.perf_counter_ns()
+        frame = orjson.loads(payload)
+        if frame.get("event") == "message":
+            number, sent = frame["data"]
+            if run.window is not None and run.window[0] <= number <= run.window[1]:
+                run.received += 1
+                run.latencies.append(now - sent)
+        elif frame.get("result", {}).get("subscribed") is True:
+            if not self.sampling:
+                self.data_received = self._count
+            run.subscribed += 1
+            if run.subscribed == run.expected:
+                run.all_subscribed.set_result(None)
+        else:
+            self.fail("bad_frame")
+            return False
+        return True
+
+
+class Publisher(Client):
+    """Publishes `[number, send time]` when told; counts the replies."""
+
+    replies = 0
+
+    def _message(self, payload):
+        self.greeted = True
+        if "error" in orjson.loads(payload):
+            self.fail("publish_error")
+            return False
+        self.replies += 1
+        return True
+
+    def publish(self, number):
+        payload = b'{"event":"publish","channel":"%s","data":[%d,%d],"_requestId":%d}' % (
+            CHANNEL.encode(), number, time.perf_counter_ns(), number)
+        self.transport.write(text_frame(payload, self.run.masks.take()))
+
+
+async def generate(args):
+    loop = asyncio.get_running_loop()
+    run = FanoutRun(args.subscribers)
+    connects = [loop.create_connection(lambda n=n: Subscriber(run, "127.0.0.1", args.port, n % SAMPLE_EVERY == 0),
+                                       "127.0.0.1", args.port)
+                for n in range(args.subscribers)]
+    for result in await asyncio.gather(*connects, return_exceptions=True):
+        if isinstance(result, BaseException):
+            run.error("connect")
+    _, publisher = await loop.create_connection(lambda: Publisher(run, "127.0.0.1", args.port), "127.0.0.1",
+                                                args.port)
+    await asyncio.wait_for(run.all_subscribed, 30)
+    interval = 1.0 / args.rate
+    warmup_publishes, measured_publishes = int(args.warmup * args.rate), int(args.duration * args.rate)
+    run.window = (warmup_publishes + 1, warmup_publishes + measured_publishes)
+    start = loop.time()
+    cpu_before = None
+    for number in range(1, warmup_publishes + measured_publishes + 1):
+        # always yield, so that receiving goes on when publishing is behind
+        await asyncio.sleep(max(0.0, start + number * interval - loop.time()))
+        if number == run.window[0]:
+            cpu_before, counted_before, window_start = time.process_time(), run.counted, time.perf_counter()
+        publisher.publish(number)
+    window = time.perf_counter() - window_start
+    counted = run.counted - counted_before
+    expected = measured_publishes * run.sampled
+    deadline = time.perf_counter() + DRAIN_S
+    while run.received < expected and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    cpu = time.process_time() - cpu_before
+    latencies = sorted(run.latencies)
+
+    def ms(ns):
+        return None if ns is None else round(ns / 1e6, 2)
+
+    return {"subscribers": args.subscribers, "rate": args.rate, "connected": run.connected,
+            "delivered_per_s": round((counted + run.received) / window),
+            "delivered_share": round(run.received / expected, 4),
+            "p50_ms": ms(percentile(latencies, 0.50)), "p99_ms": ms(percentile(latencies, 0.99)),
+            "errors": run.errors, "loadgen_cpu": round(cpu / (window + DRAIN_S), 3)}
+
+
+def measure(server, rate, args, children):
+    command = [sys.executable, os.path.abspath(__file__), "--generate", "--port", str(server.port),
+               "--subscribers", str(args.subscribers), "--rate", str(rate), "--warmup", str(args.warmup),
+               "--duration", str(args.duration)]
+    result, cpu = run_load(server, command, args.warmup + args.duration + 120, children)
+    result["server_cpu_s"] = round(cpu, 2)
+    return result
+
+
+def run_all(args, workdir, children):
+    port = free_port()
+    servers = [Server("broadcast", [sys.executable, os.path.join(BENCH, "broadcast_server.py"), "--port", str(port)],
+                      port, workdir),
+               zbifrost_server("zbifrost", REPO, workdir)]
+    children.extend(server.process for server in servers)
+    for server in servers:
+        server.wait_ready()
+    print(f"{args.subscribers} subscribers, 1 publisher, {args.warmup:g} s warm-up + {args.duration:g} s measured, "
+          f"servers on CPU {SERVER_CPU}, generator on CPU {LOADGEN_CPU}")
+    print(f"{'server':10s} {'pub/s':>6s} {'delivered/s':>11s} {'share':>7s} {'p50 ms':>7s} {'p99 ms':>7s} "
+          f"{'server CPU s':>12s} {'gen CPU':>7s} errors")
+    for _ in range(args.rounds):
+        for rate in args.rates:
+            for server in servers:
+                r = measure(server, rate, args, children)
+                print(f"{server.name:10s} {rate:6d} {r['delivered_per_s']:11d} {r['delivered_share']:7.1%} "
+                      f"{r['p50_ms']!s:>7s} {r['p99_ms']!s:>7s} {r['server_cpu_s']:12.2f} {r['loadgen_cpu']:7.0%} "
+                      f"{r['errors'] or '-'}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="channel fan-out: zbifrost vs an Autobahn broadcast")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--rates", default="100,1000", help="publishes per second, comma-separated")
+    parser.add_argument("--rate", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it
+    if args.generate:
+        json.dump(asyncio.run(generate(args)), sys.stdout)
+        sys.stdout.write("\n")
+        return
+    args.rates = [int(rate) for rate in args.rates.split(",")]
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally below
+    children = []
+    with tempfile.TemporaryDirectory(prefix="zbifrost-fanout-") as workdir:
+        try:
+            run_all(args, workdir, children)
+        finally:
+            for process in reversed(children):
+                stop_process(process)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Channel rules of the config file's `channels:` section: who may subscribe and publish where,
+and how much history a channel keeps (PROTOCOL.md section 6).
+
+The first rule whose glob `pattern` matches a channel's name applies. With no rules every
+channel is open to every role; with rules, a channel that matches none is closed to clients.
+`user:<name>` channels are private before any rule: only the authenticated user `<name>` may
+subscribe, and no client may publish. The backend (plugins, `POST /api/publish`) is trusted
+and is not asked. Nothing here knows about connections or backends: callers pass the role
+and the user.
+"""
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from . import DEFAULT_HISTORY, History
+
+EVERY_ROLE = "*"
+PRIVATE_PREFIX = "user:"
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    pattern: str
+    subscribe: tuple = (EVERY_ROLE,)
+    publish: tuple = (EVERY_ROLE,)
+    history: History = DEFAULT_HISTORY
+
+
+def _allows(roles, role):
+    return EVERY_ROLE in roles or role in roles
+
+
+class ChannelRules:
+    def __init__(self, rules):
+        self.rules = tuple(rules)
+
+    def rule_for(self, channel):
+        """The first rule matching the channel, or None."""
+        for rule in self.rules:
+            if fnmatchcase(channel, rule.pattern):
+                return rule
+        return None
+
+    def history(self, channel):
+        rule = self.rule_for(channel)
+        return DEFAULT_HISTORY if rule is None else rule.history
+
+    def may_subscribe(self, channel, role, user):
+        """`user` is the authenticated user's name, or None when auth is off."""
+        if channel.startswith(PRIVATE_PREFIX):
+            return user is not None and channel == PRIVATE_PREFIX + user
+        return self._open_to(channel, role, "subscribe")
+
+    def may_publish(self, channel, role):
+        return not channel.startswith(PRIVATE_PREFIX) and self._open_to(channel, role, "publish")
+
+    def _open_to(self, channel, role, action):
+        if not self.rules:
+            return True
+        rule = self.rule_for(channel)
+        return rule is not None and _allows(getattr(rule, action), role)
