@@ -91,14 +91,15 @@ def _wind_up_twistd_start(twistd_options, line):
     """Do what twistd does for an exception at start-up (UnixApplicationRunner.postApplication),
     which SystemExit skips: answer the launcher waiting on the status pipe (without it, the
     launcher of a daemon waits forever) and remove the pidfile."""
+    # the pidfile goes first: the launcher exits as soon as it reads the status
+    if twistd_options.get("pidfile"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(twistd_options["pidfile"])
     status_pipe = twistd_options.get("statusPipe")
     if status_pipe is not None:
         # "1 <reason>": the launcher reads 100 bytes and prints them as the error
         os.write(status_pipe, b"1 " + line.encode("ascii", "backslashreplace")[:98])
         os.close(status_pipe)
-    if twistd_options.get("pidfile"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(twistd_options["pidfile"])
 
 
 class _TwistdService(BifrostService):
