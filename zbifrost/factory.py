@@ -25,8 +25,9 @@ from .metrics import Metrics
 from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
 from .thread_pool import FairThreadPool
 
-FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "progress",
-            "input"]
+# `realtime_sync` (zBifrost 1.5.4's name) is listed with `channels`: channels are its realtime sync.
+FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "realtime_sync",
+            "progress", "input"]
 
 log = Logger()
 

@@ -22,6 +22,7 @@ TOO_MANY_REQUESTS = "too_many_requests"
 TIMEOUT = "timeout"
 COMMAND_FAILED = "command_failed"
 SHUTTING_DOWN = "shutting_down"
+NOT_AVAILABLE = "not_available"
 
 _MAX_ECHO = 120  # longest piece of client text quoted back in an error message
 MAX_DEPTH = 64  # levels of nesting in a client message (PROTOCOL.md section 7)
@@ -65,8 +66,9 @@ def quote(text):
 def parse(payload):
     """Decode one frame (text or binary: both hold UTF-8 JSON) into a message dict.
 
-    Raises RequestError(bad_json | bad_message). A message with no `event` but a `zKey` or
-    `cmd` is a `dispatch` (compatible with zBifrost 1.5 clients).
+    Raises RequestError(bad_json | bad_message). A message with no `event` takes its event
+    from a string `action`, or else is a `dispatch` when it has a `zKey` or `cmd` (both the
+    legacy forms of zBifrost 1.5 clients; a message with `event` never looks at them).
     """
     try:
         message = orjson.loads(payload)
@@ -78,11 +80,20 @@ def parse(payload):
         raise RequestError(BAD_MESSAGE, "A message must be a JSON object")
     event = message.get("event")
     if type(event) is not str:
-        if event is None and ("zKey" in message or "cmd" in message):
-            message["event"] = "dispatch"
-        else:
+        if event is not None:
             raise RequestError(BAD_MESSAGE, "A message needs a string field 'event'")
+        message["event"] = _legacy_event(message)
     return message
+
+
+def _legacy_event(message):
+    """The event of a message without `event`: its string `action`, or `dispatch`."""
+    action = message.get("action")
+    if type(action) is str:
+        return action
+    if action is None and ("zKey" in message or "cmd" in message):
+        return "dispatch"
+    raise RequestError(BAD_MESSAGE, "A message needs a string field 'event'")
 
 
 def check_depth(message, payload):
@@ -144,10 +155,12 @@ def error_frame(err, req_id):
     return encode(frame)
 
 
-def event_frame(event, req_id=None, **fields):
+def event_frame(event, for_request_id=None, **fields):
+    """An event frame; one that belongs to a running dispatch names it in `_forRequestId`
+    (never `_requestId`, which marks the final reply: PROTOCOL.md section 4)."""
     frame = {"event": event}
-    if req_id is not None:
-        frame["_requestId"] = req_id
+    if for_request_id is not None:
+        frame["_forRequestId"] = for_request_id
     frame.update(fields)
     return encode(frame)
 

@@ -1,6 +1,7 @@
 // bifrost.js: the zbifrost browser client, an ES module with no dependencies (PROTOCOL.md).
 //
-// It owns one WebSocket: request/reply matching by `_requestId`, the server's events
+// It owns one WebSocket: request/reply matching by `_requestId` (a request's progress,
+// display and input_request events name it in `_forRequestId`), the server's events
 // (progress, display, input_request, message, server_shutdown), channel subscriptions, and
 // reconnection with exponential backoff. It knows nothing about pages or zUI menus.
 //
@@ -146,9 +147,9 @@ export class BifrostClient {
 
   _received(msg) {
     this.hooks.onMessage?.(msg);
-    const id = msg._requestId;
+    const id = msg._forRequestId;
     switch (msg.event) {
-      case undefined: return this._reply(msg, id);
+      case undefined: return this._reply(msg, msg._requestId);
       case 'connection_info': return this._connected(msg.data);
       case 'progress': {
         this._rearm(id);
