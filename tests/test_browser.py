@@ -187,6 +187,22 @@ def test_client_sends_the_token_in_the_query_and_connect_rejects_with_the_close_
 
 
 @pytest_twisted.inlineCallbacks
+def test_the_page_works_behind_an_origin_list_and_says_why_a_connection_is_refused(make_server):
+    server = yield make_server(allowed_origins=["https://app.example.com"])
+    full = yield make_server(max_connections=1)
+    holder = yield testing.connect(full.url)
+    seen = yield run("refusals", server, full.http_url)
+    yield holder.close()
+    assert seen["ownStatus"] == "Connected"
+    assert "HTTP 403: Origin not allowed" in seen["namedStatus"], seen["namedStatus"]
+    assert "allowed_origins" in seen["namedStatus"] and "Retrying" not in seen["namedStatus"]
+    refused = _error(seen["namedClient"], "disconnected")
+    assert (refused["status"], refused["reason"], refused["closeCode"], refused["retries"]) == (
+        403, "Origin not allowed", 1006, 0)
+    assert "HTTP 503: Too many connections" in seen["fullStatus"] and "Retrying" in seen["fullStatus"]
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_page_too_busy_to_handle_the_refusal_at_once_still_gets_1008_and_does_not_retry(make_server, tmp_path):
     server = yield _auth_server(make_server, tmp_path, "browser-test-token")
     refused = _error((yield run("auth_busy_page", server)), "disconnected")

@@ -12,8 +12,11 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const CHROMIUM = '/usr/bin/chromium';
+// NAMED_HOST reaches the server under a host name, as a page served through a proxy does.
+const NAMED_HOST = 'zbifrost.test';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  `--host-resolver-rules=MAP ${NAMED_HOST} 127.0.0.1`];
 const WAIT_MS = 15000;
 
 const [name, base, artifacts, ...extra] = process.argv.slice(2);
@@ -71,7 +74,7 @@ const OUTCOME = `
   window.outcome = (promise) => promise.then(
     (result) => ({result}),
     (err) => ({error: err.constructor.name, code: err.code, message: err.message, details: err.details,
-               closeCode: err.closeCode, reason: err.reason}));
+               closeCode: err.closeCode, reason: err.reason, status: err.status}));
 `;
 
 const scenarios = {
@@ -141,6 +144,30 @@ const scenarios = {
     }, token);
     const allowed = await openDemo(context, `?token=${encodeURIComponent(token)}`);
     return {refusedPage, client, allowedPage: await allowed.locator('#info').innerText()};
+  },
+
+  // The page of a server with an allowed_origins list connects (its own origin); under a
+  // host name that is not listed (the DNS-rebinding guard) it says why and does not retry;
+  // on a full server (`extra[0]`) it says why and retries.
+  async refusals(context) {
+    const own = await openDemo(context);
+    const ownStatus = await own.locator('#status').innerText();
+    const named = await context.newPage();
+    await named.goto(base.replace('127.0.0.1', NAMED_HOST) + '/');
+    await named.locator('#status[data-state="down"]').waitFor({timeout: WAIT_MS});
+    const namedStatus = await named.locator('#status').innerText();
+    await named.addScriptTag({content: OUTCOME});
+    const namedClient = await named.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      let retries = 0;
+      const client = new BifrostClient(undefined, {hooks: {onReconnecting: () => retries++}});
+      const connected = await outcome(client.connect());
+      return {...connected, retries};
+    });
+    const full = await context.newPage();
+    await full.goto(`${extra[0]}/`);
+    await full.locator('#status', {hasText: 'Retrying'}).waitFor({timeout: WAIT_MS});
+    return {ownStatus, namedStatus, namedClient, fullStatus: await full.locator('#status').innerText()};
   },
 
   // A page whose main thread is busy for 2 s right after connect(), so that it handles the

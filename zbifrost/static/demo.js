@@ -16,15 +16,38 @@ const client = new BifrostClient(undefined, {
       showInfo(info);
       showBlock(info.session.zBlock).catch(showFailure);
     },
-    onDisconnected: ({code, reason}) => setStatus('down', `Disconnected (${code}${reason ? `: ${reason}` : ''})`),
+    onDisconnected(closed) {
+      lastTrouble = explainClose(closed);
+      setStatus('down', lastTrouble);
+    },
     onReconnecting: (attempt, delay) =>
-      setStatus('down', `Reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})…`),
+      setStatus('down', `${lastTrouble} Retrying in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})…`),
     onServerShutdown: () => setStatus('down', 'The server is shutting down…'),
     onInput: (request) => askForm(request.prompt || 'The command needs input', request.fields),
   },
 });
 
-client.connect().catch((err) => setStatus('down', `Could not connect: ${err.message}`));
+let lastTrouble = ''; // why the connection went down, in words, kept while retrying
+
+client.connect().catch((err) => {
+  if (err.closeCode === undefined) setStatus('down', `Could not connect: ${err.message}`); // else already said
+});
+
+// Why a connection closed, in words a user can act on (PROTOCOL.md sections 2 and 9).
+function explainClose({code, reason, refusal}) {
+  if (refusal?.status === 403) {
+    return `The server refused this page (HTTP 403: ${refusal.reason}). ` +
+      `Add ${location.origin} to the server's allowed_origins.`;
+  }
+  if (refusal) return `The server is unavailable (HTTP ${refusal.status}: ${refusal.reason}).`;
+  if (code === 1008) {
+    const hint = reason === 'Rate limit exceeded' ? '' : ' Open this page with ?token=<your token>.';
+    return `The server refused the connection: ${reason || 'policy violation'}.${hint}`;
+  }
+  if (code === 1001) return 'The server shut down.';
+  if (code === 1006) return 'The connection to the server was lost.';
+  return `Disconnected (${code}${reason ? `: ${reason}` : ''}).`;
+}
 
 function el(tag, props = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
