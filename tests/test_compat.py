@@ -12,7 +12,7 @@ from tests.helpers import in_thread, start_engine
 from tests.test_zui_reload import rewrite
 from zbifrost.testing import BifrostError, connect
 
-SIGN_UP = {"username": "ada", "email": "ada@example.org"}
+SIGN_UP = {"username": "ada", "email": "ada@example.org", "password": "correct horse"}
 
 
 class OldClient:

@@ -56,7 +56,7 @@ export class BifrostClient {
     this.info = null; // connection_info.data of the current connection; null when there is none
     this._socket = null;
     this._nextId = 1;
-    this._pending = new Map(); // _requestId -> {resolve, reject, timeout, timer, onProgress, onDisplay}
+    this._pending = new Map(); // _requestId -> {resolve, reject, timeout, timer, onProgress, onDisplay, onReply}
     this._channels = new Map(); // channel -> Set of handlers
     this._closing = false; // disconnect() was called
     this._attempt = 0; // reconnection attempts since the last successful connection
@@ -98,15 +98,16 @@ export class BifrostClient {
     this._socket?.close(1000);
   }
 
-  // Any event; resolves with the reply's `result`. options: timeout, and onProgress(progress,
-  // requestId) / onDisplay(frame, requestId) for this request's progress and display events.
-  request(event, fields = {}, {timeout = this.timeout, onProgress, onDisplay} = {}) {
+  // Any event; resolves with the reply's `result`. options: timeout, onProgress(progress,
+  // requestId) / onDisplay(frame, requestId) for this request's progress and display events,
+  // and onReply(frame) for the whole reply frame (e.g. its `_cached`) before it settles.
+  request(event, fields = {}, {timeout = this.timeout, onProgress, onDisplay, onReply} = {}) {
     if (!this.info) {
       return Promise.reject(new BifrostError('disconnected', 'Not connected'));
     }
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
-      const entry = {resolve, reject, timeout, onProgress, onDisplay, timer: null};
+      const entry = {resolve, reject, timeout, onProgress, onDisplay, onReply, timer: null};
       this._pending.set(id, entry);
       this._arm(id, entry);
       this._socket.send(JSON.stringify({...fields, event, _requestId: id}));
@@ -114,8 +115,8 @@ export class BifrostClient {
   }
 
   // Runs a zUI command. options: args, data, zBlock, no_cache, and the request options above.
-  dispatch(zKey, {timeout, onProgress, onDisplay, ...fields} = {}) {
-    return this.request('dispatch', {...fields, zKey}, {timeout, onProgress, onDisplay});
+  dispatch(zKey, {timeout, onProgress, onDisplay, onReply, ...fields} = {}) {
+    return this.request('dispatch', {...fields, zKey}, {timeout, onProgress, onDisplay, onReply});
   }
 
   // handler(data, from) for each `message` on the channel; kept across reconnections.
@@ -192,6 +193,7 @@ export class BifrostClient {
     const entry = this._pending.get(id);
     if (!entry) return;
     this._settle(id);
+    entry.onReply?.(msg);
     if ('error' in msg) {
       entry.reject(new BifrostError(msg.code, msg.error, {details: msg.details}));
     } else {
