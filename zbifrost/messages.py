@@ -80,20 +80,14 @@ def parse(payload):
         raise RequestError(BAD_MESSAGE, "A message must be a JSON object")
     event = message.get("event")
     if type(event) is not str:
-        if event is not None:
+        action = message.get("action") if event is None else False
+        if type(action) is str:
+            message["event"] = action
+        elif action is None and ("zKey" in message or "cmd" in message):
+            message["event"] = "dispatch"
+        else:
             raise RequestError(BAD_MESSAGE, "A message needs a string field 'event'")
-        message["event"] = _legacy_event(message)
     return message
-
-
-def _legacy_event(message):
-    """The event of a message without `event`: its string `action`, or `dispatch`."""
-    action = message.get("action")
-    if type(action) is str:
-        return action
-    if action is None and ("zKey" in message or "cmd" in message):
-        return "dispatch"
-    raise RequestError(BAD_MESSAGE, "A message needs a string field 'event'")
 
 
 def check_depth(message, payload):
