@@ -80,7 +80,7 @@ def parse(payload):
         raise RequestError(BAD_MESSAGE, "A message must be a JSON object")
     event = message.get("event")
     if type(event) is not str:
-        action = message.get("action") if event is None else False
+        action = message.get("action") if event is None else False  # a non-string event stays an error
         if type(action) is str:
             message["event"] = action
         elif action is None and ("zKey" in message or "cmd" in message):
