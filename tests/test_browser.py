@@ -136,21 +136,68 @@ def test_demo_page_shows_the_menu_and_pong_after_clicking_ping(make_server):
 
 
 @pytest_twisted.inlineCallbacks
-def test_demo_page_runs_the_bundled_demo_workspace_and_saves_a_screenshot(make_server):
+def test_demo_page_renders_results_by_shape_offline_and_saves_screenshots(make_server):
     server = yield make_server(zvafile="@.zUI.demo")
     seen = yield run("tour", server)
     enabled = {item["name"] for item in seen["root"] if not item["disabled"]}
     assert {"Ping", "Tools", "Import Records", "Sign Up"} <= enabled
-    assert seen["ping"] == ["Ping", "Pong!"]
-    progress = re.fullmatch(r"Importing: (\d+) / \1", seen["imported"][1])
-    assert seen["imported"][0] == "Import Records" and progress, seen["imported"]
-    assert f'"imported": {progress[1]}' in seen["imported"]
-    assert '"registered": "ada",' in seen["signUp"]["entry"]
+    assert seen["ping"] == ["Ping", "Pong!"] and "level-text" in seen["messageClass"]
+    assert seen["imported"] == ["Import Records", "Importing: 5 / 5", "imported", "5"]  # key/value list
+    assert seen["wizard"] == ["Setup Wizard", "Starting setup", "42", "steps_before", "2", "results",
+                              "Starting setup", "42"]
+    assert seen["signUp"]["entry"][:4] == ["Sign Up", "registered", "ada", "form"]
+    assert "correct horse" not in json.dumps(seen["signUp"]) + seen["raw"]  # the password never echoes
+    assert json.loads(seen["raw"])["form"]["password"] == "••••••"
     assert [item["name"] for item in seen["tools"]][-1] == "zBack"
-    assert seen["colors"][0] == "Colors" and "red\t#ff0000" in seen["colors"]
+    assert [shape["tag"] for shape in seen["whoAmI"]] == ["dl"] and "guest" in seen["whoAmI"][0]["text"]
+    assert seen["time"][0][0] == "Server Time" and seen["cached"] == ["cached"]  # the second call
+    assert seen["colors"][0]["className"] == "table-wrap"
+    assert seen["colors"][0]["text"].split("\n")[:2] == ["name\thex", "red\t#ff0000"]
+    assert seen["foreign"] == []  # no external resource: the page works offline
     assert seen["errors"] == []
     with open(os.path.join(ARTIFACTS, "demo-page.png"), "rb") as screenshot:
         assert screenshot.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest_twisted.inlineCallbacks
+def test_demo_page_keeps_a_breadcrumb_offers_zback_and_follows_zlink_in_the_connection_panel(make_server):
+    server = yield make_server(zvafile="@.zUI.demo")
+    seen = yield run("navigation_demo", server)
+    assert seen["atRoot"]["breadcrumb"] == ["root"] and "zBack" not in seen["atRoot"]["menu"]
+    linked = seen["linked"]
+    assert linked["breadcrumb"] == ["root", "Level1Menu"] and linked["heading"] == "Menu: Level1Menu"
+    assert linked["menu"] == ["Ping", "Echo Test", "Status", "stop", "zBack"]
+    assert "zVaFile\n@.zUI.level1" in linked["info"] and "zBlock\nLevel1Menu" in linked["info"]
+    assert seen["back"]["breadcrumb"] == ["root"] and "zVaFile\n@.zUI.demo" in seen["back"]["info"]
+    assert seen["errors"] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_rejected_form_keeps_the_typed_values_and_marks_each_field_and_passwords_never_echo(make_server):
+    server = yield make_server(zvafile="@.zUI.demo")
+    seen = yield run("form_errors", server)
+    fields = {field["label"]: field for field in seen["problems"]}
+    assert {label: field["value"] for label, field in fields.items()} == {
+        "User name": "A!", "Email": "not-an-email", "Password": "hunter2", "Age": "7",
+        "Send me the newsletter": "on"}
+    for label in ("User name", "Email", "Password", "Age"):
+        assert fields[label]["invalid"] == "true" and fields[label]["problem"], label
+    assert fields["Send me the newsletter"]["problem"] is None
+    assert fields["Password"]["type"] == "password" and seen["focused"] == "username"
+    assert seen["entry"][:3] == ["Sign Up", "registered", "ada"] and seen["dialogOpen"] is False
+    assert "hunter2" not in seen["pageText"] and "correct horse" not in seen["pageText"] + seen["raw"]
+    assert seen["errors"] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_page_follows_the_system_theme_fits_a_phone_and_works_from_the_keyboard(make_server):
+    server = yield make_server()
+    seen = yield run("look", server)
+    assert seen["light"] != seen["dark"]
+    assert seen["phone"]["scroll"] <= seen["phone"]["width"]
+    assert seen["second"] == "Echo Test"
+    assert seen["entry"] == ["Echo Test", "Echo: Hello from zBifrost"]
+    assert seen["errors"] == []
 
 
 @pytest_twisted.inlineCallbacks
@@ -184,6 +231,22 @@ def test_client_sends_the_token_in_the_query_and_connect_rejects_with_the_close_
     assert client["good"]["result"]["auth"] == {"authenticated": True, "user": "alice", "role": "user"}
     assert "Authentication required" in seen["refusedPage"]
     assert "alice (user)" in seen["allowedPage"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_page_works_behind_an_origin_list_and_says_why_a_connection_is_refused(make_server):
+    server = yield make_server(allowed_origins=["https://app.example.com"])
+    full = yield make_server(max_connections=1)
+    holder = yield testing.connect(full.url)
+    seen = yield run("refusals", server, full.http_url)
+    yield holder.close()
+    assert seen["ownStatus"] == "Connected"
+    assert "HTTP 403: Origin not allowed" in seen["namedStatus"], seen["namedStatus"]
+    assert "allowed_origins" in seen["namedStatus"] and "Retrying" not in seen["namedStatus"]
+    refused = _error(seen["namedClient"], "disconnected")
+    assert (refused["status"], refused["reason"], refused["closeCode"], refused["retries"]) == (
+        403, "Origin not allowed", 1006, 0)
+    assert "HTTP 503: Too many connections" in seen["fullStatus"] and "Retrying" in seen["fullStatus"]
 
 
 @pytest_twisted.inlineCallbacks

@@ -36,8 +36,17 @@ def test_allowed_origins_match_exactly_with_default_ports(make_server):
         info, _ = yield in_thread(websockets_exchange, server.url, [], origin=origin)
         assert info["event"] == "connection_info"
     for origin in ("https://app.example.com.evil.net", "http://app.example.com", "https://evil-app.example.com",
-                   "http://localhost:8081", f"http://127.0.0.1:{server.port}"):
+                   "http://localhost:8081", f"http://127.0.0.1:{server.port + 1}"):
         assert (yield in_thread(refused_status, server.url, origin=origin)) == 403, origin
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_servers_own_origin_is_accepted_whatever_the_list_holds(make_server):
+    server = yield make_server(allowed_origins=["https://app.example.com"])
+    info, _ = yield in_thread(websockets_exchange, server.url, [], origin=f"http://127.0.0.1:{server.port}")
+    assert info["event"] == "connection_info"
+    rebound = f"evil.example:{server.port}"  # the DNS-rebinding guard holds with a list too
+    assert "403" in (yield in_thread(raw_upgrade_status, server.port, rebound, f"http://{rebound}"))
 
 
 @pytest_twisted.inlineCallbacks
@@ -45,6 +54,31 @@ def test_a_star_allows_every_origin(make_server):
     server = yield make_server(allowed_origins=["*"])
     info, _ = yield in_thread(websockets_exchange, server.url, [], origin="http://anything.example")
     assert info["event"] == "connection_info"
+
+
+@pytest.mark.parametrize("path, headers, expected", [
+    ("/ws", {}, (426, "Upgrade Required: this path speaks WebSocket")),
+    ("/ws?origin=http%3A%2F%2Fevil.example", {}, (403, "Origin not allowed")),
+    ("/ws?origin=http%3A%2F%2Fevil.example", {"Origin": "OWN"}, (426, None)),  # the header wins
+    ("/ws", {"Origin": "http://evil.example"}, (403, "Origin not allowed")),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_plain_get_of_the_upgrade_path_says_why_an_upgrade_would_be_refused(server, path, headers, expected):
+    headers = {name: value.replace("OWN", f"http://127.0.0.1:{server.port}") for name, value in headers.items()}
+    status, response_headers, body = yield in_thread(http_get, server.port, path, headers)
+    assert (status, response_headers["access-control-allow-origin"]) == (expected[0], "*")
+    assert json.loads(body)["status"] == expected[0]
+    if expected[1] is not None:
+        assert json.loads(body)["reason"] == expected[1]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_plain_get_of_the_upgrade_path_says_503_when_the_server_is_full(make_server):
+    server = yield make_server(max_connections=1)
+    client = yield connect(server.url)
+    status, _, body = yield in_thread(http_get, server.port, "/ws")
+    assert (status, json.loads(body)["reason"]) == (503, "Too many connections")
+    yield client.close()
 
 
 # -- authentication ----------------------------------------------------------------------------

@@ -140,7 +140,8 @@ def test_connection_info_ping_and_cache_events_answer(server):
     assert info["client_id"] == client.info["client_id"]
     assert isinstance((yield client.request("ping"))["pong"], float)
     assert (yield client.request("cache_stats")) == {"query_cache": {"hits": 0, "misses": 0, "expired": 0,
-                                                                     "size": 0}}
+                                                                     "size": 0},
+                                                     "schema_cache": {"files": 1, "reloads": 0}}
     assert (yield client.request("clear_cache")) == {"cleared": 0}
     yield client.close()
 

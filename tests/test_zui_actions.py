@@ -70,6 +70,11 @@ def test_a_plugin_with_ctx_sees_the_request_and_runs_in_a_worker_thread(make_ser
     yield client.close()
 
 
+def _frames_of_request(client, request_id):
+    """The events of one dispatch (`_forRequestId`) and its reply (`_requestId`), in order."""
+    return [frame for frame in client.frames if request_id in (frame.get("_requestId"), frame.get("_forRequestId"))]
+
+
 @pytest_twisted.inlineCallbacks
 def test_progress_and_display_frames_come_before_the_result_and_only_to_the_asker(make_server):
     server = yield start_engine(make_server)
@@ -78,12 +83,11 @@ def test_progress_and_display_frames_come_before_the_result_and_only_to_the_aske
     reply = yield asker.request_frame("dispatch", zKey="Progress")
     assert reply["result"] == {"counted": 3}
     request_id = reply["_requestId"]
-    frames = [frame for frame in asker.frames if frame.get("_requestId") == request_id]
-    assert frames == [
-        {"event": "progress", "_requestId": request_id, "current": 1, "total": 3, "label": "Counting"},
-        {"event": "progress", "_requestId": request_id, "current": 2, "total": 3, "label": "Counting"},
-        {"event": "progress", "_requestId": request_id, "current": 3, "total": 3, "label": "Counting"},
-        {"event": "display", "_requestId": request_id, "display_event": "text", "data": {"content": "counted"}},
+    assert _frames_of_request(asker, request_id) == [
+        {"event": "progress", "_forRequestId": request_id, "current": 1, "total": 3, "label": "Counting"},
+        {"event": "progress", "_forRequestId": request_id, "current": 2, "total": 3, "label": "Counting"},
+        {"event": "progress", "_forRequestId": request_id, "current": 3, "total": 3, "label": "Counting"},
+        {"event": "display", "_forRequestId": request_id, "display_event": "text", "data": {"content": "counted"}},
         reply,
     ]
     # Anything sent to the bystander before the asker's result would arrive before this pong.
@@ -99,9 +103,9 @@ def test_progress_and_display_from_a_coroutine_on_the_reactor(make_server):
     client = yield connect(server.url)
     reply = yield client.request_frame("dispatch", zKey="Reactor Progress")
     request_id = reply["_requestId"]
-    assert [frame for frame in client.frames if frame.get("_requestId") == request_id] == [
-        {"event": "progress", "_requestId": request_id, "current": 1, "total": 1, "label": None},
-        {"event": "display", "_requestId": request_id, "display_event": "json", "data": {"value": {"a": 1}}},
+    assert _frames_of_request(client, request_id) == [
+        {"event": "progress", "_forRequestId": request_id, "current": 1, "total": 1, "label": None},
+        {"event": "display", "_forRequestId": request_id, "display_event": "json", "data": {"value": {"a": 1}}},
         {"result": "shown", "_requestId": request_id},
     ]
     yield client.close()

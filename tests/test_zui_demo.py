@@ -43,9 +43,10 @@ def test_the_demo_import_reports_progress_the_wizard_and_the_dialog_run(make_ser
     asked = yield client.next_event("input_request")
     assert asked["prompt"] == "Create an account"
     client.send({"event": "input_response", "requestId": asked["requestId"],
-                 "value": {"username": "ada", "email": "ada@example.org", "age": "36"}})
+                 "value": {"username": "ada", "email": "ada@example.org", "password": "correct horse", "age": "36"}})
     assert (yield answered) == {"registered": "ada", "form": {"username": "ada", "email": "ada@example.org",
-                                                              "age": 36, "newsletter": None}}
+                                                              "password": "correct horse", "age": 36,
+                                                              "newsletter": None}}
     yield client.close()
 
 

@@ -54,7 +54,7 @@ def test_without_data_the_server_asks_with_input_request_and_continues_on_input_
     answered = client.request_frame("dispatch", zKey="Profile")
     asked = yield client.next_event("input_request")
     assert asked["prompt"] == "Your profile"
-    assert asked["_requestId"] == 1
+    assert asked["_forRequestId"] == 1 and "_requestId" not in asked
     assert asked["fields"][:2] == [{"name": "name", "type": "string", "required": True, "label": "Name"},
                                    {"name": "age", "type": "int", "required": True, "label": "age"}]
     assert [field["name"] for field in asked["fields"]] == ["name", "age", "ratio", "admin", "email", "secret"]
@@ -89,7 +89,8 @@ def test_an_unanswered_input_request_times_out_and_a_late_or_foreign_answer_is_i
     assert conn.pending_inputs == {}
     client.send({"event": "input_response", "requestId": asked["requestId"], "value": {"answer": 1}})
     assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}  # no reply to the late answer
-    assert [frame for frame in client.frames if frame.get("_requestId") == reply["_requestId"]] == [asked, reply]
+    assert asked["_forRequestId"] == reply["_requestId"]
+    assert [frame for frame in client.frames if frame.get("_requestId") == reply["_requestId"]] == [reply]
     yield client.close()
     yield other.close()
 

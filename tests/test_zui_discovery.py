@@ -32,6 +32,7 @@ def test_introspect_describes_dialog_fields_link_targets_wizard_steps_and_zback(
     client = yield connect(server.url)
     profile = yield client.request("introspect", zKey="Profile")
     assert profile["kind"] == "dialog" and profile["description"] == "Edit the profile"
+    assert profile["prompt"] == "Your profile"
     assert profile["fields"][0] == {"name": "name", "type": "string", "required": True, "label": "Name",
                                     "min": 2, "max": 10}
     assert profile["fields"][5]["pattern"] == "[A-Z][a-z]+[0-9]"

@@ -1,5 +1,5 @@
 """Per-command roles with auth on: discover hides, dispatch and introspect forbid, and
-clear_cache needs the admin role."""
+clear_cache and set_cache_ttl need the admin role."""
 
 
 import pytest
@@ -83,6 +83,21 @@ def test_clear_cache_needs_the_admin_role_when_auth_is_on(make_server, tokens_fi
         yield user.request("clear_cache")
     assert caught.value.code == "forbidden"
     assert (yield admin.request("clear_cache")) == {"cleared": 1}
+    yield user.close()
+    yield admin.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_set_cache_ttl_needs_the_admin_role_when_auth_is_on(make_server, tokens_file):
+    server = yield start_with_auth(make_server, tokens_file)
+    user = yield connect(server.url, token="user-token")
+    admin = yield connect(server.url, token="admin-token")
+    with pytest.raises(BifrostError) as caught:
+        yield user.request("set_cache_ttl", ttl=5)
+    assert caught.value.code == "forbidden"
+    assert (yield user.request("introspect", zKey="Cached Count"))["cache_ttl"] == 60
+    assert (yield admin.request("set_cache_ttl", ttl=5))["ttl"] == 5
+    assert (yield user.request("introspect", zKey="Cached Count"))["cache_ttl"] == 5
     yield user.close()
     yield admin.close()
 

@@ -161,11 +161,13 @@ def normalize_origin(origin):
 
 
 class OriginPolicy:
-    """PROTOCOL.md section 2 step 2: exact matches only, same-origin when no list is set.
+    """PROTOCOL.md section 2 step 2: the server's own origin always, listed origins exactly.
 
-    Same-origin also requires the `Host` to be an IP address or `localhost`: a page of
-    `http://evil.example` whose name was re-pointed at 127.0.0.1 (DNS rebinding) sends a
-    matching Origin and Host, so a named host must be listed in `allowed_origins`.
+    Same-origin (the Origin's host and port equal the `Host` header) is accepted whatever
+    `allowed_origins` holds, so the page at `/` works behind any list; it also requires the
+    `Host` to be an IP address or `localhost`: a page of `http://evil.example` whose name was
+    re-pointed at 127.0.0.1 (DNS rebinding) sends a matching Origin and Host, so a named host
+    must be listed in `allowed_origins`.
     """
 
     def __init__(self, allowed_origins):
@@ -178,11 +180,13 @@ class OriginPolicy:
         normalized = normalize_origin(origin)
         if normalized is None:
             return False
-        if self.allowed:
-            return normalized in self.allowed
-        scheme = normalized.split("://", 1)[0]
-        host = normalize_origin(f"{scheme}://{host_header}") if host_header else None
-        return host == normalized and _not_rebindable(urlsplit(host).hostname)
+        return normalized in self.allowed or _same_origin(normalized, host_header)
+
+
+def _same_origin(normalized, host_header):
+    scheme = normalized.split("://", 1)[0]
+    host = normalize_origin(f"{scheme}://{host_header}") if host_header else None
+    return host == normalized and _not_rebindable(urlsplit(host).hostname)
 
 
 def _not_rebindable(hostname):

@@ -14,6 +14,14 @@ class QueryCache:
         self._clock = clock
         self._entries = OrderedDict()  # key -> (expires_at, value)
         self.hits = self.misses = self.expired = 0
+        self.ttl_override = None  # seconds set by `set_cache_ttl`, for every command that caches
+
+    def ttl_for(self, declared):
+        """The TTL a command caches with: None when it declares no caching, else the
+        `set_cache_ttl` value when one was set (0: caching off), else its own `cache_ttl`."""
+        if declared is None or self.ttl_override is None:
+            return declared
+        return self.ttl_override
 
     def get(self, key):
         """(True, value) on a hit, (False, None) on a miss or an expired entry."""

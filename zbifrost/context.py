@@ -2,7 +2,7 @@
 
 `Session` is a client's place in the zUI (file, block, history for zBack). `RequestContext`
 is the `ctx` of actions and plugin functions; its progress, display and input_request frames
-go through an `Asker`: built with `messages.event_frame`, carrying the request's `_requestId`,
+go through an `Asker`: built with `messages.event_frame`, naming the request in `_forRequestId`,
 handed to the asking connection's `send_frame` only, from any thread.
 """
 
@@ -47,8 +47,8 @@ class Session:
 
 
 class Asker:
-    """The way back to the client that sent one request: its frames carry the request's
-    `_requestId`, go to that client only, and stop once the request has been answered."""
+    """The way back to the client that sent one request: its frames name the request in
+    `_forRequestId`, go to that client only, and stop once the request has been answered."""
 
     __slots__ = ("conn", "request_id", "reactor", "answered")
 

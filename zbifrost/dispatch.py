@@ -70,7 +70,9 @@ class Dispatcher:
             raise RequestError(FORBIDDEN, f"Your role may not run {quote(zkey)}")
         cache_key = None
         if command.cache_ttl is not None:
-            cache_key = _cache_key(zfile, block.name, command.key, args, data, role)
+            cache_ttl = self.cache.ttl_for(command.cache_ttl)
+            if cache_ttl:  # 0: set_cache_ttl turned caching off
+                cache_key = _cache_key(zfile, block.name, command.key, args, data, role)
             if cache_key is not None and not no_cache:
                 hit, value = self.cache.get(cache_key)
                 if hit:
@@ -89,10 +91,10 @@ class Dispatcher:
                 result.addBoth(asker.finished)
         if type(result) is not Deferred:
             if cache_key is not None:
-                self.cache.put(cache_key, result, command.cache_ttl)
+                self.cache.put(cache_key, result, cache_ttl)
             return result
         if cache_key is not None:
-            result.addCallback(self._store, cache_key, command.cache_ttl)
+            result.addCallback(self._store, cache_key, cache_ttl)
         return result
 
     def _store(self, value, cache_key, ttl):

@@ -27,8 +27,9 @@ from .metrics import Metrics
 from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
 from .thread_pool import FairThreadPool
 
-FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "progress",
-            "input", "channel_history"]
+# `realtime_sync` (zBifrost 1.5.4's name) is listed with `channels`: channels are its realtime sync.
+FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "realtime_sync",
+            "progress", "input", "channel_history"]
 
 log = Logger()
 
@@ -145,6 +146,18 @@ class BifrostServerFactory(WebSocketServerFactory):
                                                     "offset": found["offset"]})
 
     # -- the client registry ---------------------------------------------------------------
+
+    def refusal(self, origin, host):
+        """Why an upgrade with this Origin and Host header would be refused now, in the order of
+        PROTOCOL.md section 2: (reason for the log, HTTP status, text), or None."""
+        if self.stopping:
+            return "stopping", 503, "Server is shutting down"
+        # the connection asking is one of the handshakes still in progress
+        if len(self.clients) + len(self.handshakes) > self.config.max_connections:
+            return "max_connections", 503, "Too many connections"
+        if not self.origin_policy.allows(origin, host):
+            return "origin", 403, "Origin not allowed"
+        return None
 
     def register(self, conn):
         """Add an open connection to the registry; returns its new, unique client id."""

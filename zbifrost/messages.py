@@ -22,6 +22,7 @@ TOO_MANY_REQUESTS = "too_many_requests"
 TIMEOUT = "timeout"
 COMMAND_FAILED = "command_failed"
 SHUTTING_DOWN = "shutting_down"
+NOT_AVAILABLE = "not_available"
 
 _MAX_ECHO = 120  # longest piece of client text quoted back in an error message
 MAX_DEPTH = 64  # levels of nesting in a client message (PROTOCOL.md section 7)
@@ -65,8 +66,9 @@ def quote(text):
 def parse(payload):
     """Decode one frame (text or binary: both hold UTF-8 JSON) into a message dict.
 
-    Raises RequestError(bad_json | bad_message). A message with no `event` but a `zKey` or
-    `cmd` is a `dispatch` (compatible with zBifrost 1.5 clients).
+    Raises RequestError(bad_json | bad_message). A message with no `event` takes its event
+    from a string `action`, or else is a `dispatch` when it has a `zKey` or `cmd` (both the
+    legacy forms of zBifrost 1.5 clients; a message with `event` never looks at them).
     """
     try:
         message = orjson.loads(payload)
@@ -78,7 +80,10 @@ def parse(payload):
         raise RequestError(BAD_MESSAGE, "A message must be a JSON object")
     event = message.get("event")
     if type(event) is not str:
-        if event is None and ("zKey" in message or "cmd" in message):
+        action = message.get("action") if event is None else False  # a non-string event stays an error
+        if type(action) is str:
+            message["event"] = action
+        elif action is None and ("zKey" in message or "cmd" in message):
             message["event"] = "dispatch"
         else:
             raise RequestError(BAD_MESSAGE, "A message needs a string field 'event'")
@@ -144,10 +149,12 @@ def error_frame(err, req_id):
     return encode(frame)
 
 
-def event_frame(event, req_id=None, **fields):
+def event_frame(event, for_request_id=None, **fields):
+    """An event frame; one that belongs to a running dispatch names it in `_forRequestId`
+    (never `_requestId`, which marks the final reply: PROTOCOL.md section 4)."""
     frame = {"event": event}
-    if req_id is not None:
-        frame["_requestId"] = req_id
+    if for_request_id is not None:
+        frame["_forRequestId"] = for_request_id
     frame.update(fields)
     return encode(frame)
 

@@ -108,13 +108,11 @@ class BifrostServerProtocol(WebSocketServerProtocol):
 
     def _check_request(self, request):
         server = self.factory
-        if server.stopping:
-            self._refuse("stopping", request, ConnectionDeny.SERVICE_UNAVAILABLE, "Server is shutting down")
-        # this connection is one of the handshakes still in progress
-        if len(server.clients) + len(server.handshakes) > server.config.max_connections:
-            self._refuse("max_connections", request, ConnectionDeny.SERVICE_UNAVAILABLE, "Too many connections")
-        if not server.origin_policy.allows(request.headers.get("origin"), request.headers.get("host")):
-            self._refuse("origin", request, ConnectionDeny.FORBIDDEN, "Origin not allowed")
+        refusal = server.refusal(request.headers.get("origin"), request.headers.get("host"))
+        if refusal is not None:
+            reason, status, text = refusal
+            self._log_refusal(reason, request)
+            raise ConnectionDeny(status, text)
         if server.tokens is None:
             self.identity = server.anonymous
         else:
@@ -126,10 +124,6 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             else:
                 self.identity = {"authenticated": True, "user": found.user, "role": found.role}
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
-
-    def _refuse(self, reason, request, status, text):
-        self._log_refusal(reason, request)
-        raise ConnectionDeny(status, text)
 
     def _log_refusal(self, reason, request):
         """Count and log a refused connection: the reason and the peer, never a token."""

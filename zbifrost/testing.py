@@ -7,8 +7,9 @@
     yield server.stop()
 
 `start_server` runs a real zbifrost inside the running reactor on an ephemeral loopback port;
-`connect` opens a real Autobahn WebSocket client to it. Replies are matched by `_requestId`;
-an error reply fails the Deferred with `BifrostError` (`.code`, `.message`, `.reply`).
+`connect` opens a real Autobahn WebSocket client to it. Replies are matched by `_requestId`
+(the progress, display and input_request events of a dispatch name it in `_forRequestId` and
+are read with `next_event`); an error reply fails the Deferred with `BifrostError` (`.code`, `.message`, `.reply`).
 """
 
 import itertools
@@ -124,7 +125,7 @@ class BifrostTestClient:
             self.info = frame["data"]
             self._ready.callback(self)
             return
-        waiting = self._pending.pop(frame.get("_requestId"), None) if "event" not in frame else None
+        waiting = self._pending.pop(frame.get("_requestId"), None)
         if waiting is not None:
             if "error" in frame:
                 waiting.errback(BifrostError(frame))

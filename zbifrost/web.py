@@ -1,11 +1,12 @@
 """The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1, 7 and 8).
 
 `/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
-`/healthz`, `/metrics`, `/bifrost.js`, the demo page at `/` and `POST /api/publish`. Every TCP
-connection starts its handshake deadline at accept (`_Channel`), and a request with a body is
-refused with 413 before any of the body is read, except a `POST /api/publish` whose
-Content-Length is within `max_message_size` (its body is held in memory, never spooled to
-disk). After an upgrade the socket belongs to Autobahn: nothing here sees WebSocket frames.
+`/healthz`, `/metrics`, `/bifrost.js`, the demo page at `/`, at `/ws` the reason an upgrade
+would be refused, and `POST /api/publish`. Every TCP connection starts its handshake deadline
+at accept (`_Channel`), and a request with a body is refused with 413 before any of the body is
+read, except a `POST /api/publish` whose Content-Length is within `max_message_size` (its body
+is held in memory, never spooled to disk). After an upgrade the socket belongs to Autobahn:
+nothing here sees WebSocket frames.
 """
 
 import io
@@ -35,13 +36,43 @@ def _is_upgrade(request):
 
 
 class _WebSocketOnly(WebSocketResource):
-    """Autobahn's resource, releasing the HTTP channel's idle timer once it has the socket."""
+    """Autobahn's resource, releasing the HTTP channel's idle timer once it has the socket.
+
+    A plain request (no upgrade) to an upgrade path gets the status and reason an upgrade
+    would get now: a browser's WebSocket reports every refused upgrade as 1006 alone, so a
+    page asks here why. The Origin judged is the request's own, or, since browsers send none
+    on a same-origin GET, the `origin` query parameter (`?origin=<location.origin>`)."""
+
+    def __init__(self, factory):
+        super().__init__(factory)
+        self.bifrost = factory
 
     def render(self, request):
+        if not _is_upgrade(request):
+            return self._explain(request)
         channel = request.channel
         result = super().render(request)
         channel.setTimeout(None)
         return result
+
+
+    def _explain(self, request):
+        origin = request.getHeader("origin") or _first(request.args.get(b"origin"))
+        refusal = self.bifrost.refusal(origin, request.getHeader("host"))
+        if refusal is None:
+            status, text = 426, "Upgrade Required: this path speaks WebSocket"
+            request.setHeader(b"upgrade", b"websocket")
+        else:
+            _, status, text = refusal
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"access-control-allow-origin", b"*")  # any page may learn why it was refused
+        request.setHeader(b"cache-control", b"no-store")
+        return orjson.dumps({"status": status, "reason": text})
+
+
+def _first(values):
+    return values[0].decode("utf-8", "replace") if values else None
 
 
 class _Page(resource.Resource):

@@ -12,8 +12,11 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const CHROMIUM = '/usr/bin/chromium';
+// NAMED_HOST reaches the server under a host name, as a page served through a proxy does.
+const NAMED_HOST = 'zbifrost.test';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  `--host-resolver-rules=MAP ${NAMED_HOST} 127.0.0.1`];
 const WAIT_MS = 15000;
 
 const [name, base, artifacts, ...extra] = process.argv.slice(2);
@@ -63,6 +66,28 @@ async function submitDialog(page, button, values) {
   return {title, entry: await finishedEntry(page, before)};
 }
 
+// The lines of the first (newest) result's rendered value, as {tag: text} of its elements.
+const shapes = async (page, button) => {
+  await runFromMenu(page, button);
+  return page.locator('#results > li').first().locator('.body > *').evaluateAll((nodes) =>
+    nodes.map((node) => ({tag: node.tagName.toLowerCase(), className: node.className, text: node.innerText})));
+};
+
+// The newest result's raw JSON, after a click on its toggle.
+async function rawJson(page) {
+  const entry = page.locator('#results > li').first();
+  await entry.getByRole('button', {name: 'Raw JSON'}).click();
+  return entry.locator('pre.raw').innerText();
+}
+
+// Where the page says the client is: breadcrumb, heading, menu, Connection panel.
+const place = async (page) => ({
+  breadcrumb: await page.locator('#breadcrumb li').allInnerTexts(),
+  heading: await page.locator('#menu-title').innerText(),
+  menu: (await menu(page)).map((item) => item.name),
+  info: await page.locator('#info').innerText(),
+});
+
 const menu = (page) => page.locator('#menu button').evaluateAll((buttons) =>
   buttons.map((button) => ({name: button.textContent, disabled: button.disabled})));
 
@@ -71,7 +96,7 @@ const OUTCOME = `
   window.outcome = (promise) => promise.then(
     (result) => ({result}),
     (err) => ({error: err.constructor.name, code: err.code, message: err.message, details: err.details,
-               closeCode: err.closeCode, reason: err.reason}));
+               closeCode: err.closeCode, reason: err.reason, status: err.status}));
 `;
 
 const scenarios = {
@@ -79,26 +104,107 @@ const scenarios = {
   async ping(context) {
     const page = await openDemo(context);
     const entry = await runFromMenu(page, 'Ping');
+    await page.screenshot({path: join(artifacts, 'page-default.png')});
     return {menu: await menu(page), entry, info: await page.locator('#info').innerText(),
       heading: await page.locator('#menu-title').innerText(), errors: page.errors};
   },
 
-  // The bundled demo workspace (zui/zUI.demo.yaml) end to end; docs/demo-page.png is a copy
-  // of its screenshot.
+  // The bundled demo workspace (zui/zUI.demo.yaml) end to end, with every request the page
+  // makes recorded (it must need nothing but its own server); docs/demo-page.png (a table
+  // result among others) is a copy of its screenshot.
   async tour(context) {
+    const foreign = [];
+    await context.route((url) => url.origin !== base, (route) => {
+      foreign.push(route.request().url());
+      return route.abort();
+    });
     const page = await openDemo(context);
     const root = await menu(page);
     const ping = await runFromMenu(page, 'Ping');
     const imported = await runFromMenu(page, 'Import Records');
-    const signUp = await submitDialog(page, 'Sign Up', {'User name': 'ada', Email: 'ada@example.org', Age: '36'});
+    const wizard = await runFromMenu(page, 'Setup Wizard');
+    const signUp = await submitDialog(page, 'Sign Up',
+      {'User name': 'ada', Email: 'ada@example.org', Password: 'correct horse', Age: '36'});
+    const raw = await rawJson(page);
     await runFromMenu(page, 'Tools');
     await page.locator('#menu-title', {hasText: 'Tools'}).waitFor({timeout: WAIT_MS});
     const tools = await menu(page);
-    const colors = await runFromMenu(page, 'Colors');
+    const whoAmI = await shapes(page, 'Who Am I');
+    const time = [await runFromMenu(page, 'Server Time'), await runFromMenu(page, 'Server Time')];
+    const cached = await page.locator('#results > li').first().locator('.badge').allInnerTexts();
+    const colors = await shapes(page, 'Colors');
     await page.screenshot({path: join(artifacts, 'demo-page.png'), fullPage: true});
     await runFromMenu(page, 'zBack');
     await page.locator('#menu-title', {hasText: 'root'}).waitFor({timeout: WAIT_MS});
-    return {root, ping, imported, signUp, tools, colors, errors: page.errors};
+    return {root, ping, imported, wizard, signUp, raw, tools, whoAmI, time, cached, colors, foreign,
+      messageClass: await page.locator('#results > li').nth(-1).locator('.message').getAttribute('class'),
+      errors: page.errors};
+  },
+
+  // Navigation on the demo workspace: the breadcrumb, zBack where the block has none, and the
+  // Connection panel following zLink across files.
+  async navigation_demo(context) {
+    const page = await openDemo(context);
+    const atRoot = await place(page);
+    await runFromMenu(page, 'Level 1 Menu');
+    await page.locator('#menu-title', {hasText: 'Level1Menu'}).waitFor({timeout: WAIT_MS});
+    const linked = await place(page);
+    await runFromMenu(page, 'zBack');
+    await page.locator('#menu-title', {hasText: 'root'}).waitFor({timeout: WAIT_MS});
+    return {atRoot, linked, back: await place(page), errors: page.errors};
+  },
+
+  // The Sign Up form rejected by the server: it stays open with the typed values and each
+  // field's problem (docs/page-form-error.png), then goes through once they are fixed.
+  async form_errors(context) {
+    const page = await openDemo(context);
+    const before = await page.locator('#results > li').count();
+    await page.getByRole('button', {name: 'Sign Up', exact: true}).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.waitFor({timeout: WAIT_MS});
+    const typed = {'User name': 'A!', Email: 'not-an-email', Password: 'hunter2', Age: '7'};
+    for (const [label, value] of Object.entries(typed)) await dialog.getByLabel(label).fill(value);
+    await dialog.getByRole('button', {name: 'Submit'}).click();
+    await dialog.locator('.field-problem:not([hidden])').first().waitFor({timeout: WAIT_MS});
+    await page.screenshot({path: join(artifacts, 'page-form-error.png')});
+    const problems = await dialog.locator('.field').evaluateAll((fields) => fields.map((field) => ({
+      label: field.querySelector('label').childNodes[0].textContent,
+      value: field.querySelector('input').value,
+      type: field.querySelector('input').type,
+      invalid: field.querySelector('input').getAttribute('aria-invalid'),
+      problem: field.querySelector('.field-problem').hidden ? null : field.querySelector('.field-problem').textContent,
+    })));
+    const focused = await page.evaluate(() => document.activeElement.name);
+    await dialog.getByLabel('User name').fill('ada');
+    await dialog.getByLabel('Email').fill('ada@example.org');
+    await dialog.getByLabel('Password').fill('correct horse');
+    await dialog.getByLabel('Age').fill('36');
+    await dialog.getByRole('button', {name: 'Submit'}).click();
+    const entry = await finishedEntry(page, before);
+    return {problems, focused, entry, dialogOpen: await dialog.isVisible(), raw: await rawJson(page),
+      pageText: await page.locator('body').innerText(), errors: page.errors};
+  },
+
+  // The look: light and dark themes follow the system, a phone-sized window needs no sideways
+  // scrolling, and the menu works from the keyboard.
+  async look(context) {
+    const page = await openDemo(context);
+    const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    await page.emulateMedia({colorScheme: 'light'});
+    const light = await background();
+    await page.emulateMedia({colorScheme: 'dark'});
+    const dark = await background();
+    await page.screenshot({path: join(artifacts, 'page-dark.png')});
+    await page.setViewportSize({width: 390, height: 800});
+    const phone = await page.evaluate(() => ({scroll: document.documentElement.scrollWidth, width: innerWidth}));
+    await page.screenshot({path: join(artifacts, 'page-phone.png'), fullPage: true});
+    const before = await page.locator('#results > li').count();
+    await page.locator('#menu button').first().focus();
+    await page.keyboard.press('ArrowDown');
+    const second = await page.evaluate(() => document.activeElement.textContent);
+    await page.keyboard.press('Enter');
+    const entry = await finishedEntry(page, before);
+    return {light, dark, phone, second, entry, errors: page.errors};
   },
 
   // BifrostClient's rejections: server error codes, its own timeout, and `disconnected`.
@@ -141,6 +247,30 @@ const scenarios = {
     }, token);
     const allowed = await openDemo(context, `?token=${encodeURIComponent(token)}`);
     return {refusedPage, client, allowedPage: await allowed.locator('#info').innerText()};
+  },
+
+  // The page of a server with an allowed_origins list connects (its own origin); under a
+  // host name that is not listed (the DNS-rebinding guard) it says why and does not retry;
+  // on a full server (`extra[0]`) it says why and retries.
+  async refusals(context) {
+    const own = await openDemo(context);
+    const ownStatus = await own.locator('#status').innerText();
+    const named = await context.newPage();
+    await named.goto(base.replace('127.0.0.1', NAMED_HOST) + '/');
+    await named.locator('#status[data-state="down"]').waitFor({timeout: WAIT_MS});
+    const namedStatus = await named.locator('#status').innerText();
+    await named.addScriptTag({content: OUTCOME});
+    const namedClient = await named.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      let retries = 0;
+      const client = new BifrostClient(undefined, {hooks: {onReconnecting: () => retries++}});
+      const connected = await outcome(client.connect());
+      return {...connected, retries};
+    });
+    const full = await context.newPage();
+    await full.goto(`${extra[0]}/`);
+    await full.locator('#status', {hasText: 'Retrying'}).waitFor({timeout: WAIT_MS});
+    return {ownStatus, namedStatus, namedClient, fullStatus: await full.locator('#status').innerText()};
   },
 
   // A page whose main thread is busy for 2 s right after connect(), so that it handles the

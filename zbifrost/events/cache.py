@@ -1,16 +1,34 @@
-"""`cache_stats` and `clear_cache`: the query cache seen from a client."""
+"""`cache_stats`, `clear_cache` and `set_cache_ttl`: the query cache (and the zUI file cache)
+seen from a client."""
 
-from ..messages import FORBIDDEN, RequestError
+from ..messages import FORBIDDEN, MISSING_FIELD, RequestError
 
 
 def cache_stats(conn, message, request_id):
-    return {"query_cache": conn.server.cache.stats()}
+    return {"query_cache": conn.server.cache.stats(), "schema_cache": conn.server.workspace.stats()}
+
+
+def _require_admin(conn, event):
+    """With auth on, only the admin role may change the cache; with auth off, anyone may."""
+    if conn.server.config.require_auth and conn.identity["role"] != "admin":
+        raise RequestError(FORBIDDEN, f"{event} needs the admin role")
 
 
 def clear_cache(conn, message, request_id):
-    if conn.server.config.require_auth and conn.identity["role"] != "admin":
-        raise RequestError(FORBIDDEN, "clear_cache needs the admin role")
+    _require_admin(conn, "clear_cache")
     return {"cleared": conn.server.cache.clear()}
 
 
-HANDLERS = {"cache_stats": cache_stats, "clear_cache": clear_cache}
+def set_cache_ttl(conn, message, request_id):
+    """zBifrost 1.5.4's event: one TTL for every command that declares caching (0: off)."""
+    _require_admin(conn, "set_cache_ttl")
+    ttl = message.get("ttl")
+    if type(ttl) not in (int, float) or ttl < 0:
+        raise RequestError(MISSING_FIELD, "Missing or invalid field 'ttl': expected a number of seconds >= 0")
+    cache = conn.server.cache
+    cache.ttl_override = ttl
+    cache.clear()
+    return {"message": f"Query cache TTL set to {ttl:g}s", "ttl": ttl}
+
+
+HANDLERS = {"cache_stats": cache_stats, "clear_cache": clear_cache, "set_cache_ttl": set_cache_ttl}

@@ -1,6 +1,7 @@
-"""`discover` and `introspect`: what the client's role may run in its current zUI file."""
+"""`discover` and `introspect`: what the client's role may run in its current zUI file
+(and `get_schema`, zBifrost 1.5.4's data-model query, which has nothing to answer here)."""
 
-from ..messages import FORBIDDEN, RequestError, optional_field, quote, require_string
+from ..messages import FORBIDDEN, NOT_AVAILABLE, RequestError, optional_field, quote, require_string
 
 
 def discover(conn, message, request_id):
@@ -20,7 +21,13 @@ def introspect(conn, message, request_id):
     _, block, command = conn.server.dispatcher.resolve(conn.session, zkey, zblock)
     if not command.allows(conn.identity["role"]):
         raise RequestError(FORBIDDEN, f"Your role may not run {quote(zkey)}")
-    return command.describe(block.name if block is not None else conn.session.zblock)
+    info = command.describe(block.name if block is not None else conn.session.zblock)
+    info["cache_ttl"] = conn.server.cache.ttl_for(command.cache_ttl)  # after any set_cache_ttl
+    return info
 
 
-HANDLERS = {"discover": discover, "introspect": introspect}
+def get_schema(conn, message, request_id):
+    raise RequestError(NOT_AVAILABLE, "get_schema is not available: zbifrost has no data models")
+
+
+HANDLERS = {"discover": discover, "introspect": introspect, "get_schema": get_schema}

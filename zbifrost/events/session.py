@@ -21,7 +21,7 @@ def connection_info(conn, message=None, request_id=None):
                     "zBlock": conn.session.zblock, "mode": "zBifrost"},
         "limits": {"max_message_size": config.max_message_size, "rate": _number(config.rate), "burst": config.burst,
                    "max_in_flight": config.max_in_flight},
-        "cache_stats": {"query_cache": server.cache.stats()},
+        "cache_stats": {"query_cache": server.cache.stats(), "schema_cache": server.workspace.stats()},
     }
 
 

@@ -1,6 +1,7 @@
 // bifrost.js: the zbifrost browser client, an ES module with no dependencies (PROTOCOL.md).
 //
-// It owns one WebSocket: request/reply matching by `_requestId`, the server's events
+// It owns one WebSocket: request/reply matching by `_requestId` (a request's progress,
+// display and input_request events name it in `_forRequestId`), the server's events
 // (progress, display, input_request, message, server_shutdown), channel subscriptions, and
 // reconnection with exponential backoff. It knows nothing about pages or zUI menus.
 //
@@ -10,7 +11,8 @@
 //   const result = await client.dispatch('^Ping'); // {message: 'Pong!'}
 //
 // hooks (all optional): onConnected(info) on every connection_info; onDisconnected({code,
-// reason, wasClean}); onReconnecting(attempt, delayMs); onProgress({current, total, label},
+// reason, wasClean, refusal}), where `refusal` ({status, reason}) says why the server refused
+// the upgrade (403 origin, 503 full or stopping); onReconnecting(attempt, delayMs); onProgress({current, total, label},
 // requestId); onDisplay(frame, requestId); onInput(input_request frame) returns (or resolves
 // to) the value sent back as input_response, or undefined to send nothing;
 // onServerShutdown(); onMessage(frame) for every frame received; onRecovered(channel,
@@ -23,12 +25,15 @@
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30000;
 const CLOSE_POLICY = 1008; // authentication failures (and rate-limit abuse): never retried
+const CLOSE_ABNORMAL = 1006; // what a browser reports for a refused upgrade, whatever the reason
+const HOPELESS_STATUS = 403; // a refused origin: retrying cannot help (503 can: retried)
 
 // An error reply (`code` from PROTOCOL.md section 3, `details` when the server sent them), or
 // one of the client's own: `timeout` (no reply in time) and `disconnected` (the connection
-// closed first; `closeCode` and `reason` say how).
+// closed first; `closeCode` and `reason` say how, and `status` is the HTTP status of a refused
+// upgrade).
 export class BifrostError extends Error {
-  constructor(code, message, {details, closeCode, reason} = {}) {
+  constructor(code, message, {details, closeCode, reason, status} = {}) {
     super(message);
     this.name = 'BifrostError';
     this.code = code;
@@ -37,6 +42,7 @@ export class BifrostError extends Error {
       this.closeCode = closeCode;
       this.reason = reason;
     }
+    if (status !== undefined) this.status = status;
   }
 }
 
@@ -55,7 +61,7 @@ export class BifrostClient {
     this.info = null; // connection_info.data of the current connection; null when there is none
     this._socket = null;
     this._nextId = 1;
-    this._pending = new Map(); // _requestId -> {resolve, reject, timeout, timer, onProgress, onDisplay}
+    this._pending = new Map(); // _requestId -> {resolve, reject, timeout, timer, onProgress, onDisplay, onReply}
     this._channels = new Map(); // channel -> Set of handlers
     this._positions = new Map(); // channel -> {epoch, offset} of the last message or subscribe reply
     this._closing = false; // disconnect() was called
@@ -66,7 +72,8 @@ export class BifrostClient {
 
   // Resolves with connection_info.data. With `reconnect`, failed attempts are retried; it
   // rejects with a BifrostError `disconnected` carrying the close code and reason when the
-  // server refuses the client (1008 "Authentication required" / "Invalid token"), when a
+  // server refuses the client (1008 "Authentication required" / "Invalid token", or an
+  // upgrade refused with 403 "Origin not allowed", with its `status`), when a
   // first attempt fails without `reconnect`, or on disconnect().
   connect() {
     if (this.info) return Promise.resolve(this.info);
@@ -97,15 +104,16 @@ export class BifrostClient {
     this._socket?.close(1000);
   }
 
-  // Any event; resolves with the reply's `result`. options: timeout, and onProgress(progress,
-  // requestId) / onDisplay(frame, requestId) for this request's progress and display events.
-  request(event, fields = {}, {timeout = this.timeout, onProgress, onDisplay} = {}) {
+  // Any event; resolves with the reply's `result`. options: timeout, onProgress(progress,
+  // requestId) / onDisplay(frame, requestId) for this request's progress and display events,
+  // and onReply(frame) for the whole reply frame (e.g. its `_cached`) before it settles.
+  request(event, fields = {}, {timeout = this.timeout, onProgress, onDisplay, onReply} = {}) {
     if (!this.info) {
       return Promise.reject(new BifrostError('disconnected', 'Not connected'));
     }
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
-      const entry = {resolve, reject, timeout, onProgress, onDisplay, timer: null};
+      const entry = {resolve, reject, timeout, onProgress, onDisplay, onReply, timer: null};
       this._pending.set(id, entry);
       this._arm(id, entry);
       this._socket.send(JSON.stringify({...fields, event, _requestId: id}));
@@ -113,8 +121,8 @@ export class BifrostClient {
   }
 
   // Runs a zUI command. options: args, data, zBlock, no_cache, and the request options above.
-  dispatch(zKey, {timeout, onProgress, onDisplay, ...fields} = {}) {
-    return this.request('dispatch', {...fields, zKey}, {timeout, onProgress, onDisplay});
+  dispatch(zKey, {timeout, onProgress, onDisplay, onReply, ...fields} = {}) {
+    return this.request('dispatch', {...fields, zKey}, {timeout, onProgress, onDisplay, onReply});
   }
 
   // handler(data, from, offset) for each `message` on the channel; kept across reconnections.
@@ -171,15 +179,17 @@ export class BifrostClient {
     const url = this.token ? `${this.url}${this.url.includes('?') ? '&' : '?'}${new URLSearchParams({token: this.token})}` : this.url;
     const socket = new WebSocket(url);
     this._socket = socket;
+    let opened = false;
+    socket.onopen = () => { opened = true; };
     socket.onmessage = (event) => { if (socket === this._socket) this._received(JSON.parse(event.data)); };
-    socket.onclose = (event) => { if (socket === this._socket) this._closed(event); };
+    socket.onclose = (event) => { if (socket === this._socket) this._closed(event, opened); };
   }
 
   _received(msg) {
     this.hooks.onMessage?.(msg);
-    const id = msg._requestId;
+    const id = msg._forRequestId;
     switch (msg.event) {
-      case undefined: return this._reply(msg, id);
+      case undefined: return this._reply(msg, msg._requestId);
       case 'connection_info': return this._connected(msg.data);
       case 'progress': {
         this._rearm(id);
@@ -220,6 +230,7 @@ export class BifrostClient {
     const entry = this._pending.get(id);
     if (!entry) return;
     this._settle(id);
+    entry.onReply?.(msg);
     if ('error' in msg) {
       entry.reject(new BifrostError(msg.code, msg.error, {details: msg.details}));
     } else {
@@ -240,19 +251,53 @@ export class BifrostClient {
     }
   }
 
-  _closed({code, reason, wasClean}) {
+  _closed({code, reason, wasClean}, opened) {
     this._socket = null;
     this.info = null;
     this._rejectPending(code, reason);
-    this.hooks.onDisconnected?.({code, reason, wasClean});
-    if (this.reconnect && !this._closing && code !== CLOSE_POLICY) this._scheduleRetry();
-    else this._failConnect(code, reason);
+    if (opened || code !== CLOSE_ABNORMAL || this._closing) {
+      this._afterClose({code, reason, wasClean});
+    } else {
+      this._askWhyRefused().then((refusal) => this._afterClose({code, reason, wasClean, refusal}));
+    }
   }
 
-  _failConnect(code, reason) {
+  _afterClose({code, reason, wasClean, refusal}) {
+    this.hooks.onDisconnected?.({code, reason, wasClean, refusal});
+    const hopeless = code === CLOSE_POLICY || refusal?.status === HOPELESS_STATUS;
+    if (this.reconnect && !this._closing && !hopeless) this._scheduleRetry();
+    else this._failConnect(code, reason, refusal);
+  }
+
+  // The upgrade never opened, and a browser says only 1006: a plain GET of the upgrade path
+  // answers with the status and reason the server refuses it with (PROTOCOL.md section 2).
+  // Resolves with {status, reason}, or undefined when it was not refused (or nothing answers).
+  async _askWhyRefused() {
+    try {
+      const url = new URL(this.url);
+      url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
+      if (url.pathname.endsWith('/')) url.pathname += 'ws';
+      url.search = ''; // no token: the answer depends on the origin and the server's state only
+      if (globalThis.location) url.searchParams.set('origin', location.origin);
+      const response = await fetch(url, {cache: 'no-store'});
+      if (response.status === 403 || response.status === 503) {
+        return {status: response.status, reason: (await response.json()).reason};
+      }
+    } catch {
+      // the server does not answer at all: a plain lost connection
+    }
+    return undefined;
+  }
+
+  _failConnect(code, reason, refusal) {
     if (!this._firstConnect) return;
     const {reject} = this._firstConnect;
     this._firstConnect = null;
+    if (refusal) {
+      reject(new BifrostError('disconnected', `Connection refused (HTTP ${refusal.status} ${refusal.reason})`,
+        {closeCode: code, reason: refusal.reason, status: refusal.status}));
+      return;
+    }
     reject(new BifrostError('disconnected', `Connection closed (${code}${reason ? ` ${reason}` : ''})`,
       {closeCode: code, reason}));
   }

@@ -252,7 +252,10 @@ class DialogAction:
         return self.on_submit.run(ctx.derive(zConv=form))
 
     def introspect(self):
-        return {"fields": [field.introspect() for field in self.fields]}
+        info = {"fields": [field.introspect() for field in self.fields]}
+        if self.prompt is not None:
+            info["prompt"] = self.prompt
+        return info
 
 
 def only_keys(mapping, allowed, line):

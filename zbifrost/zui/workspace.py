@@ -56,6 +56,10 @@ class Workspace:
             if zpath not in self._loading:
                 yield from loaded.plugin_calls
 
+    def stats(self):
+        """`cache_stats.schema_cache`: the zUI files loaded now, and the reloads since start."""
+        return {"files": len(self._files), "reloads": self.reloads}
+
     def refresh(self):
         """Reload what changed on disk: zUI files first, then plugin modules (so that a plugin
         change is checked against the zUI files now in use)."""
