@@ -11,9 +11,11 @@ import contextlib
 import os
 import sys
 
+import twisted
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
+from . import __version__
 from .config import ConfigError, load_config
 from .service import BifrostService
 
@@ -54,6 +56,11 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["allowed-origin"] = []
+
+    def opt_version(self):
+        """Print zbifrost's version and Twisted's, then exit."""
+        print(f"zbifrost {__version__} (Twisted {twisted.__version__})")
+        raise SystemExit(0)
 
     def opt_listen(self, description):
         """A strports endpoint to listen on, e.g. tcp:18774:interface=0.0.0.0 (repeatable;
