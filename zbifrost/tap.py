@@ -5,6 +5,10 @@ precedence and validation. A bad setting or a port in use ends start-up with one
 stderr and exit status 1, instead of a traceback or a server without a listener; a port in use
 also removes twistd's pidfile and, when twistd has daemonised, reaches the launching command
 through twistd's status pipe, so that it exits at once.
+
+Started by systemd socket activation (LISTEN_FDS for this process) without `--port` or
+`--listen` (on the command line or in `listen:` of the config file), it serves on the inherited
+sockets instead of the configured port.
 """
 
 import contextlib
@@ -18,6 +22,7 @@ from twisted.python import usage
 from . import __version__
 from .config import ConfigError, load_config
 from .service import BifrostService
+from .systemd import inherited_sockets
 
 # flag name -> Config attribute
 _VALUE_FLAGS = {
@@ -113,8 +118,8 @@ class _TwistdService(BifrostService):
     privilegedStartService, after it has written its pidfile and daemonised, before it drops
     privileges)."""
 
-    def __init__(self, config, twistd_options, reactor=None):
-        super().__init__(config, reactor=reactor)
+    def __init__(self, config, twistd_options, reactor=None, inherited_sockets=()):
+        super().__init__(config, reactor=reactor, inherited_sockets=inherited_sockets)
         self.twistd_options = twistd_options
 
     def privilegedStartService(self):
@@ -127,7 +132,8 @@ class _TwistdService(BifrostService):
 def makeService(options, reactor=None):
     try:
         config = load_config(options["config"], overrides=options.overrides())
+        activated = [] if options["port"] or config.listen else inherited_sockets()
         # options.parent: twistd's own options (pidfile, status pipe) when run as `twistd zbifrost`
-        return _TwistdService(config, getattr(options, "parent", None), reactor=reactor)
+        return _TwistdService(config, getattr(options, "parent", None), reactor=reactor, inherited_sockets=activated)
     except ConfigError as err:
         _fail(str(err))
