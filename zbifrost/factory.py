@@ -132,6 +132,13 @@ class BifrostServerFactory(WebSocketServerFactory):
         options["perMessageCompressionAccept"] = staticmethod(options["perMessageCompressionAccept"])
         self.protocol = type(BifrostServerProtocol.__name__, (BifrostServerProtocol,), options)
 
+    def reconfigure(self, config):
+        """Use `config` from now on (a SIGHUP reload): origins and limits apply to the next
+        connection or message; open connections keep their frame size and ping options."""
+        self.config = config
+        self.origin_policy = OriginPolicy(config.allowed_origins)
+        self._set_protocol_options()
+
     # -- the client registry ---------------------------------------------------------------
 
     def register(self, conn):

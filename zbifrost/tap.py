@@ -8,11 +8,12 @@ through twistd's status pipe, so that it exits at once.
 
 Started by systemd socket activation (LISTEN_FDS for this process) without `--port` or
 `--listen` (on the command line or in `listen:` of the config file), it serves on the inherited
-sockets instead of the configured port.
+sockets instead of the configured port. SIGHUP re-reads the config file (zbifrost.reload).
 """
 
 import contextlib
 import os
+import signal
 import sys
 
 import twisted
@@ -21,6 +22,7 @@ from twisted.python import usage
 
 from . import __version__
 from .config import ConfigError, load_config
+from .reload import reload_config
 from .service import BifrostService
 from .systemd import inherited_sockets
 
@@ -118,9 +120,22 @@ class _TwistdService(BifrostService):
     privilegedStartService, after it has written its pidfile and daemonised, before it drops
     privileges)."""
 
-    def __init__(self, config, twistd_options, reactor=None, inherited_sockets=()):
+    def __init__(self, config, twistd_options, reactor=None, inherited_sockets=(), config_file=None,
+                 overrides=None):
         super().__init__(config, reactor=reactor, inherited_sockets=inherited_sockets)
         self.twistd_options = twistd_options
+        self.config_file = config_file
+        self.overrides = overrides
+
+    def startService(self):
+        super().startService()
+        # the handler only schedules the reload: it runs in the reactor thread, between events
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
+
+    def reload(self):
+        self.notifier.notify(RELOADING=1, STATUS="reloading the config file")
+        reload_config(self.factory, self.config_file, self.overrides)
+        self.notifier.notify(READY=1, STATUS=f"{len(self.factory.clients)} clients")
 
     def privilegedStartService(self):
         try:
@@ -134,6 +149,7 @@ def makeService(options, reactor=None):
         config = load_config(options["config"], overrides=options.overrides())
         activated = [] if options["port"] or config.listen else inherited_sockets()
         # options.parent: twistd's own options (pidfile, status pipe) when run as `twistd zbifrost`
-        return _TwistdService(config, getattr(options, "parent", None), reactor=reactor, inherited_sockets=activated)
+        return _TwistdService(config, getattr(options, "parent", None), reactor=reactor, inherited_sockets=activated,
+                              config_file=options["config"], overrides=options.overrides())
     except ConfigError as err:
         _fail(str(err))
