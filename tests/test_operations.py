@@ -32,7 +32,8 @@ def test_the_service_units_start_the_readme_command_as_a_notify_service_with_rel
     for name in ("zbifrost.service", "zbifrost@.service"):
         with open(os.path.join(UNITS, name), encoding="utf-8") as handle:
             text = handle.read()
-        assert "/opt/zbifrost/venv/bin/twistd --nodaemon --pidfile= --logfile=- zbifrost --config" in text
+        command = "/opt/zbifrost/venv/bin/twistd --nodaemon --pidfile= --logger=zbifrost.logs.text zbifrost --config"
+        assert command in text
         assert "\nType=notify\n" in text and "\nExecReload=/bin/kill -HUP $MAINPID\n" in text
     with open(os.path.join(UNITS, "zbifrost@.service"), encoding="utf-8") as handle:
         assert "\nSockets=zbifrost.socket\n" in handle.read()
