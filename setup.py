@@ -41,6 +41,7 @@ setup(
         "autobahn>=26.7.1",
         "pyyaml>=6.0",
         "orjson>=3.9",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13"],

@@ -35,6 +35,7 @@ class Config:
     port: int = 18774
     listen: list = field(default_factory=list)  # strports strings; replace host/port when given
     backlog: int = 1024
+    metrics_listen: list = field(default_factory=list)  # strports strings serving /metrics and /healthz only
     # what to serve
     workspace: str = BUNDLED_WORKSPACE
     zvafile: str = None  # None: the workspace's only zUI file, else @.zUI.level1
@@ -70,6 +71,7 @@ _WEBSOCKET_KEYS = {
     "port": "port",
     "listen": "listen",
     "backlog": "backlog",
+    "metrics_listen": "metrics_listen",
     "require_auth": "require_auth",
     "tokens": "tokens_file",
     "allowed_origins": "allowed_origins",
@@ -239,12 +241,12 @@ def _validate(config, label):
     if config.zvafile is None:
         found = zui_files(config.workspace)
         config.zvafile = f"@.{os.path.splitext(found[0])[0]}" if len(found) == 1 else DEFAULT_ZVAFILE
-    for description in config.listen:
+    for attr, description in [(attr, d) for attr in ("listen", "metrics_listen") for d in getattr(config, attr)]:
         try:
             # parsing binds nothing: the reactor is only stored in the endpoint
             endpoints.serverFromString(MemoryReactor(), description)
         except Exception as err:  # each endpoint parser plugin raises its own kinds of error
-            raise ConfigError(f"{label('listen')}: {description!r} is not an endpoint description "
+            raise ConfigError(f"{label(attr)}: {description!r} is not an endpoint description "
                               f"such as tcp:18774:interface=0.0.0.0 ({err})") from None
     if config.require_auth and not config.tokens_file:
         raise ConfigError(f"{label('require_auth')}: needs a tokens file (--tokens FILE or websocket.tokens)")

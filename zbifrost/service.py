@@ -21,7 +21,7 @@ from .auth import TokenFileError, TokenStore
 from .config import ConfigError
 from .factory import BifrostServerFactory
 from .systemd import Notifier
-from .web import build_site
+from .web import build_metrics_site, build_site
 from .zui.actions import ZuiError
 from .zui.workspace import Workspace
 from .zui.zpath import MissingZuiFile, ZPathError, zui_files
@@ -73,6 +73,11 @@ class BifrostService(service.MultiService):
             self.listeners = [strports.service(description, self.site, reactor=reactor) for description in self.where]
         for listener in self.listeners:
             listener.setServiceParent(self)
+        metrics_site = build_metrics_site(self.factory) if config.metrics_listen else None
+        self.metrics_listeners = [strports.service(description, metrics_site, reactor=reactor)
+                                  for description in config.metrics_listen]
+        for listener in self.metrics_listeners:
+            listener.setServiceParent(self)
         self._every(RELOAD_INTERVAL, self.workspace.refresh)
         self.notifier = Notifier() if notifier is None else notifier
         if self.notifier.enabled:
@@ -112,6 +117,8 @@ class BifrostService(service.MultiService):
         super().startService()
         log.info("zbifrost listening on {where}, serving {zvafile} from {workspace}",
                  where=", ".join(self.where), zvafile=self.factory.zvafile, workspace=self.workspace.root)
+        if self.config.metrics_listen:
+            log.info("/metrics and /healthz on {metrics_where}", metrics_where=", ".join(self.config.metrics_listen))
         self.notifier.notify(READY=1, STATUS=f"listening on {', '.join(self.where)}")
 
     @defer.inlineCallbacks

@@ -63,6 +63,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["allowed-origin"] = []
+        self["metrics-listen"] = []
 
     def opt_version(self):
         """Print zbifrost's version and Twisted's, then exit."""
@@ -73,6 +74,11 @@ class Options(usage.Options):
         """A strports endpoint to listen on, e.g. tcp:18774:interface=0.0.0.0 (repeatable;
         replaces --port and --interface)."""
         self["listen"].append(description)
+
+    def opt_metrics_listen(self, description):
+        """A strports endpoint serving only /metrics and /healthz, e.g. tcp:9101:interface=127.0.0.1
+        (repeatable; /metrics then leaves the WebSocket port)."""
+        self["metrics-listen"].append(description)
 
     def opt_allowed_origin(self, origin):
         """An Origin allowed to connect, as scheme://host[:port], or * (repeatable)."""
@@ -85,6 +91,8 @@ class Options(usage.Options):
             values["require_auth"] = True
         if self["listen"]:
             values["listen"] = self["listen"]
+        if self["metrics-listen"]:
+            values["metrics_listen"] = self["metrics-listen"]
         if self["allowed-origin"]:
             values["allowed_origins"] = self["allowed-origin"]
         return values

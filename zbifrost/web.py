@@ -1,7 +1,8 @@
 """The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1, 7 and 8).
 
 `/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
-`/healthz`, `/metrics`, `/bifrost.js` and the demo page at `/`. Every TCP connection starts
+`/healthz`, `/metrics` (unless `metrics_listen` moves it to a site of its own, `build_metrics_site`),
+`/bifrost.js` and the demo page at `/`. Every TCP connection starts
 its handshake deadline at accept (`_Channel`), and a request with a body is refused with 413
 before any of the body is read. After an upgrade the socket belongs to Autobahn: nothing here
 sees WebSocket frames.
@@ -12,6 +13,7 @@ import time
 
 import orjson
 from autobahn.twisted.resource import WebSocketResource
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web import http, resource, server
 from twisted.web.pages import notFound
 
@@ -97,11 +99,14 @@ class Healthz(_StatusPage):
 
 
 class Metrics(_StatusPage):
-    content_type = b"text/plain; version=0.0.4; charset=utf-8"
+    content_type = CONTENT_TYPE_LATEST.encode("ascii")
+
+    def __init__(self, factory):
+        super().__init__(factory)
+        self.registry = factory.metrics.registry(factory)
 
     def body(self, request, factory):
-        return factory.metrics.render(len(factory.clients), factory.authenticated_clients,
-                                      factory.cache.stats()).encode("utf-8")
+        return generate_latest(self.registry)
 
 
 class Root(resource.Resource):
@@ -114,11 +119,12 @@ class Root(resource.Resource):
         self.routes = {
             b"ws": self.websocket,
             b"healthz": Healthz(factory),
-            b"metrics": Metrics(factory),
             b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8", shared=True),
             b"demo.js": StaticFile("demo.js", b"text/javascript; charset=utf-8"),
             b"demo.css": StaticFile("demo.css", b"text/css; charset=utf-8"),
         }
+        if not factory.config.metrics_listen:
+            self.routes[b"metrics"] = Metrics(factory)
 
     def getChildWithDefault(self, path, request):
         if path == b"" and not request.postpath:
@@ -173,4 +179,23 @@ def build_site(factory, timeout):
     site.handshakes = factory.handshakes
     site.displayTracebacks = False
     site.noisy = False
+    return site
+
+
+class _MetricsRoot(resource.Resource):
+    """The root of the metrics site: its children, and a 404 for anything else."""
+
+    def getChild(self, path, request):
+        return notFound()
+
+
+def build_metrics_site(factory):
+    """The Site of `--metrics-listen`: `/metrics` and `/healthz` only, without access-log lines
+    (a scrape every few seconds would fill the log)."""
+    root = _MetricsRoot()
+    root.putChild(b"metrics", Metrics(factory))
+    root.putChild(b"healthz", Healthz(factory))
+    site = server.Site(root)
+    site.log = lambda request: None
+    site.displayTracebacks = False
     return site
