@@ -44,7 +44,8 @@ setup(
         "prometheus_client>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13"],
+        "tls": ["twisted[tls]"],
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13", "twisted[tls]"],
     },
     options={"editable_wheel": {"mode": "compat"}},
     entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main"]},

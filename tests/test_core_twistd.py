@@ -51,6 +51,7 @@ def one_line_error(result):
     (["--require-auth"], "--require-auth: needs a tokens file"),
     (["--listen", "garbage:1"], "--listen: 'garbage:1' is not an endpoint description"),
     (["--listen", "tcp:notaport"], "--listen: 'tcp:notaport' is not an endpoint description"),
+    (["--trusted-proxy", "proxy.example"], "--trusted-proxy: 'proxy.example' is not an IP address or network"),
     (["--metrics-listen", "garbage:1"], "--metrics-listen: 'garbage:1' is not an endpoint description"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path, args, expected):

@@ -14,6 +14,7 @@ import yaml
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 
+from .proxies import parse_networks
 from .zui.zpath import zui_files
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -44,6 +45,7 @@ class Config:
     require_auth: bool = False
     tokens_file: str = None
     allowed_origins: list = field(default_factory=list)
+    trusted_proxies: list = field(default_factory=list)  # addresses/networks whose X-Forwarded-For is believed
     max_connections: int = 10000
     # keepalive and limits
     ping_interval: float = 20.0
@@ -75,6 +77,7 @@ _WEBSOCKET_KEYS = {
     "require_auth": "require_auth",
     "tokens": "tokens_file",
     "allowed_origins": "allowed_origins",
+    "trusted_proxies": "trusted_proxies",
     "max_connections": "max_connections",
     "ping_interval": "ping_interval",
     "ping_timeout": "ping_timeout",
@@ -118,7 +121,8 @@ def _parse_bool(name, value):
 
 
 def _flag(attr):
-    return "--" + {"host": "interface", "tokens_file": "tokens", "allowed_origins": "allowed-origin"}.get(
+    return "--" + {"host": "interface", "tokens_file": "tokens", "allowed_origins": "allowed-origin",
+                   "trusted_proxies": "trusted-proxy"}.get(
         attr, attr).replace("_", "-")
 
 
@@ -246,8 +250,15 @@ def _validate(config, label):
             # parsing binds nothing: the reactor is only stored in the endpoint
             endpoints.serverFromString(MemoryReactor(), description)
         except Exception as err:  # each endpoint parser plugin raises its own kinds of error
+            if isinstance(err, ImportError) and description.startswith("ssl:"):
+                raise ConfigError(f"{label(attr)}: {description!r} needs pyOpenSSL: pip install 'zbifrost[tls]' "
+                                  "(twisted[tls])") from None
             raise ConfigError(f"{label(attr)}: {description!r} is not an endpoint description "
                               f"such as tcp:18774:interface=0.0.0.0 ({err})") from None
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as err:
+        raise ConfigError(f"{label('trusted_proxies')}: {err}") from None
     if config.require_auth and not config.tokens_file:
         raise ConfigError(f"{label('require_auth')}: needs a tokens file (--tokens FILE or websocket.tokens)")
     if config.tokens_file and not os.path.isfile(config.tokens_file):

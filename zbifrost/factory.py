@@ -23,6 +23,7 @@ from .channels import ChannelHub
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
+from .proxies import TrustedProxies
 from .thread_pool import FairThreadPool
 
 FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "progress",
@@ -93,6 +94,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.thread_pool = FairThreadPool(reactor, config.threads, config.threads_per_client, config.threads_max)
         self.tokens = tokens  # a TokenStore when require_auth is on, else None
         self.origin_policy = OriginPolicy(config.allowed_origins)
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
         self.anonymous = dict(ANONYMOUS)
         self.features = list(FEATURES)
         self.zvafile = zvafile  # where new sessions start

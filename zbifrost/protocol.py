@@ -113,6 +113,8 @@ class BifrostServerProtocol(WebSocketServerProtocol):
 
     def _check_request(self, request):
         server = self.factory
+        self.peer = request.peer = server.trusted_proxies.describe(self.transport.getPeer(), request.peer,
+                                                                   request.headers.get)
         if server.stopping:
             self._refuse("stopping", request, ConnectionDeny.SERVICE_UNAVAILABLE, "Server is shutting down")
         # this connection is one of the handshakes still in progress

@@ -64,6 +64,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["allowed-origin"] = []
         self["metrics-listen"] = []
+        self["trusted-proxy"] = []
 
     def opt_version(self):
         """Print zbifrost's version and Twisted's, then exit."""
@@ -80,6 +81,11 @@ class Options(usage.Options):
         (repeatable; /metrics then leaves the WebSocket port)."""
         self["metrics-listen"].append(description)
 
+    def opt_trusted_proxy(self, network):
+        """An address or network (10.0.0.0/8) of a reverse proxy whose X-Forwarded-For /
+        X-Real-IP names the client (repeatable); from other peers those headers are ignored."""
+        self["trusted-proxy"].append(network)
+
     def opt_allowed_origin(self, origin):
         """An Origin allowed to connect, as scheme://host[:port], or * (repeatable)."""
         self["allowed-origin"].append(origin)
@@ -93,6 +99,8 @@ class Options(usage.Options):
             values["listen"] = self["listen"]
         if self["metrics-listen"]:
             values["metrics_listen"] = self["metrics-listen"]
+        if self["trusted-proxy"]:
+            values["trusted_proxies"] = self["trusted-proxy"]
         if self["allowed-origin"]:
             values["allowed_origins"] = self["allowed-origin"]
         return values

@@ -142,7 +142,9 @@ def _access_log_line(timestamp, request):
     """An access-log line without the query string, where a `?token=` would otherwise land."""
     path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
     peer = request.getClientAddress()
-    return (f'{getattr(peer, "host", "-")} - - {timestamp} "{request.method.decode("ascii", "replace")} {path} '
+    host = getattr(peer, "host", None)
+    client = "-" if host is None else request.site.trusted_proxies.client_address(host, request.getHeader)
+    return (f'{client} - - {timestamp} "{request.method.decode("ascii", "replace")} {path} '
             f'{request.clientproto.decode("ascii", "replace")}" {request.code} {request.sentLength or "-"}')
 
 
@@ -177,6 +179,7 @@ def build_site(factory, timeout):
     site = server.Site(Root(factory), timeout=timeout, logFormatter=_access_log_line)
     site.protocol = _Channel  # HTTP/1.1 only: the WebSocket upgrade needs nothing else
     site.handshakes = factory.handshakes
+    site.trusted_proxies = factory.trusted_proxies
     site.displayTracebacks = False
     site.noisy = False
     return site
