@@ -5,6 +5,8 @@ import datetime
 import ipaddress
 import json
 import os
+import re
+import shutil
 import ssl
 import subprocess
 
@@ -85,3 +87,44 @@ def test_a_trusted_proxy_names_the_client_in_logs_and_refusals(make_server, log_
     assert status == 403
     [peer] = refusal_peers(log_events)
     assert peer.startswith("203.0.113.9 (via tcp4:127.0.0.1:")
+
+
+def readme_nginx_location():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    return re.search(r"```nginx\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (Debian's nginx-light)")
+def test_the_readme_nginx_example_proxies_websockets_and_names_the_client(tmp_path):
+    zbifrost_port, nginx_port = free_port(), free_port()
+    location = readme_nginx_location().replace("127.0.0.1:18774", f"127.0.0.1:{zbifrost_port}")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        "error_log logs/error.log;\npid nginx.pid;\nevents {}\nhttp {\n"
+        "  access_log off;\n  client_body_temp_path tmp;\n  proxy_temp_path tmp;\n"
+        # nginx reaches zbifrost from 127.0.0.2, so that the proxy and the client differ
+        f"  server {{\n    listen 127.0.0.1:{nginx_port};\n    proxy_bind 127.0.0.2;\n{location}  }}\n}}\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WEBSOCKET_")}
+    server = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(zbifrost_port),
+                               "--trusted-proxy", "127.0.0.2", "--allowed-origin", "https://app.example.com"],
+                              cwd=tmp_path, env=dict(environment, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", "nginx.conf", "-g", "daemon off;"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_listening(zbifrost_port, server)
+        wait_until_listening(nginx_port, nginx)
+        with ws_connect(f"ws://127.0.0.1:{nginx_port}/ws", origin="https://app.example.com", open_timeout=10) as ws:
+            json.loads(ws.recv(timeout=10))
+            ws.send(json.dumps({"zKey": "^Ping", "_requestId": 1}))
+            assert json.loads(ws.recv(timeout=10))["result"] == {"message": "Pong!"}
+        assert refused_status(f"ws://127.0.0.1:{nginx_port}/ws", origin="https://evil.example",
+                              additional_headers={"X-Forwarded-For": "203.0.113.9"}) == 403
+    finally:
+        nginx.terminate()
+        nginx.communicate(timeout=20)
+        output = stop(server)
+    # the trusted proxy names the client it saw; the address the client forged is not believed
+    assert "Refused a connection from 127.0.0.1 (via tcp4:127.0.0.2:" in output
+    assert "203.0.113.9" not in output
