@@ -195,21 +195,36 @@ def ping_over_websocket(port):
         return json.loads(ws.recv(timeout=10))["result"]
 
 
-def serve_and_ping(command, cwd, env):
-    """Start `command ... --port P` as a process, answer ^Ping over it, stop it with SIGTERM."""
-    port = free_port()
-    process = subprocess.Popen([*command, "--port", str(port)], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def stop_process(process, signalled=False):
+    """SIGTERM (unless `signalled` already), wait for the exit (killing the process if it does
+    not come) and return what it wrote to its pipe ("" when its output went to a file); a
+    traceback in it fails the test."""
     try:
-        wait_until_listening(port, process)
-        assert ping_over_websocket(port) == {"message": "Pong!"}
-        process.send_signal(signal.SIGTERM)
+        if not signalled:
+            process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert "Traceback" not in output
+    output = output or ""
+    assert "Traceback" not in output, output
+    return output
+
+
+def serve_and_ping(command, cwd, env, port=None):
+    """Start `command` as a process (with `--port P` added unless it listens on `port` itself),
+    answer ^Ping over it, stop it with SIGTERM; returns its output."""
+    if port is None:
+        port = free_port()
+        command = [*command, "--port", str(port)]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        wait_until_listening(port, process)
+        assert ping_over_websocket(port) == {"message": "Pong!"}
+    finally:
+        output = stop_process(process)
     return output
 
 

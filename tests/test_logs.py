@@ -5,13 +5,12 @@ systemd journal (JOURNAL_STREAM naming stdout) no line carries a timestamp of it
 import json
 import os
 import re
-import signal
 import subprocess
 
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import ENGINE
-from tests.test_core_twistd import REPO, TWISTD, free_port, wait_until_listening
+from tests.test_core_twistd import REPO, TWISTD, free_port, stop_process, wait_until_listening
 
 
 def run_server(tmp_path, logger, journal=False, args=()):
@@ -33,13 +32,7 @@ def run_server(tmp_path, logger, journal=False, args=()):
 
 
 def stop(process, log_path):
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    stop_process(process)
     return log_path.read_text()
 
 

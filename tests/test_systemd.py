@@ -11,27 +11,13 @@ import tempfile
 
 import pytest
 
-from tests.test_core_twistd import REPO, TWISTD, free_port, ping_over_websocket, wait_until_listening
+from tests.test_core_twistd import (REPO, TWISTD, free_port, ping_over_websocket, serve_and_ping, stop_process,
+                                    wait_until_listening)
 
 
 def twistd_environment(**extra):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("WEBSOCKET_", "LISTEN_", "NOTIFY_"))}
     return dict(environment, PYTHONPATH=REPO, **extra)
-
-
-def stop(process, signalled=False):
-    """SIGTERM (unless `signalled` already), then the whole output (the process is killed if it
-    does not exit)."""
-    try:
-        if not signalled:
-            process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert "Traceback" not in output, output
-    return output
 
 
 def receive_until(receiver, key):
@@ -65,7 +51,7 @@ def test_systemd_is_told_ready_status_watchdog_and_stopping_over_notify_socket()
             signalled = True
             assert "STOPPING=1" in receive_until(receiver, "STOPPING")
         finally:
-            stop(process, signalled)
+            stop_process(process, signalled)
 
 
 needs_socket_activate = pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
@@ -76,17 +62,11 @@ needs_socket_activate = pytest.mark.skipif(shutil.which("systemd-socket-activate
 @pytest.mark.parametrize("names", [[], ["--fdname=zbifrost"]], ids=["without-fd-names", "with-fd-names"])
 def test_systemd_socket_activate_hands_its_socket_over_and_zbifrost_serves_ping_on_it(tmp_path, names):
     port = free_port()
-    process = subprocess.Popen(
-        ["systemd-socket-activate", "--listen", f"127.0.0.1:{port}", "--setenv=PYTHONPATH", *names,
-         *TWISTD, "-n", "--pidfile=", "zbifrost"], cwd=tmp_path, env=twistd_environment(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # systemd-socket-activate passes on only the environment it is told to, and starts twistd
-        # at the first connection (which waits in the backlog meanwhile)
-        wait_until_listening(port, process)
-        assert ping_over_websocket(port) == {"message": "Pong!"}
-    finally:
-        output = stop(process)
+    # systemd-socket-activate passes on only the environment it is told to, and starts twistd
+    # at the first connection (which waits in the backlog meanwhile)
+    output = serve_and_ping(["systemd-socket-activate", "--listen", f"127.0.0.1:{port}", "--setenv=PYTHONPATH",
+                             *names, *TWISTD, "-n", "--pidfile=", "zbifrost"], tmp_path, twistd_environment(),
+                            port=port)
     assert "zbifrost listening on systemd socket 3" in output
 
 

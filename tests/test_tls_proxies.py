@@ -16,8 +16,7 @@ from twisted.logger import formatEvent
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import in_thread, refused_status
-from tests.test_core_twistd import REPO, TWISTD, free_port, wait_until_listening
-from tests.test_systemd import stop
+from tests.test_core_twistd import REPO, TWISTD, free_port, stop_process, wait_until_listening
 
 
 def write_self_signed_certificate(folder):
@@ -61,7 +60,7 @@ def test_wss_through_listen_ssl_answers_ping_with_a_self_signed_certificate(tmp_
             ws.send(json.dumps({"zKey": "^Ping", "_requestId": 1}))
             assert json.loads(ws.recv(timeout=10))["result"] == {"message": "Pong!"}
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def refusal_peers(log_events):
@@ -124,7 +123,7 @@ def test_the_readme_nginx_example_proxies_websockets_and_names_the_client(tmp_pa
     finally:
         nginx.terminate()
         nginx.communicate(timeout=20)
-        output = stop(server)
+        output = stop_process(server)
     # the trusted proxy names the client it saw; the address the client forged is not believed
     assert "Refused a connection from 127.0.0.1 (via tcp4:127.0.0.2:" in output
     assert "203.0.113.9" not in output
