@@ -9,7 +9,7 @@ import subprocess
 
 from websockets.sync.client import connect as ws_connect
 
-from tests.helpers import ENGINE
+from tests.helpers import ENGINE, http_get
 from tests.test_core_twistd import REPO, TWISTD, free_port, stop_process, wait_until_listening
 
 
@@ -79,7 +79,10 @@ def test_on_the_journal_json_and_text_lines_carry_no_timestamp(tmp_path):
     process, _, log_path = run_server(tmp_path, "zbifrost.logs.json", journal=True)
     records = [json.loads(line) for line in stop(process, log_path).splitlines()]
     assert records and not any("time" in record for record in records)
-    process, _, log_path = run_server(tmp_path, "zbifrost.logs.text", journal=True)
+    process, port, log_path = run_server(tmp_path, "zbifrost.logs.text", journal=True)
+    assert http_get(port, "/healthz")[0] == 200
     lines = stop(process, log_path).splitlines()
+    assert any('"GET /healthz HTTP/1.1" 200' in line for line in lines), lines
+    assert not any(re.search(r"\[\d\d/\w{3}/\d{4}:", line) for line in lines), lines
     assert lines and all(line.startswith("[") for line in lines), lines
     assert not any(re.match(r"\d{4}-\d\d-\d\d", line) for line in lines)

@@ -4,7 +4,7 @@
 the event's own fields (client_id, error_id, ...), and traceback when the event carries a
 failure. `text` is twistd's usual text without twistd's own timestamp when it must go. Both
 write to stdout and leave the time out when stdout is the systemd journal (JOURNAL_STREAM names
-it), which stamps every line itself. Built from twisted.logger's FileLogObserver, formatEvent
+it), which stamps every line itself (the access log, zbifrost.web, then leaves out its own). Built from twisted.logger's FileLogObserver, formatEvent
 and eventAsText; what an event holds is decided where it is logged (tokens never are).
 """
 
@@ -19,10 +19,10 @@ from twisted.logger import FileLogObserver, eventAsText, formatEvent
 _LEGACY_KEYS = {"message", "format", "isError", "system", "time", "why", "failure"}
 
 
-def _stdout_is_the_journal():
+def stdout_is_the_journal():
     """True when systemd connected stdout to the journal (JOURNAL_STREAM is "device:inode")."""
     try:
-        status = os.fstat(sys.stdout.fileno())
+        status = os.fstat(sys.__stdout__.fileno())
     except (OSError, ValueError, AttributeError):
         return False
     return os.environ.get("JOURNAL_STREAM") == f"{status.st_dev}:{status.st_ino}"
@@ -46,12 +46,12 @@ def _as_json(event, stamped):
 
 def json():
     """twistd --logger=zbifrost.logs.json: one JSON object per line on stdout."""
-    stamped = not _stdout_is_the_journal()
+    stamped = not stdout_is_the_journal()
     return FileLogObserver(sys.stdout, lambda event: _as_json(event, stamped))
 
 
 def text():
     """twistd --logger=zbifrost.logs.text: twistd's text lines on stdout, without their
     timestamp when stdout is the journal."""
-    stamped = not _stdout_is_the_journal()
+    stamped = not stdout_is_the_journal()
     return FileLogObserver(sys.stdout, lambda event: eventAsText(event, includeTimestamp=stamped) + "\n")

@@ -18,6 +18,7 @@ from twisted.web import http, resource, server
 from twisted.web.pages import notFound
 
 from . import __version__
+from .logs import stdout_is_the_journal
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -139,11 +140,13 @@ class Root(resource.Resource):
 
 
 def _access_log_line(timestamp, request):
-    """An access-log line without the query string, where a `?token=` would otherwise land."""
+    """An access-log line without the query string, where a `?token=` would otherwise land, and
+    without its time on the systemd journal, which has its own."""
     path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
     peer = request.getClientAddress()
     host = getattr(peer, "host", None)
     client = "-" if host is None else request.site.trusted_proxies.client_address(host, request.getHeader)
+    timestamp = timestamp if request.site.timestamped else "-"
     return (f'{client} - - {timestamp} "{request.method.decode("ascii", "replace")} {path} '
             f'{request.clientproto.decode("ascii", "replace")}" {request.code} {request.sentLength or "-"}')
 
@@ -180,6 +183,7 @@ def build_site(factory, timeout):
     site.protocol = _Channel  # HTTP/1.1 only: the WebSocket upgrade needs nothing else
     site.handshakes = factory.handshakes
     site.trusted_proxies = factory.trusted_proxies
+    site.timestamped = not stdout_is_the_journal()
     site.displayTracebacks = False
     site.noisy = False
     return site
