@@ -19,14 +19,14 @@ RELOADABLE = ("allowed_origins", "max_connections", "max_message_size", "max_fra
               "max_in_flight", "max_outbound_buffer", "ping_interval", "ping_timeout")
 
 
-def reload_config(factory, config_file, overrides, environ=None):
+def reload_config(factory, config_file, overrides):
     """Load `config_file` again with the same flags (`overrides`) and environment, and apply
     its RELOADABLE settings to `factory`. Returns the applied changes {name: (old, new)}."""
     if not config_file:
         log.info("SIGHUP: no --config file, nothing to reload")
         return {}
     try:
-        loaded = load_config(config_file, environ=environ, overrides=overrides)
+        loaded = load_config(config_file, overrides=overrides)
     except ConfigError as err:
         log.error("SIGHUP: config not reloaded, the old one stays in force: {error}", error=str(err))
         return {}

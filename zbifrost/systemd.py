@@ -52,11 +52,6 @@ class Notifier:
         except OSError as err:
             log.warn("systemd notification {fields} not sent: {error}", fields=", ".join(fields), error=err)
 
-    def close(self):
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-
 
 def _environment_at_start():
     """The environment this process was started with. twisted.internet.endpoints removes
