@@ -42,9 +42,9 @@ def listen_descriptions(config):
 
 class BifrostService(service.MultiService):
     """`inherited_sockets` ([(descriptor, family)], from zbifrost.systemd) replace the listeners
-    of `config`; `notifier` (default: from the environment) reports to systemd."""
+    of `config`; `notifier` reports to systemd when the environment names its socket."""
 
-    def __init__(self, config, reactor=None, inherited_sockets=(), notifier=None):
+    def __init__(self, config, reactor=None, inherited_sockets=()):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -79,7 +79,7 @@ class BifrostService(service.MultiService):
         for listener in self.metrics_listeners:
             listener.setServiceParent(self)
         self._every(RELOAD_INTERVAL, self.workspace.refresh)
-        self.notifier = Notifier() if notifier is None else notifier
+        self.notifier = Notifier()
         if self.notifier.enabled:
             self._every(min(STATUS_INTERVAL, self.notifier.watchdog_interval or STATUS_INTERVAL), self._report_status)
 
