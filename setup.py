@@ -4,6 +4,10 @@
 into site-packages/twisted/plugins/ where twistd finds it (that folder has no __init__.py on
 purpose). The bundled demo workspace, the top-level zui/ folder, is installed as
 zbifrost/demo so that an installed zbifrost serves it by default.
+
+`pip install -e .` uses setuptools' "compat" editable mode: it puts the checkout on sys.path,
+where twistd's plugin search finds twisted/plugins/; the default mode's import hook does not
+(twistd then says "Unknown command: zbifrost").
 """
 
 import re
@@ -23,11 +27,12 @@ setup(
     long_description=LONG_DESCRIPTION,
     long_description_content_type="text/markdown",
     license="MIT",
+    author="The zbifrost authors",
     python_requires=">=3.10",
     packages=["zbifrost", "zbifrost.channels", "zbifrost.events", "zbifrost.zui", "zbifrost.demo", "twisted.plugins"],
     package_dir={"zbifrost.demo": "zui"},
     package_data={
-        "zbifrost": ["static/*"],
+        "zbifrost": ["static/*", "py.typed"],
         "zbifrost.demo": ["*.yaml", "*.yml", "*.json", "plugins/*.py", "*/*.yaml", "*/*/*.yaml"],
         "twisted.plugins": ["zbifrost_plugin.py"],
     },
@@ -37,14 +42,19 @@ setup(
         "pyyaml>=6.0",
         "orjson>=3.9",
         "zope.interface>=5",  # zbifrost.channels.IChannelBackend (Twisted depends on it too)
+        "prometheus_client>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13"],
+        "tls": ["twisted[tls]"],
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13", "twisted[tls]"],
     },
+    options={"editable_wheel": {"mode": "compat"}},
     entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",
         "Topic :: Internet :: WWW/HTTP",
+        "License :: OSI Approved :: MIT License",
+        "Typing :: Typed",
     ],
 )

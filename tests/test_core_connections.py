@@ -4,6 +4,7 @@ import json
 
 import pytest
 import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed as WsClosed
 from websockets.exceptions import InvalidStatus
 
@@ -224,15 +225,42 @@ def test_healthz_reports_status_version_and_clients(server):
     yield client.close()
 
 
-@pytest_twisted.inlineCallbacks
-def test_metrics_are_in_prometheus_text_format(server):
-    yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping"}, {"zKey": "^Nope"}])
-    status, headers, body = yield in_thread(http_get, server.port, "/metrics")
-    text = body.decode()
+def scrape(port):
+    """/metrics parsed by prometheus_client's own parser: {family name: family}; a family name
+    seen twice fails the test."""
+    status, headers, body = http_get(port, "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    assert "zbifrost_messages_in_total 2" in text
-    assert 'zbifrost_errors_total{code="unknown_command"} 1' in text
-    assert "zbifrost_connections_total 1" in text
+    families = list(text_string_to_metric_families(body.decode()))
+    names = [family.name for family in families]
+    assert len(names) == len(set(names)), names
+    return {family.name: family for family in families}
+
+
+def sample(families, name, **labels):
+    family = families[name.removesuffix("_total")]
+    return next(s.value for s in family.samples if s.name == name and s.labels == labels)
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_parse_with_prometheus_client_with_unique_names_and_process_metrics(server):
+    yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping"}, {"zKey": "^Nope"}])
+    families = yield in_thread(scrape, server.port)
+    assert sample(families, "zbifrost_messages_in_total") == 2
+    assert sample(families, "zbifrost_errors_total", code="unknown_command") == 1
+    assert sample(families, "zbifrost_connections_accepted_total") == 1
+    assert families["zbifrost_connections"].type == "gauge"
+    assert sample(families, "process_resident_memory_bytes") > 0 and "process_open_fds" in families
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_listen_serves_metrics_and_healthz_apart_from_the_websocket_port(make_server):
+    server = yield make_server(metrics_listen=["tcp:0:interface=127.0.0.1"])
+    metrics_port = server.service.metrics_listeners[0]._waitingForPort.result.getHost().port
+    families = yield in_thread(scrape, metrics_port)
+    assert "zbifrost_connections" in families
+    assert (yield in_thread(http_get, metrics_port, "/healthz"))[0] == 200
+    assert (yield in_thread(http_get, metrics_port, "/bifrost.js"))[0] == 404
+    assert (yield in_thread(http_get, server.port, "/metrics"))[0] == 404
 
 
 # -- shutdown ----------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ def one_line_error(result):
     (["--require-auth"], "--require-auth: needs a tokens file"),
     (["--listen", "garbage:1"], "--listen: 'garbage:1' is not an endpoint description"),
     (["--listen", "tcp:notaport"], "--listen: 'tcp:notaport' is not an endpoint description"),
+    (["--trusted-proxy", "proxy.example"], "--trusted-proxy: 'proxy.example' is not an IP address or network"),
+    (["--metrics-listen", "garbage:1"], "--metrics-listen: 'garbage:1' is not an endpoint description"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path, args, expected):
     result = run_twistd(*args, tmp_path=tmp_path)
@@ -186,22 +188,100 @@ def test_autobahn_nvx_acceleration_is_on():
     assert autobahn.websocket.USES_NVX is True
 
 
-@pytest.mark.skipif(os.environ.get("ZBIFROST_SKIP_INSTALL_TEST") == "1", reason="ZBIFROST_SKIP_INSTALL_TEST=1")
-def test_pip_install_puts_the_plugin_where_twistd_finds_it(tmp_path):
-    venv = tmp_path / "venv"
+def ping_over_websocket(port):
+    with ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+        json.loads(ws.recv(timeout=10))
+        ws.send(json.dumps({"zKey": "^Ping", "_requestId": 1}))
+        return json.loads(ws.recv(timeout=10))["result"]
+
+
+def stop_process(process, signalled=False):
+    """SIGTERM (unless `signalled` already), wait for the exit (killing the process if it does
+    not come) and return what it wrote to its pipe ("" when its output went to a file); a
+    traceback in it fails the test."""
+    try:
+        if not signalled:
+            process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    output = output or ""
+    assert "Traceback" not in output, output
+    return output
+
+
+def serve_and_ping(command, cwd, env, port=None):
+    """Start `command` as a process (with `--port P` added unless it listens on `port` itself),
+    answer ^Ping over it, stop it with SIGTERM; returns its output."""
+    if port is None:
+        port = free_port()
+        command = [*command, "--port", str(port)]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        wait_until_listening(port, process)
+        assert ping_over_websocket(port) == {"message": "Pong!"}
+    finally:
+        output = stop_process(process)
+    return output
+
+
+def test_twistd_zbifrost_version_names_zbifrost_and_twisted(tmp_path):
+    import twisted
+
+    from zbifrost import __version__
+
+    result = subprocess.run([*TWISTD, "zbifrost", "--version"], cwd=tmp_path, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"zbifrost {__version__} (Twisted {twisted.__version__})"
+
+
+def test_python_m_zbifrost_runs_the_twistd_server_in_the_foreground_without_a_pidfile(tmp_path):
+    output = serve_and_ping([sys.executable, "-m", "zbifrost"], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO))
+    assert "zbifrost listening on tcp:" in output
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory):
+    """One virtualenv for the install tests (each installs the checkout its own way into it)."""
+    if os.environ.get("ZBIFROST_SKIP_INSTALL_TEST") == "1":
+        pytest.skip("ZBIFROST_SKIP_INSTALL_TEST=1")
+    venv = tmp_path_factory.mktemp("install") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, REPO], check=True, timeout=600, cwd=tmp_path)
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return venv
+
+
+def pip_install(venv, *args, cwd):
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    *args], check=True, timeout=600, cwd=cwd)
+
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def test_pip_install_puts_the_plugin_where_twistd_finds_it(fresh_venv, tmp_path):
+    venv = fresh_venv
+    pip_install(venv, REPO, cwd=tmp_path)
     listed = subprocess.run([str(venv / "bin" / "twistd"), "--help"], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path, env=clean)
+                            timeout=60, cwd=tmp_path, env=CLEAN_ENV)
     assert listed.returncode == 0
     assert any(line.split()[:1] == ["zbifrost"] for line in listed.stdout.splitlines()), listed.stdout
     demo = subprocess.run([str(venv / "bin" / "python"), "-c",
-                           "from zbifrost.config import BUNDLED_WORKSPACE as w; import os; "
-                           "print(os.path.isfile(os.path.join(w, 'zUI.level1.yaml')))"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean)
-    assert demo.stdout.strip() == "True"
+                           "from zbifrost.config import BUNDLED_WORKSPACE as w; import os, zbifrost; "
+                           "print(os.path.isfile(os.path.join(w, 'zUI.level1.yaml')), "
+                           "os.path.isfile(os.path.join(os.path.dirname(zbifrost.__file__), 'py.typed')))"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=CLEAN_ENV)
+    assert demo.stdout.split() == ["True", "True"]
+
+
+def test_an_editable_install_serves_with_twistd_zbifrost(fresh_venv, tmp_path):
+    venv = fresh_venv
+    pip_install(venv, "-e", REPO, cwd=tmp_path)
+    serve_and_ping([str(venv / "bin" / "twistd"), "-n", "--pidfile=", "zbifrost"], cwd=tmp_path, env=CLEAN_ENV)
 
 
 @pytest.mark.parametrize("runner, passed", [
@@ -213,3 +293,22 @@ def test_the_trial_test_module_passes_under_trial_and_plain_pytest(runner, passe
     result = subprocess.run([sys.executable, *runner], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert passed in result.stdout
+
+
+def test_the_public_api_is_typed_and_marked_so():
+    import inspect
+    import typing
+
+    from zbifrost import context, testing
+
+    public = [testing.start_server, testing.connect, testing.RunningServer.stop,
+              *(member for name, member in inspect.getmembers(testing.BifrostTestClient, inspect.isfunction)
+                if not name.startswith("_")),
+              *(member for name, member in inspect.getmembers(context.RequestContext, inspect.isfunction)
+                if not name.startswith("_"))]
+    for function in public:
+        hints = typing.get_type_hints(function)
+        parameters = [name for name in inspect.signature(function).parameters if name != "self"]
+        assert "return" in hints and all(name in hints for name in parameters), function.__qualname__
+    assert typing.get_type_hints(context.RequestContext)["user"] is str
+    assert os.path.isfile(os.path.join(REPO, "zbifrost", "py.typed"))

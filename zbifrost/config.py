@@ -16,6 +16,7 @@ from twisted.internet.testing import MemoryReactor
 
 from .channels import History
 from .channels.rules import ChannelRule
+from .proxies import parse_networks
 from .zui.zpath import zui_files
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -37,6 +38,7 @@ class Config:
     port: int = 18774
     listen: list = field(default_factory=list)  # strports strings; replace host/port when given
     backlog: int = 1024
+    metrics_listen: list = field(default_factory=list)  # strports strings serving /metrics and /healthz only
     # what to serve
     workspace: str = BUNDLED_WORKSPACE
     zvafile: str = None  # None: the workspace's only zUI file, else @.zUI.level1
@@ -45,6 +47,7 @@ class Config:
     require_auth: bool = False
     tokens_file: str = None
     allowed_origins: list = field(default_factory=list)
+    trusted_proxies: list = field(default_factory=list)  # addresses/networks whose X-Forwarded-For is believed
     max_connections: int = 10000
     # keepalive and limits
     ping_interval: float = 20.0
@@ -76,9 +79,11 @@ _WEBSOCKET_KEYS = {
     "port": "port",
     "listen": "listen",
     "backlog": "backlog",
+    "metrics_listen": "metrics_listen",
     "require_auth": "require_auth",
     "tokens": "tokens_file",
     "allowed_origins": "allowed_origins",
+    "trusted_proxies": "trusted_proxies",
     "max_connections": "max_connections",
     "ping_interval": "ping_interval",
     "ping_timeout": "ping_timeout",
@@ -127,7 +132,8 @@ def _parse_bool(name, value):
 
 
 def _flag(attr):
-    return "--" + {"host": "interface", "tokens_file": "tokens", "allowed_origins": "allowed-origin"}.get(
+    return "--" + {"host": "interface", "tokens_file": "tokens", "allowed_origins": "allowed-origin",
+                   "trusted_proxies": "trusted-proxy"}.get(
         attr, attr).replace("_", "-")
 
 
@@ -295,13 +301,20 @@ def _validate(config, label):
     if config.zvafile is None:
         found = zui_files(config.workspace)
         config.zvafile = f"@.{os.path.splitext(found[0])[0]}" if len(found) == 1 else DEFAULT_ZVAFILE
-    for description in config.listen:
+    for attr, description in [(attr, d) for attr in ("listen", "metrics_listen") for d in getattr(config, attr)]:
         try:
             # parsing binds nothing: the reactor is only stored in the endpoint
             endpoints.serverFromString(MemoryReactor(), description)
         except Exception as err:  # each endpoint parser plugin raises its own kinds of error
-            raise ConfigError(f"{label('listen')}: {description!r} is not an endpoint description "
+            if isinstance(err, ImportError) and description.startswith("ssl:"):
+                raise ConfigError(f"{label(attr)}: {description!r} needs pyOpenSSL: pip install 'zbifrost[tls]' "
+                                  "(twisted[tls])") from None
+            raise ConfigError(f"{label(attr)}: {description!r} is not an endpoint description "
                               f"such as tcp:18774:interface=0.0.0.0 ({err})") from None
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as err:
+        raise ConfigError(f"{label('trusted_proxies')}: {err}") from None
     if config.require_auth and not config.tokens_file:
         raise ConfigError(f"{label('require_auth')}: needs a tokens file (--tokens FILE or websocket.tokens)")
     if config.tokens_file and not os.path.isfile(config.tokens_file):

@@ -6,8 +6,11 @@ go through an `Asker`: built with `messages.event_frame`, naming the request in 
 handed to the asking connection's `send_frame` only, from any thread.
 """
 
+from __future__ import annotations
+
 import uuid
 from collections import deque
+from typing import Any, Callable
 
 import orjson
 from twisted.internet.defer import Deferred
@@ -85,6 +88,13 @@ class RequestContext:
 
     __slots__ = ("user", "role", "client_id", "args", "data", "zHat", "zConv", "command", "session", "workspace",
                  "reactor", "_asker")
+    user: str
+    role: str
+    client_id: str
+    args: Any
+    data: Any
+    zHat: Any
+    zConv: Any
 
     def __init__(self, conn, command, args, data, asker, workspace):
         self.user = conn.identity["user"]
@@ -100,22 +110,22 @@ class RequestContext:
         self.reactor = asker.reactor
         self._asker = asker
 
-    def derive(self, **changes):
+    def derive(self, **changes: Any) -> RequestContext:
         """A copy with some attributes changed (a wizard step's zHat, an onSubmit's zConv)."""
         copy = object.__new__(RequestContext)
         for name in RequestContext.__slots__:
             setattr(copy, name, changes.get(name, getattr(self, name)))
         return copy
 
-    def progress(self, current, total, label=None):
+    def progress(self, current: float, total: float, label: str | None = None) -> None:
         """Send a `progress` frame to the asking client (callable from a worker thread)."""
         self._asker.send(event_frame("progress", self._asker.request_id, current=current, total=total, label=label))
 
-    def display(self, event, **data):
+    def display(self, event: str, **data: Any) -> None:
         """Send a `display` frame to the asking client (callable from a worker thread)."""
         self._asker.send(event_frame("display", self._asker.request_id, display_event=event, data=data))
 
-    def publish(self, channel, data):
+    def publish(self, channel: str, data: Any) -> None:
         """Publish `data` on `channel` as the server (`"from": "server"`): past the channel
         rules, to every subscriber, the asking client included. Callable from a worker thread;
         returns at once and delivery continues on the reactor. Raises ValueError for a bad
@@ -130,7 +140,7 @@ class RequestContext:
         else:
             self.reactor.callFromThread(_publish_logged, server, channel, data)
 
-    def run_in_thread(self, function, *args, name):
+    def run_in_thread(self, function: Callable[..., Any], *args: Any, name: str) -> Deferred[Any]:
         """Run a blocking function in the server's fair thread pool (zbifrost.thread_pool) for
         the asking client; a Deferred of its result. `name` (the plugin function) and the
         command's zKey name the job in log lines. Cancelling the Deferred (the timeout does)
@@ -140,14 +150,14 @@ class RequestContext:
         description = f"command {self.command.key!r} (plugin function {name}, client {conn.client_id})"
         return conn.server.thread_pool.submit(conn, description, function, *args)
 
-    def ask(self, prompt, fields):
+    def ask(self, prompt: str, fields: Any) -> Deferred[Any]:
         """Send an `input_request` and return a Deferred of the client's `input_response` value.
 
         Reactor thread only. Cancelling the Deferred (the command's timeout does) forgets it.
         """
         conn = self._asker.conn
         input_id = str(uuid.uuid4())
-        waiting = Deferred(lambda _: conn.pending_inputs.pop(input_id, None))
+        waiting: Deferred[Any] = Deferred(lambda _: conn.pending_inputs.pop(input_id, None))
         if conn.pending_inputs is None:
             conn.pending_inputs = {}
         conn.pending_inputs[input_id] = waiting

@@ -25,6 +25,7 @@ from .channels.rules import ChannelRules
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
+from .proxies import TrustedProxies
 from .thread_pool import FairThreadPool
 
 # `realtime_sync` (zBifrost 1.5.4's name) is listed with `channels`: channels are its realtime sync.
@@ -98,6 +99,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.tokens = tokens  # a TokenStore when require_auth is on, else None
         self.api_tokens = api_tokens  # the TokenStore of POST /api/publish, whenever a tokens file is given
         self.origin_policy = OriginPolicy(config.allowed_origins)
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
         self.anonymous = dict(ANONYMOUS)
         self.features = list(FEATURES) + list(self.channels.features)
         self.zvafile = zvafile  # where new sessions start
@@ -144,6 +146,13 @@ class BifrostServerFactory(WebSocketServerFactory):
         published = self.channels.publish(channel, data, SERVER_SENDER, self.channel_rules.history(channel))
         return published.addCallback(lambda found: {"channel": channel, "epoch": found["epoch"],
                                                     "offset": found["offset"]})
+
+    def reconfigure(self, config):
+        """Use `config` from now on (a SIGHUP reload): origins and limits apply to the next
+        connection or message; open connections keep their frame size and ping options."""
+        self.config = config
+        self.origin_policy = OriginPolicy(config.allowed_origins)
+        self._set_protocol_options()
 
     # -- the client registry ---------------------------------------------------------------
 

@@ -1,14 +1,22 @@
-"""Counters for `/metrics`, rendered in the Prometheus text format.
+"""Counters for `/metrics`, exposed through prometheus_client.
 
-Plain attribute increments on the hot path; the text is built only when `/metrics` is read.
+Plain attribute increments on the hot path; a prometheus_client collector turns them into
+metric families only when `/metrics` is read, next to prometheus_client's process_* metrics.
+Counter families are named without `_total` (prometheus_client adds it to the samples), so no
+two families share a name.
 """
 
 import bisect
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
+    """What the connections count; `registry(factory)` exposes it."""
+
     def __init__(self):
         self.connections_total = 0
         self.connections_refused = {}  # reason -> count
@@ -30,34 +38,50 @@ class Metrics:
         self.latency_sum += seconds
         self.latency_count += 1
 
-    def render(self, clients, authenticated, cache_stats):
-        lines = []
+    def registry(self, factory):
+        """A prometheus_client registry for `factory`: these counters, the live gauges and the
+        standard process_* metrics (one registry per factory, so several servers can share a
+        process, as in the tests)."""
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(_Collector(self, factory))
+        ProcessCollector(registry=registry)
+        return registry
 
-        def metric(name, kind, help_text, samples):
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lines.append(f"{name}{labels} {value}")
 
-        metric("zbifrost_connections", "gauge", "Open WebSocket connections.", [("", clients)])
-        metric("zbifrost_authenticated_connections", "gauge", "Open connections with a valid token.",
-               [("", authenticated)])
-        metric("zbifrost_connections_total", "counter", "WebSocket connections accepted.",
-               [("", self.connections_total)])
-        metric("zbifrost_connections_refused_total", "counter", "Upgrades or sessions refused, by reason.",
-               [(f'{{reason="{reason}"}}', count) for reason, count in sorted(self.connections_refused.items())])
-        metric("zbifrost_messages_in_total", "counter", "Frames received from clients.", [("", self.messages_in)])
-        metric("zbifrost_messages_out_total", "counter", "Frames sent to clients.", [("", self.messages_out)])
-        metric("zbifrost_errors_total", "counter", "Error replies, by code.",
-               [(f'{{code="{code}"}}', count) for code, count in sorted(self.errors.items())])
-        cumulative, samples = 0, []
-        for bound, count in zip(LATENCY_BUCKETS + (float("inf"),), self.latency_counts):
+class _Collector:
+    """Turns Metrics and the factory's live state into metric families at scrape time."""
+
+    def __init__(self, metrics, factory):
+        self.metrics = metrics
+        self.factory = factory
+
+    def collect(self):
+        metrics, factory = self.metrics, self.factory
+        cache_stats = factory.cache.stats()
+        yield GaugeMetricFamily("zbifrost_connections", "Open WebSocket connections.", value=len(factory.clients))
+        yield GaugeMetricFamily("zbifrost_authenticated_connections", "Open connections with a valid token.",
+                                value=factory.authenticated_clients)
+        yield CounterMetricFamily("zbifrost_connections_accepted", "WebSocket connections accepted.",
+                                  value=metrics.connections_total)
+        yield _labelled(CounterMetricFamily("zbifrost_connections_refused", "Upgrades or sessions refused, by reason.",
+                                            labels=["reason"]), metrics.connections_refused)
+        yield CounterMetricFamily("zbifrost_messages_in", "Frames received from clients.", value=metrics.messages_in)
+        yield CounterMetricFamily("zbifrost_messages_out", "Frames sent to clients.", value=metrics.messages_out)
+        yield _labelled(CounterMetricFamily("zbifrost_errors", "Error replies, by code.", labels=["code"]),
+                        metrics.errors)
+        cumulative, buckets = 0, []
+        for bound, count in zip(LATENCY_BUCKETS + (float("inf"),), metrics.latency_counts):
             cumulative += count
-            samples.append((f'_bucket{{le="{"+Inf" if bound == float("inf") else bound}"}}', cumulative))
-        samples += [("_sum", round(self.latency_sum, 6)), ("_count", self.latency_count)]
-        metric("zbifrost_command_seconds", "histogram",
-               "Time from dispatch to reply of asynchronous commands (plugins, dialogs, wizards).", samples)
-        metric("zbifrost_cache_hits_total", "counter", "Query cache hits.", [("", cache_stats["hits"])])
-        metric("zbifrost_cache_misses_total", "counter", "Query cache misses.", [("", cache_stats["misses"])])
-        metric("zbifrost_cache_entries", "gauge", "Entries in the query cache.", [("", cache_stats["size"])])
-        return "\n".join(lines) + "\n"
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+        yield HistogramMetricFamily("zbifrost_command_seconds",
+                                    "Time from dispatch to reply of asynchronous commands (plugins, dialogs, wizards).",
+                                    buckets=buckets, sum_value=metrics.latency_sum)
+        yield CounterMetricFamily("zbifrost_cache_hits", "Query cache hits.", value=cache_stats["hits"])
+        yield CounterMetricFamily("zbifrost_cache_misses", "Query cache misses.", value=cache_stats["misses"])
+        yield GaugeMetricFamily("zbifrost_cache_entries", "Entries in the query cache.", value=cache_stats["size"])
+
+
+def _labelled(family, counts):
+    for label, count in sorted(counts.items()):
+        family.add_metric([label], count)
+    return family

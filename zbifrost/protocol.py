@@ -108,6 +108,8 @@ class BifrostServerProtocol(WebSocketServerProtocol):
 
     def _check_request(self, request):
         server = self.factory
+        self.peer = request.peer = server.trusted_proxies.describe(self.transport.getPeer(), request.peer,
+                                                                   request.headers.get)
         refusal = server.refusal(request.headers.get("origin"), request.headers.get("host"))
         if refusal is not None:
             reason, status, text = refusal

@@ -5,21 +5,29 @@ Constructing a `BifrostService` loads and checks the zUI file and the tokens (a 
 binds every listener (a port in use raises `CannotListenError` from `startService`, so
 nothing runs without a listener); stopping it shuts the clients down gracefully before the
 listeners close, so `/healthz` can answer 503 meanwhile.
+
+Under systemd it adopts the sockets of socket activation when it is given them, and tells
+systemd READY=1 once it listens, a STATUS= line with the clients every STATUS_INTERVAL
+seconds (with WATCHDOG=1 at half of `WatchdogSec=`, when that is set) and STOPPING=1 when it
+starts to stop.
 """
 
 from twisted.application import internet, service, strports
 from twisted.internet import defer
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.logger import Logger
 
 from .auth import TokenFileError, TokenStore
 from .config import ConfigError
 from .factory import BifrostServerFactory
-from .web import build_site
+from .systemd import Notifier
+from .web import build_metrics_site, build_site
 from .zui.actions import ZuiError
 from .zui.workspace import Workspace
 from .zui.zpath import MissingZuiFile, ZPathError, zui_files
 
 RELOAD_INTERVAL = 0.5  # seconds between checks of the zUI files' modification times
+STATUS_INTERVAL = 10.0  # seconds between systemd STATUS= updates (shorter when the watchdog needs it)
 
 log = Logger()
 
@@ -33,7 +41,10 @@ def listen_descriptions(config):
 
 
 class BifrostService(service.MultiService):
-    def __init__(self, config, reactor=None):
+    """`inherited_sockets` ([(descriptor, family)], from zbifrost.systemd) replace the listeners
+    of `config`; `notifier` reports to systemd when the environment names its socket."""
+
+    def __init__(self, config, reactor=None, inherited_sockets=()):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -53,13 +64,34 @@ class BifrostService(service.MultiService):
         # the opening handshake, after one Autobahn's own openHandshakeTimeout takes over
         self.site = build_site(self.factory, config.handshake_timeout)
         self.listeners = []
-        for description in listen_descriptions(config):
-            listener = strports.service(description, self.site, reactor=reactor)
+        if inherited_sockets:
+            self.where = [f"systemd socket {descriptor}" for descriptor, _ in inherited_sockets]
+            for descriptor, family in inherited_sockets:
+                endpoint = AdoptedStreamServerEndpoint(reactor, descriptor, family)
+                self.listeners.append(internet.StreamServerEndpointService(endpoint, self.site))
+        else:
+            self.where = listen_descriptions(config)
+            self.listeners = [strports.service(description, self.site, reactor=reactor) for description in self.where]
+        for listener in self.listeners:
             listener.setServiceParent(self)
-            self.listeners.append(listener)
-        reloader = internet.TimerService(RELOAD_INTERVAL, self.workspace.refresh)
-        reloader.clock = reactor
-        reloader.setServiceParent(self)
+        metrics_site = build_metrics_site(self.factory) if config.metrics_listen else None
+        self.metrics_listeners = [strports.service(description, metrics_site, reactor=reactor)
+                                  for description in config.metrics_listen]
+        for listener in self.metrics_listeners:
+            listener.setServiceParent(self)
+        self._every(RELOAD_INTERVAL, self.workspace.refresh)
+        self.notifier = Notifier()
+        if self.notifier.enabled:
+            self._every(min(STATUS_INTERVAL, self.notifier.watchdog_interval or STATUS_INTERVAL), self._report_status)
+
+    def _every(self, seconds, function):
+        timer = internet.TimerService(seconds, function)
+        timer.clock = self.reactor
+        timer.setServiceParent(self)
+
+    def _report_status(self):
+        watchdog = {"WATCHDOG": 1} if self.notifier.watchdog_interval else {}
+        self.notifier.notify(STATUS=f"{len(self.factory.clients)} clients", **watchdog)
 
     def _check_zui(self):
         """Load the configured zUI file now, so that a bad one stops start-up; return the block."""
@@ -85,11 +117,14 @@ class BifrostService(service.MultiService):
     def startService(self):
         super().startService()
         log.info("zbifrost listening on {where}, serving {zvafile} from {workspace}",
-                 where=", ".join(listen_descriptions(self.config)), zvafile=self.factory.zvafile,
-                 workspace=self.workspace.root)
+                 where=", ".join(self.where), zvafile=self.factory.zvafile, workspace=self.workspace.root)
+        if self.config.metrics_listen:
+            log.info("/metrics and /healthz on {metrics_where}", metrics_where=", ".join(self.config.metrics_listen))
+        self.notifier.notify(READY=1, STATUS=f"listening on {', '.join(self.where)}")
 
     @defer.inlineCallbacks
     def stopService(self):
+        self.notifier.notify(STOPPING=1, STATUS=f"stopping: closing {len(self.factory.clients)} clients")
         yield self.factory.shut_down(self.config.shutdown_grace)
         self.factory.thread_pool.stop()  # its threads are daemons: a stuck one never holds up the exit
         yield super().stopService()

@@ -5,17 +5,26 @@ precedence and validation. A bad setting or a port in use ends start-up with one
 stderr and exit status 1, instead of a traceback or a server without a listener; a port in use
 also removes twistd's pidfile and, when twistd has daemonised, reaches the launching command
 through twistd's status pipe, so that it exits at once.
+
+Started by systemd socket activation (LISTEN_FDS for this process) without `--port` or
+`--listen` (on the command line or in `listen:` of the config file), it serves on the inherited
+sockets instead of the configured port. SIGHUP re-reads the config file (zbifrost.reload).
 """
 
 import contextlib
 import os
+import signal
 import sys
 
+import twisted
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
+from . import __version__
 from .config import ConfigError, load_config
+from .reload import reload_config
 from .service import BifrostService
+from .systemd import inherited_sockets
 
 # flag name -> Config attribute
 _VALUE_FLAGS = {
@@ -54,11 +63,28 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["allowed-origin"] = []
+        self["metrics-listen"] = []
+        self["trusted-proxy"] = []
+
+    def opt_version(self):
+        """Print zbifrost's version and Twisted's, then exit."""
+        print(f"zbifrost {__version__} (Twisted {twisted.__version__})")
+        raise SystemExit(0)
 
     def opt_listen(self, description):
         """A strports endpoint to listen on, e.g. tcp:18774:interface=0.0.0.0 (repeatable;
         replaces --port and --interface)."""
         self["listen"].append(description)
+
+    def opt_metrics_listen(self, description):
+        """A strports endpoint serving only /metrics and /healthz, e.g. tcp:9101:interface=127.0.0.1
+        (repeatable; /metrics then leaves the WebSocket port)."""
+        self["metrics-listen"].append(description)
+
+    def opt_trusted_proxy(self, network):
+        """An address or network (10.0.0.0/8) of a reverse proxy whose X-Forwarded-For /
+        X-Real-IP names the client (repeatable); from other peers those headers are ignored."""
+        self["trusted-proxy"].append(network)
 
     def opt_allowed_origin(self, origin):
         """An Origin allowed to connect, as scheme://host[:port], or * (repeatable)."""
@@ -71,6 +97,10 @@ class Options(usage.Options):
             values["require_auth"] = True
         if self["listen"]:
             values["listen"] = self["listen"]
+        if self["metrics-listen"]:
+            values["metrics_listen"] = self["metrics-listen"]
+        if self["trusted-proxy"]:
+            values["trusted_proxies"] = self["trusted-proxy"]
         if self["allowed-origin"]:
             values["allowed_origins"] = self["allowed-origin"]
         return values
@@ -107,9 +137,22 @@ class _TwistdService(BifrostService):
     privilegedStartService, after it has written its pidfile and daemonised, before it drops
     privileges)."""
 
-    def __init__(self, config, twistd_options, reactor=None):
-        super().__init__(config, reactor=reactor)
+    def __init__(self, config, twistd_options, reactor=None, inherited_sockets=(), config_file=None,
+                 overrides=None):
+        super().__init__(config, reactor=reactor, inherited_sockets=inherited_sockets)
         self.twistd_options = twistd_options
+        self.config_file = config_file
+        self.overrides = overrides
+
+    def startService(self):
+        super().startService()
+        # the handler only schedules the reload: it runs in the reactor thread, between events
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
+
+    def reload(self):
+        self.notifier.notify(RELOADING=1, STATUS="reloading the config file")
+        reload_config(self.factory, self.config_file, self.overrides)
+        self.notifier.notify(READY=1, STATUS=f"{len(self.factory.clients)} clients")
 
     def privilegedStartService(self):
         try:
@@ -121,7 +164,9 @@ class _TwistdService(BifrostService):
 def makeService(options, reactor=None):
     try:
         config = load_config(options["config"], overrides=options.overrides())
+        activated = [] if options["port"] or config.listen else inherited_sockets()
         # options.parent: twistd's own options (pidfile, status pipe) when run as `twistd zbifrost`
-        return _TwistdService(config, getattr(options, "parent", None), reactor=reactor)
+        return _TwistdService(config, getattr(options, "parent", None), reactor=reactor, inherited_sockets=activated,
+                              config_file=options["config"], overrides=options.overrides())
     except ConfigError as err:
         _fail(str(err))

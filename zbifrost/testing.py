@@ -12,7 +12,10 @@
 are read with `next_event`); an error reply fails the Deferred with `BifrostError` (`.code`, `.message`, `.reply`).
 """
 
+from __future__ import annotations
+
 import itertools
+from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -28,7 +31,7 @@ __all__ = ["BifrostError", "ConnectionClosed", "RunningServer", "start_server", 
 class BifrostError(Exception):
     """An error reply: `code` is one of PROTOCOL.md's codes, `reply` the whole frame."""
 
-    def __init__(self, reply):
+    def __init__(self, reply: dict[str, Any]) -> None:
         super().__init__(f"{reply.get('code')}: {reply.get('error')}")
         self.code = reply.get("code")
         self.message = reply.get("error")
@@ -38,7 +41,7 @@ class BifrostError(Exception):
 class ConnectionClosed(Exception):
     """The connection closed before the awaited frame arrived."""
 
-    def __init__(self, code, reason):
+    def __init__(self, code: int | None, reason: str | None) -> None:
         super().__init__(f"connection closed: {code} {reason}")
         self.code = code
         self.reason = reason
@@ -47,19 +50,20 @@ class ConnectionClosed(Exception):
 class RunningServer:
     """A started zbifrost: `url` (ws://.../ws), `http_url`, `port`, `service`, `factory`."""
 
-    def __init__(self, service):
+    def __init__(self, service: BifrostService) -> None:
         self.service = service
         self.factory = service.factory
         self.port = service.ports()[0].getHost().port
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.http_url = f"http://127.0.0.1:{self.port}"
 
-    def stop(self):
+    def stop(self) -> defer.Deferred[None]:
         """Stop gracefully (clients get server_shutdown and 1001); fires when it is down."""
         return defer.maybeDeferred(self.service.stopService)
 
 
-def start_server(workspace=None, reactor=None, port=0, config_file=None, **settings):
+def start_server(workspace: str | None = None, reactor: Any = None, port: int = 0, config_file: str | None = None,
+                 **settings: Any) -> defer.Deferred[RunningServer]:
     """Start a zbifrost on 127.0.0.1 and `port` (default: an ephemeral one); fires with a
     RunningServer. A fixed `port` lets a test restart a server where its clients expect it.
 
@@ -93,6 +97,7 @@ class _ClientProtocol(WebSocketClientProtocol):
 
 class _ClientFactory(WebSocketClientFactory):
     protocol = _ClientProtocol
+    client: BifrostTestClient
 
     def clientConnectionFailed(self, connector, reason):
         self.client._closed(1006, f"connection failed: {reason.getErrorMessage()}")
@@ -101,18 +106,18 @@ class _ClientFactory(WebSocketClientFactory):
 class BifrostTestClient:
     """A WebSocket client speaking the zbifrost protocol, for tests."""
 
-    def __init__(self):
-        self.info = None  # connection_info data
-        self.frames = []  # every frame received, in order
+    def __init__(self) -> None:
+        self.info: dict[str, Any] | None = None  # connection_info data
+        self.frames: list[dict[str, Any]] = []  # every frame received, in order
         self.close_code = None
         self.close_reason = None
-        self.closed = defer.Deferred()  # fires with (code, reason)
+        self.closed: defer.Deferred[tuple[int, str]] = defer.Deferred()  # fires with (code, reason)
         self._protocol = None
         self._ids = itertools.count(1)
-        self._pending = {}  # _requestId -> Deferred
-        self._unsolicited = []  # frames that answer no request and nobody awaited yet
-        self._waiters = []  # (predicate, Deferred)
-        self._ready = defer.Deferred()
+        self._pending: dict[int, defer.Deferred[dict[str, Any]]] = {}  # _requestId -> Deferred
+        self._unsolicited: list[dict[str, Any]] = []  # frames that answer no request and nobody awaited yet
+        self._waiters: list[tuple[Callable[[dict[str, Any]], bool], defer.Deferred[dict[str, Any]]]] = []
+        self._ready: defer.Deferred[BifrostTestClient] = defer.Deferred()
 
     # -- connection events -----------------------------------------------------------------
 
@@ -152,11 +157,11 @@ class BifrostTestClient:
 
     # -- requests --------------------------------------------------------------------------
 
-    def send(self, message):
+    def send(self, message: dict[str, Any]) -> None:
         """Send a dict as a JSON text frame (no _requestId is added)."""
         self.send_raw(orjson.dumps(message))
 
-    def send_raw(self, payload, binary=False):
+    def send_raw(self, payload: bytes, binary: bool = False) -> None:
         """Send bytes exactly as given, as a text frame or a binary one."""
         if self._protocol is None:
             raise ConnectionClosed(self.close_code, self.close_reason)
@@ -169,21 +174,22 @@ class BifrostTestClient:
         self.send(dict(fields, event=event, _requestId=req_id))
         return deferred
 
-    def request_frame(self, event, **fields):
+    def request_frame(self, event: str, **fields: Any) -> defer.Deferred[dict[str, Any]]:
         """Send an event with a fresh _requestId; fires with the whole reply frame, errors
         included (use `request` to get just the result)."""
         return self._send_request(event, fields).addErrback(
             lambda failure: failure.value.reply if failure.check(BifrostError) else failure)
 
-    def request(self, event, **fields):
+    def request(self, event: str, **fields: Any) -> defer.Deferred[Any]:
         """Send an event; fires with the reply's `result`, or fails with BifrostError."""
         return self._send_request(event, fields).addCallback(lambda frame: frame["result"])
 
-    def dispatch(self, zkey, **fields):
+    def dispatch(self, zkey: str, **fields: Any) -> defer.Deferred[Any]:
         """Run a zUI command; fires with its `result`, or fails with BifrostError."""
         return self.request("dispatch", zKey=zkey, **fields)
 
-    def next_frame(self, predicate=None):
+    def next_frame(self, predicate: Callable[[dict[str, Any]], bool] | None = None
+                   ) -> defer.Deferred[dict[str, Any]]:
         """The next frame that answers no request (an event, or a reply to `send`/`send_raw`),
         optionally the next one for which `predicate(frame)` is true."""
         predicate = predicate or (lambda frame: True)
@@ -197,17 +203,18 @@ class BifrostTestClient:
         self._waiters.append((predicate, deferred))
         return deferred
 
-    def next_event(self, event):
+    def next_event(self, event: str) -> defer.Deferred[dict[str, Any]]:
         return self.next_frame(lambda frame: frame.get("event") == event)
 
-    def close(self, code=1000):
+    def close(self, code: int = 1000) -> defer.Deferred[tuple[int, str]]:
         """Close the connection; fires with (code, reason) once it is closed."""
         if self._protocol is not None:
             self._protocol.sendClose(code=code)
         return self.closed
 
 
-def connect(url, token=None, origin=None, headers=None, protocols=None, reactor=None):
+def connect(url: str, token: str | None = None, origin: str | None = None, headers: dict[str, str] | None = None,
+            protocols: list[str] | None = None, reactor: Any = None) -> defer.Deferred[BifrostTestClient]:
     """Open a connection; fires with a BifrostTestClient once `connection_info` has arrived,
     or fails with ConnectionClosed (e.g. 1008 for a refused token)."""
     if reactor is None:

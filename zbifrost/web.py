@@ -1,7 +1,8 @@
 """The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1, 7 and 8).
 
 `/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
-`/healthz`, `/metrics`, `/bifrost.js`, the demo page at `/`, at `/ws` the reason an upgrade
+`/healthz`, `/metrics` (unless `metrics_listen` moves it to a site of its own,
+`build_metrics_site`), `/bifrost.js`, the demo page at `/`, at `/ws` the reason an upgrade
 would be refused, and `POST /api/publish`. Every TCP connection starts its handshake deadline
 at accept (`_Channel`), and a request with a body is refused with 413 before any of the body is
 read, except a `POST /api/publish` whose Content-Length is within `max_message_size` (its body
@@ -16,6 +17,7 @@ import uuid
 
 import orjson
 from autobahn.twisted.resource import WebSocketResource
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 from twisted.web.pages import notFound
@@ -23,6 +25,7 @@ from twisted.web.pages import notFound
 from . import __version__, messages
 from .auth import bearer_token
 from .channels import valid_channel
+from .logs import stdout_is_the_journal
 
 PUBLISH_PATH = b"/api/publish"
 
@@ -138,11 +141,14 @@ class Healthz(_StatusPage):
 
 
 class Metrics(_StatusPage):
-    content_type = b"text/plain; version=0.0.4; charset=utf-8"
+    content_type = CONTENT_TYPE_LATEST.encode("ascii")
+
+    def __init__(self, factory):
+        super().__init__(factory)
+        self.registry = factory.metrics.registry(factory)
 
     def body(self, request, factory):
-        return factory.metrics.render(len(factory.clients), factory.authenticated_clients,
-                                      factory.cache.stats()).encode("utf-8")
+        return generate_latest(self.registry)
 
 
 class PublishApi(resource.Resource):
@@ -218,12 +224,13 @@ class Root(resource.Resource):
         self.routes = {
             b"ws": self.websocket,
             b"healthz": Healthz(factory),
-            b"metrics": Metrics(factory),
             b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8", shared=True),
             b"demo.js": StaticFile("demo.js", b"text/javascript; charset=utf-8"),
             b"demo.css": StaticFile("demo.css", b"text/css; charset=utf-8"),
             PUBLISH_PATH[1:]: PublishApi(factory),
         }
+        if not factory.config.metrics_listen:
+            self.routes[b"metrics"] = Metrics(factory)
 
     def getChildWithDefault(self, path, request):
         if path == b"" and not request.postpath:
@@ -240,10 +247,14 @@ class Root(resource.Resource):
 
 
 def _access_log_line(timestamp, request):
-    """An access-log line without the query string, where a `?token=` would otherwise land."""
+    """An access-log line without the query string, where a `?token=` would otherwise land, and
+    without its time on the systemd journal, which has its own."""
     path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
     peer = request.getClientAddress()
-    return (f'{getattr(peer, "host", "-")} - - {timestamp} "{request.method.decode("ascii", "replace")} {path} '
+    host = getattr(peer, "host", None)
+    client = "-" if host is None else request.site.trusted_proxies.client_address(host, request.getHeader)
+    timestamp = timestamp if request.site.timestamped else "-"
+    return (f'{client} - - {timestamp} "{request.method.decode("ascii", "replace")} {path} '
             f'{request.clientproto.decode("ascii", "replace")}" {request.code} {request.sentLength or "-"}')
 
 
@@ -293,6 +304,27 @@ def build_site(factory, timeout):
     site.requestFactory = _Request
     site.max_body = factory.config.max_message_size
     site.handshakes = factory.handshakes
+    site.trusted_proxies = factory.trusted_proxies
+    site.timestamped = not stdout_is_the_journal()
     site.displayTracebacks = False
     site.noisy = False
+    return site
+
+
+class _MetricsRoot(resource.Resource):
+    """The root of the metrics site: its children, and a 404 for anything else."""
+
+    def getChild(self, path, request):
+        return notFound()
+
+
+def build_metrics_site(factory):
+    """The Site of `--metrics-listen`: `/metrics` and `/healthz` only, without access-log lines
+    (a scrape every few seconds would fill the log)."""
+    root = _MetricsRoot()
+    root.putChild(b"metrics", Metrics(factory))
+    root.putChild(b"healthz", Healthz(factory))
+    site = server.Site(root)
+    site.log = lambda request: None
+    site.displayTracebacks = False
     return site

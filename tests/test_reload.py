@@ -1,0 +1,88 @@
+"""SIGHUP on a real `twistd -n zbifrost`: the config file's origins and limits are applied, one
+line says what changed, a broken config keeps the old one, and the process never exits."""
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+from tests.test_core_twistd import REPO, TWISTD, free_port, wait_until_listening
+
+
+class Output:
+    """The lines a process prints, read in a thread so that a test can wait for one."""
+
+    def __init__(self, process):
+        self.lines = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line) for line in process.stdout], daemon=True).start()
+
+    def wait_for(self, text, seconds=20):
+        deadline = time.monotonic() + seconds
+        while True:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert "Traceback" not in line
+            if text in line:
+                return line
+
+
+def opens_from(port, origin):
+    """True when a WebSocket from `origin` is accepted (then closed again)."""
+    try:
+        with ws_connect(f"ws://127.0.0.1:{port}/ws", origin=origin, open_timeout=10) as ws:
+            ws.recv(timeout=10)
+            return True
+    except InvalidStatus:
+        return False
+
+
+def close_code_after_sending(port, origin, size):
+    with ws_connect(f"ws://127.0.0.1:{port}/ws", origin=origin, open_timeout=10, max_size=None) as ws:
+        ws.recv(timeout=10)
+        ws.send('{"zKey": "^Ping", "pad": "' + "x" * size + '"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+def test_sighup_applies_the_config_files_new_origins_and_limits_and_keeps_the_pid(tmp_path):
+    config = tmp_path / "zbifrost.yaml"
+    config.write_text("websocket:\n  allowed_origins: ['http://old.example']\n  max_message_size: 65536\n")
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WEBSOCKET_")}
+    process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--config", str(config), "--port", str(port)],
+                               cwd=tmp_path, env=dict(environment, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    output = Output(process)
+    try:
+        wait_until_listening(port, process)
+        assert opens_from(port, "http://old.example") and not opens_from(port, "http://new.example")
+
+        config.write_text("websocket:\n  allowed_origins: ['http://new.example']\n  max_message_size: 1000\n"
+                          "  backlog: 64\n")
+        process.send_signal(signal.SIGHUP)
+        line = output.wait_for("SIGHUP: reloaded")
+        assert "allowed_origins ['http://old.example'] -> ['http://new.example']" in line
+        assert "max_message_size 65536 -> 1000" in line and line.endswith("; needs a restart, not applied: backlog\n")
+        assert opens_from(port, "http://new.example") and not opens_from(port, "http://old.example")
+        assert close_code_after_sending(port, "http://new.example", 2000) == 1009
+
+        config.write_text("websocket:\n  allowed_origins: ['http://other.example']\n  max_message_size: -1\n")
+        process.send_signal(signal.SIGHUP)
+        assert "max_message_size" in output.wait_for("SIGHUP: config not reloaded, the old one stays in force")
+        assert opens_from(port, "http://new.example") and not opens_from(port, "http://other.example")
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -1,0 +1,43 @@
+"""SIGHUP: re-read the config file and apply the settings that can change while running.
+
+Origins and limits (RELOADABLE) are applied to the running factory, and one log line says what
+changed; a changed setting that needs a restart (the port, the workspace, ...) is named in
+that line and left as it is. A config that no longer loads is logged and the old one is kept.
+Nothing here exits the process. The tokens file and the zUI files are re-read by their own
+watchers when they change.
+"""
+
+import dataclasses
+
+from twisted.logger import Logger
+
+from .config import Config, ConfigError, load_config
+
+log = Logger()
+
+RELOADABLE = ("allowed_origins", "max_connections", "max_message_size", "max_fragments", "rate", "burst",
+              "max_in_flight", "max_outbound_buffer", "ping_interval", "ping_timeout")
+
+
+def reload_config(factory, config_file, overrides):
+    """Load `config_file` again with the same flags (`overrides`) and environment, and apply
+    its RELOADABLE settings to `factory`. Returns the applied changes {name: (old, new)}."""
+    if not config_file:
+        log.info("SIGHUP: no --config file, nothing to reload")
+        return {}
+    try:
+        loaded = load_config(config_file, overrides=overrides)
+    except ConfigError as err:
+        log.error("SIGHUP: config not reloaded, the old one stays in force: {error}", error=str(err))
+        return {}
+    current = factory.config
+    differs = [f.name for f in dataclasses.fields(Config) if getattr(loaded, f.name) != getattr(current, f.name)]
+    changes = {name: (getattr(current, name), getattr(loaded, name)) for name in differs if name in RELOADABLE}
+    needs_restart = [name for name in differs if name not in RELOADABLE]
+    if changes:
+        factory.reconfigure(dataclasses.replace(current, **{name: new for name, (_, new) in changes.items()}))
+    described = ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()) or "nothing changed"
+    restart = f"; needs a restart, not applied: {', '.join(needs_restart)}" if needs_restart else ""
+    log.info("SIGHUP: reloaded {config_file}: {changes}{restart}", config_file=config_file, changes=described,
+             restart=restart)
+    return changes
