@@ -319,6 +319,50 @@ def test_a_tab_that_lost_its_connection_gets_the_missed_messages_and_is_told_it_
     assert seen["errors"] == []
 
 
+@pytest_twisted.inlineCallbacks
+def test_two_tabs_talk_through_the_channel_panel_each_seeing_who_sent_what(make_server):
+    server = yield make_server()
+    seen = yield run("channel_talk", server)
+    first, second = seen["ids"]
+    assert seen["logs"] == [[["you", "hello from the first tab"], [second, "hello back"]],
+                            [[first, "hello from the first tab"], ["you", "hello back"]]]
+    assert seen["errors"] == []
+
+
+def _cut_and_publish(server, channel, texts):
+    """In one reactor turn: the connection subscribed to `channel` is cut, then `texts` are
+    published from the backend, so that the tab misses them."""
+    [tab] = [conn for conn in server.factory.clients.values() if conn.subscriptions and channel in conn.subscriptions]
+    tab.transport.abortConnection()
+    for text in texts:
+        server.factory.publish_from_backend(channel, text)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_channel_panel_shows_missed_messages_after_a_reconnection_or_says_they_are_lost(make_server, tmp_path):
+    config = tmp_path / "zbifrost.yaml"
+    config.write_text("channels:\n  - pattern: '*'\n    history: {size: 3, ttl: 60}\n")
+    server = yield make_server(config_file=str(config))
+    scenario = Scenario.start("channel_recovery", server)
+    yield scenario.step("subscribed")
+    yield server.factory.publish_from_backend("orders", "first")
+    yield scenario.step("published")  # the tab's own "mine" is offset 2
+    _cut_and_publish(server, "orders", ["missed 1", "missed 2"])
+    yield scenario.step("recovered")
+    _cut_and_publish(server, "orders", [f"lost {n}" for n in range(1, 5)])  # more than the 3 kept
+    yield scenario.step("lost")
+    yield server.factory.publish_from_backend("orders", "after")
+    seen = yield scenario.result()
+    lost_connection = ["note:info", "Connection lost: the messages missed meanwhile will be asked for on reconnection."]
+    assert seen["log"] == [
+        ["server", "first"], ["you", "mine"],
+        lost_connection, ["note:success", "Reconnected: 2 missed messages recovered."],
+        ["server", "missed 1"], ["server", "missed 2"],  # and "mine" only once, though replayed
+        lost_connection, ["note:warning", "Reconnected, but the messages published meanwhile could not be recovered."],
+        ["server", "after"]]
+    assert seen["errors"] == []
+
+
 def _test_workspace_server(make_server):
     return make_server(workspace=TEST_WORKSPACE, zvafile="@.zUI.browser")
 

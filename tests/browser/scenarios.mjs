@@ -91,6 +91,31 @@ const place = async (page) => ({
 const menu = (page) => page.locator('#menu button').evaluateAll((buttons) =>
   buttons.map((button) => ({name: button.textContent, disabled: button.disabled})));
 
+// The channel panel: subscribe to `name` through its form, publish a text, read its lines as
+// [sender, text] for messages and [`note:<level>`, text] for its notes.
+async function joinChannel(page, name) {
+  await page.getByLabel('Channel', {exact: true}).fill(name);
+  await page.getByRole('button', {name: 'Subscribe'}).click();
+  await page.locator('#channel-state', {hasText: `Subscribed to ${name}`}).waitFor({timeout: WAIT_MS});
+}
+
+async function publishFromPanel(page, text) {
+  await page.getByLabel('Message', {exact: true}).fill(text);
+  await page.getByRole('button', {name: 'Publish'}).click();
+  await channelLine(page, text);
+}
+
+const channelLine = (page, text) => page.locator('#channel-log li', {hasText: text}).waitFor({timeout: WAIT_MS});
+
+const channelLog = (page) => page.locator('#channel-log li').evaluateAll((items) => items.map((item) => {
+  const from = item.querySelector('.from');
+  return from ? [from.textContent, item.textContent.slice(from.textContent.length + 1)]
+    : [`note:${item.className.replace('message level-', '')}`, item.textContent];
+}));
+
+const clientId = (page) => page.evaluate(() =>
+  [...document.querySelectorAll('#info dt')].find((dt) => dt.textContent === 'Client id').nextElementSibling.textContent);
+
 // In the page: `outcome(promise)` records a result or a BifrostError's fields, for pytest.
 const OUTCOME = `
   window.outcome = (promise) => promise.then(
@@ -370,6 +395,39 @@ const scenarios = {
     });
     return {probe: await page.evaluate(() => window.probe), position: await page.evaluate(() => window.client.position('orders')),
       fromSaved, errors: page.errors};
+  },
+
+  // Two tabs talk through the channel panel: each sees the other's message under the other's
+  // client id, and its own as "you".
+  async channel_talk(context) {
+    const tabs = [await openDemo(context), await openDemo(context)];
+    for (const tab of tabs) await joinChannel(tab, 'chat');
+    await publishFromPanel(tabs[0], 'hello from the first tab');
+    await channelLine(tabs[1], 'hello from the first tab');
+    await publishFromPanel(tabs[1], 'hello back');
+    await channelLine(tabs[0], 'hello back');
+    await tabs[0].screenshot({path: join(artifacts, 'page-channels.png'), fullPage: true});
+    return {ids: await Promise.all(tabs.map(clientId)), logs: await Promise.all(tabs.map(channelLog)),
+      errors: tabs.flatMap((tab) => tab.errors)};
+  },
+
+  // The channel panel of a tab whose connection pytest cuts twice: after the first cut it
+  // shows the missed messages, recovered; after the second (more missed than the channel's
+  // history holds) it says they are lost, and goes on with new messages.
+  async channel_recovery(context) {
+    const page = await openDemo(context);
+    await joinChannel(page, 'orders');
+    say({step: 'subscribed'});
+    await channelLine(page, 'first');
+    await publishFromPanel(page, 'mine');
+    say({step: 'published'});
+    await page.locator('#channel-log .level-success').waitFor({timeout: WAIT_MS});
+    await channelLine(page, 'missed 2');
+    say({step: 'recovered'});
+    await page.locator('#channel-log .level-warning').waitFor({timeout: WAIT_MS});
+    say({step: 'lost'});
+    await channelLine(page, 'after');
+    return {log: await channelLog(page), errors: page.errors};
   },
 
   // A zDialog: the page introspects it, renders a labelled form, dispatches with `data`.

@@ -4,10 +4,12 @@
 //                visited, and zBack in every block but the first; zLink/zBack move it;
 //   results      each command's outcome rendered by its shape (messages with their level,
 //                tables, key/value lists, zDisplay events, progress), raw JSON one click away;
+//   channels     one channel at a time: subscribe, publish, its messages with their sender,
+//                and whether a reconnection recovered the messages missed meanwhile;
 //   connection   connection_info, following the client's current zVaFile and zBlock;
 // plus the form of a zDialog command, which stays open with each field's problem when the
-// server rejects it. A `?token=` in the page's URL is passed on. A new panel (channels,
-// presence) adds its own section to index.html and its own block of code here.
+// server rejects it. A `?token=` in the page's URL is passed on. A new panel (presence, ...)
+// adds its own section to index.html and its own block of code here.
 import { BifrostClient } from '/bifrost.js';
 
 const $ = (id) => document.getElementById(id);
@@ -29,16 +31,22 @@ const client = new BifrostClient(undefined, {
       state.info = info;
       state.trail = [{zVaFile: info.session.zVaFile, zBlock: info.session.zBlock}];
       setStatus('connected', 'Connected');
+      channel.away = false;
       showBlock().catch(showFailure);
     },
     onDisconnected(closed) {
       state.trouble = explainClose(closed);
       setStatus('down', state.trouble);
+      if (channel.name && !channel.away) {
+        channel.away = true; // one note per outage, however many attempts fail
+        channelNote('info', 'Connection lost: the messages missed meanwhile will be asked for on reconnection.');
+      }
     },
     onReconnecting: (attempt, delay) =>
       setStatus('down', `${state.trouble} Retrying in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})…`),
     onServerShutdown: () => setStatus('down', 'The server is shutting down…'),
     onInput: (request) => askForm(request.prompt || 'The command needs input', request.fields),
+    onRecovered: channelRecovered,
   },
 });
 
@@ -96,6 +104,87 @@ function showInfo() {
     ['Features', info.features.join(', ')],
   ];
   $('info').replaceChildren(...rows.flatMap(([name, value]) => [el('dt', {}, name), el('dd', {}, value)]));
+}
+
+// -- channels ------------------------------------------------------------------------------
+
+// The one channel the panel shows. The server does not send a tab its own publishes, so they
+// are listed from the publish reply, as "you"; a replay after a reconnection may bring them
+// again (from the old client id), and `shown` keeps them from being listed twice.
+const channel = {
+  name: null,
+  shown: new Set(), // offsets listed in the channel's current epoch
+  latest: 0, // the highest offset listed (or the channel's offset when subscribed)
+  away: false, // the connection was lost since the last connection_info
+};
+
+// Subscribing to another channel leaves the current one and starts an empty list.
+$('subscribe-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const name = $('channel-name').value.trim();
+  if (!name || name === channel.name) return;
+  const handler = (data, from, offset) => showChannelMessage(name, data, from, offset);
+  let result;
+  try {
+    result = await client.subscribe(name, handler);
+  } catch (err) {
+    client.unsubscribe(name, handler).catch(() => {}); // else the client would retry it at each reconnection
+    channelNote('error', `${err.code}: ${err.message}`);
+    return;
+  }
+  const previous = channel.name;
+  Object.assign(channel, {name, shown: new Set(), latest: result?.offset ?? 0});
+  if (previous) client.unsubscribe(previous).catch(() => {}); // a lost connection ends it anyway
+  $('channel-log').replaceChildren();
+  $('channel-state').textContent = result
+    ? `Subscribed to ${name} (offset ${result.offset}).` : `Subscribing to ${name} once connected…`;
+  $('channel-text').disabled = $('publish').disabled = false;
+});
+
+$('publish-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const name = channel.name;
+  const text = $('channel-text').value;
+  try {
+    const {offset} = await client.publish(name, text);
+    $('channel-text').value = '';
+    showChannelMessage(name, text, 'you', offset);
+  } catch (err) {
+    channelNote('error', `${err.code}: ${err.message}`);
+  }
+});
+
+function showChannelMessage(name, data, from, offset) {
+  if (name !== channel.name || channel.shown.has(offset)) return;
+  channel.shown.add(offset);
+  channel.latest = Math.max(channel.latest, offset);
+  const sender = from === 'you' || from === 'server' ? from : 'client';
+  addChannelLine(el('li', {className: 'channel-message', title: `offset ${offset}`},
+    el('span', {className: `from from-${sender}`}, from), ' ', typeof data === 'string' ? data : JSON.stringify(data)));
+}
+
+// After a reconnection: the messages missed meanwhile follow this note, or they are lost.
+function channelRecovered(name, recovered, result) {
+  if (name !== channel.name) return;
+  if (recovered) {
+    const missed = result.offset - channel.latest;
+    channelNote('success', missed > 0
+      ? `Reconnected: ${missed} missed message${missed === 1 ? '' : 's'} recovered.`
+      : 'Reconnected: no message was missed.');
+    return;
+  }
+  Object.assign(channel, {shown: new Set(), latest: result.offset});
+  channelNote('warning', 'Reconnected, but the messages published meanwhile could not be recovered.');
+}
+
+function channelNote(level, text) {
+  addChannelLine(el('li', {className: `message level-${level}`}, text));
+}
+
+function addChannelLine(line) {
+  const log = $('channel-log');
+  log.append(line);
+  log.scrollTop = log.scrollHeight;
 }
 
 // -- navigation ----------------------------------------------------------------------------
