@@ -303,6 +303,7 @@ def test_a_tab_that_lost_its_connection_gets_the_missed_messages_and_is_told_it_
     yield scenario.step("subscribed")
     yield factory.publish_from_backend("orders", "first")
     yield scenario.step("first")
+    yield scenario.step("published")  # the tab's own "mine", offset 2
     [tab] = [conn for conn in factory.clients.values() if conn.subscriptions and "orders" in conn.subscriptions]
     # in one reactor turn: the tab's connection is cut, then two messages are published that it misses
     tab.transport.abortConnection()
@@ -312,11 +313,26 @@ def test_a_tab_that_lost_its_connection_gets_the_missed_messages_and_is_told_it_
     probe = seen["probe"]
     assert probe["disconnects"] == 1
     assert probe["messages"] == [{"data": data, "from": "server", "offset": offset}
-                                 for offset, data in enumerate(["first", "missed 1", "missed 2"], 1)]
+                                 for offset, data in [(1, "first"), (3, "missed 1"), (4, "missed 2")]]
     assert probe["recovered"] == [{"channel": "orders", "recovered": True}]
-    assert seen["position"]["offset"] == 3
-    assert seen["fromSaved"] == {"recovered": True, "replayed": ["first", "missed 1", "missed 2"]}
+    assert seen["position"]["offset"] == 4
+    assert seen["fromSaved"] == {"recovered": True, "replayed": ["first", "mine", "missed 1", "missed 2"]}
     assert seen["errors"] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_subscribe_the_server_refused_is_not_sent_again_after_a_reconnection(make_server, tmp_path):
+    config = tmp_path / "zbifrost.yaml"
+    config.write_text("channels:\n  - pattern: 'secret'\n    subscribe: [admin]\n")
+    server = yield make_server(config_file=str(config))
+    scenario = Scenario.start("refused_subscribe", server)
+    yield scenario.step("refused")
+    assert server.factory.metrics.errors == {"forbidden": 1}
+    for conn in list(server.factory.clients.values()):  # the page's own client and the probe's
+        conn.transport.abortConnection()
+    seen = yield scenario.result()
+    assert seen == {"outcome": "forbidden", "errors": []}
+    assert server.factory.metrics.errors == {"forbidden": 1}
 
 
 @pytest_twisted.inlineCallbacks

@@ -362,8 +362,29 @@ const scenarios = {
     return {probe: await page.evaluate(() => window.probe), entry, errors: page.errors};
   },
 
-  // A tab loses its connection while messages are published: after the reconnection it gets
-  // what it missed, in order, and is told it recovered. A second client subscribes with a
+  // A subscribe the server refuses rejects, and is not sent again after a reconnection.
+  async refused_subscribe(context) {
+    const page = await openDemo(context);
+    const outcome = await page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const client = window.client = new BifrostClient();
+      await client.connect();
+      try {
+        await client.subscribe('secret', () => {});
+        return 'subscribed';
+      } catch (err) {
+        return err.code;
+      }
+    });
+    say({step: 'refused'});
+    await page.waitForFunction(() => window.client.info === null, null, {timeout: WAIT_MS});
+    await page.waitForFunction(() => window.client.info !== null, null, {timeout: WAIT_MS});
+    await page.evaluate(() => window.client.request('ping')); // a re-subscribe would have gone first
+    return {outcome, errors: page.errors};
+  },
+
+  // A tab publishes, then loses its connection while messages are published: after the
+  // reconnection it gets what it missed (not its own message), in order, and is told it recovered. A second client subscribes with a
   // saved position and gets the same messages through the subscribe promise.
   async recovery(context) {
     const page = await openDemo(context);
@@ -380,6 +401,9 @@ const scenarios = {
     say({step: 'subscribed'});
     await page.waitForFunction(() => window.probe.messages.length >= 1, null, {timeout: WAIT_MS});
     say({step: 'first'});
+    // its own publish is not sent back to it, and must not come back with the recovery either
+    await page.evaluate(() => window.client.publish('orders', 'mine'));
+    say({step: 'published'});
     await page.waitForFunction(() => window.probe.recovered.length >= 1 && window.probe.messages.length >= 3,
       null, {timeout: WAIT_MS});
     const fromSaved = await page.evaluate(async () => {

@@ -135,7 +135,16 @@ export class BifrostClient {
     if (!known) this._channels.set(channel, new Set());
     this._channels.get(channel).add(handler);
     if (!known && since) this._positions.set(channel, {epoch: since.epoch, offset: since.offset});
-    return !known && this.info ? this._subscribe(channel) : Promise.resolve(null);
+    if (known || !this.info) return Promise.resolve(null);
+    // a subscribe the server refused (forbidden, a bad name) is forgotten, not retried at every
+    // reconnection; one cut short by the connection is sent again when it is back
+    return this._subscribe(channel).catch((error) => {
+      if (!['disconnected', 'timeout'].includes(error.code) && this._channels.get(channel)?.has(handler)) {
+        this._channels.delete(channel);
+        this._positions.delete(channel);
+      }
+      throw error;
+    });
   }
 
   // {epoch, offset} of the last message received on the channel (or of its subscribe reply).
@@ -155,8 +164,15 @@ export class BifrostClient {
     return this.info ? this.request('unsubscribe', {channel}) : Promise.resolve(null);
   }
 
-  publish(channel, data) {
-    return this.request('publish', {channel, data});
+  // The server sends no `message` back to its publisher: a publish that is the channel's next
+  // offset moves this client's position on, so that a reconnection does not replay it.
+  async publish(channel, data) {
+    const result = await this.request('publish', {channel, data});
+    const position = this._positions.get(channel);
+    if (position && position.epoch === result.epoch && result.offset === position.offset + 1) {
+      position.offset = result.offset;
+    }
+    return result;
   }
 
   // Sends the subscribe, with `since` when a position is known, and keeps the new position.
