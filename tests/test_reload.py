@@ -1,6 +1,7 @@
-"""SIGHUP on a real `twistd -n zbifrost`: the config file's origins and limits are applied, one
+"""SIGHUP on a real `twistd -n zbifrost`: the config file's origins, limits and channel rules are applied, one
 line says what changed, a broken config keeps the old one, and the process never exits."""
 
+import json
 import os
 import queue
 import signal
@@ -51,15 +52,30 @@ def close_code_after_sending(port, origin, size):
         return closed.value.rcvd.code if closed.value.rcvd else None
 
 
-def test_sighup_applies_the_config_files_new_origins_and_limits_and_keeps_the_pid(tmp_path):
-    config = tmp_path / "zbifrost.yaml"
-    config.write_text("websocket:\n  allowed_origins: ['http://old.example']\n  max_message_size: 65536\n")
+def start_twistd(config, tmp_path):
+    """`twistd -n zbifrost --config CONFIG` on a free port: (process, port, Output)."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("WEBSOCKET_")}
     process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--config", str(config), "--port", str(port)],
                                cwd=tmp_path, env=dict(environment, PYTHONPATH=REPO), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    output = Output(process)
+    return process, port, Output(process)
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_sighup_applies_the_config_files_new_origins_and_limits_and_keeps_the_pid(tmp_path):
+    config = tmp_path / "zbifrost.yaml"
+    config.write_text("websocket:\n  allowed_origins: ['http://old.example']\n  max_message_size: 65536\n")
+    process, port, output = start_twistd(config, tmp_path)
     try:
         wait_until_listening(port, process)
         assert opens_from(port, "http://old.example") and not opens_from(port, "http://new.example")
@@ -79,10 +95,28 @@ def test_sighup_applies_the_config_files_new_origins_and_limits_and_keeps_the_pi
         assert opens_from(port, "http://new.example") and not opens_from(port, "http://other.example")
         assert process.poll() is None
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        stop(process)
+
+
+def subscribe_reply(port, channel):
+    with ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"event": "subscribe", "channel": channel, "_requestId": 1}))
+        return json.loads(ws.recv(timeout=10))
+
+
+def test_sighup_applies_new_channel_rules_to_the_next_subscribe(tmp_path):
+    config = tmp_path / "zbifrost.yaml"
+    config.write_text("websocket:\n  port: 18774\n")
+    process, port, output = start_twistd(config, tmp_path)
+    try:
+        wait_until_listening(port, process)
+        assert "result" in subscribe_reply(port, "secret")
+        config.write_text("websocket:\n  port: 18774\nchannels:\n  - pattern: 'secret'\n    subscribe: [admin]\n"
+                          "  - pattern: '*'\n")
+        process.send_signal(signal.SIGHUP)
+        assert "channels 0 -> 2 rule(s)" in output.wait_for("SIGHUP: reloaded")
+        assert subscribe_reply(port, "secret")["code"] == "forbidden"
+        assert "result" in subscribe_reply(port, "open")
+    finally:
+        stop(process)

@@ -149,9 +149,11 @@ class BifrostServerFactory(WebSocketServerFactory):
 
     def reconfigure(self, config):
         """Use `config` from now on (a SIGHUP reload): origins and limits apply to the next
-        connection or message; open connections keep their frame size and ping options."""
+        connection or message, channel rules to the next subscribe or publish; open connections
+        keep their frame size and ping options, and subscriptions stay."""
         self.config = config
         self.origin_policy = OriginPolicy(config.allowed_origins)
+        self.channel_rules = ChannelRules(config.channels)
         self._set_protocol_options()
 
     # -- the client registry ---------------------------------------------------------------

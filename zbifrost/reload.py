@@ -1,6 +1,6 @@
 """SIGHUP: re-read the config file and apply the settings that can change while running.
 
-Origins and limits (RELOADABLE) are applied to the running factory, and one log line says what
+Origins, limits and channel rules (RELOADABLE) are applied to the running factory, and one log line says what
 changed; a changed setting that needs a restart (the port, the workspace, ...) is named in
 that line and left as it is. A config that no longer loads is logged and the old one is kept.
 Nothing here exits the process. The tokens file and the zUI files are re-read by their own
@@ -16,7 +16,7 @@ from .config import Config, ConfigError, load_config
 log = Logger()
 
 RELOADABLE = ("allowed_origins", "max_connections", "max_message_size", "max_fragments", "rate", "burst",
-              "max_in_flight", "max_outbound_buffer", "ping_interval", "ping_timeout")
+              "max_in_flight", "max_outbound_buffer", "ping_interval", "ping_timeout", "channels")
 
 
 def reload_config(factory, config_file, overrides):
@@ -36,8 +36,14 @@ def reload_config(factory, config_file, overrides):
     needs_restart = [name for name in differs if name not in RELOADABLE]
     if changes:
         factory.reconfigure(dataclasses.replace(current, **{name: new for name, (_, new) in changes.items()}))
-    described = ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()) or "nothing changed"
+    described = ", ".join(_describe(name, old, new) for name, (old, new) in changes.items()) or "nothing changed"
     restart = f"; needs a restart, not applied: {', '.join(needs_restart)}" if needs_restart else ""
     log.info("SIGHUP: reloaded {config_file}: {changes}{restart}", config_file=config_file, changes=described,
              restart=restart)
     return changes
+
+
+def _describe(name, old, new):
+    if name == "channels":  # the rules themselves would make an unreadable line
+        return f"channels {len(old)} -> {len(new)} rule(s)"
+    return f"{name} {old!r} -> {new!r}"
