@@ -37,6 +37,7 @@ setup(
         "pyyaml>=6.0",
         "orjson>=3.9",
         "zope.interface>=5",  # zbifrost.channels.IChannelBackend (Twisted depends on it too)
+        "txredisapi>=1.6",  # --broker: Redis on the reactor (zbifrost.channels.redis)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13"],
