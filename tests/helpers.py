@@ -157,7 +157,8 @@ def close_code(payload):
 
 class RedisServer:
     """A real `redis-server` on a free loopback port, its files in `folder`, without systemd:
-    `start()` and `stop()` (blocking; they may be called again, same port), `url` for --broker."""
+    `start()` and `stop()` (blocking; it may start again, same port and data), `url` for --broker,
+    `command(...)` to talk to it directly."""
 
     def __init__(self, folder):
         self.folder = str(folder)
@@ -170,7 +171,7 @@ class RedisServer:
     def start(self):
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+             "--save", "", "--appendonly", "yes", "--daemonize", "no"],  # its data survives a restart
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
@@ -185,6 +186,14 @@ class RedisServer:
                 self.stop()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.05)
+
+    def command(self, *args):
+        """Send one command (blocking); returns the first line of Redis's reply."""
+        request = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(str(arg).encode()), str(arg).encode()) for arg in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+            connection.sendall(request)
+            return connection.makefile("rb").readline().decode().rstrip()
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
