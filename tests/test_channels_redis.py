@@ -1,6 +1,6 @@
 """The Redis broker across processes: delivery between two servers on one Redis (in-process and
 a real twistd), history surviving a zbifrost restart, a broker outage (broker_unavailable,
-/healthz, reconnection) and a fan-out connection lost for a moment (catching up)."""
+503 from POST /api/publish, /healthz, reconnection) and a fan-out connection lost for a moment (catching up)."""
 
 import json
 import os
@@ -9,9 +9,11 @@ import time
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.logger import globalLogPublisher
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import http_get, in_thread
+from tests.test_channel_publishing import _post, _tokens
 from tests.test_core_twistd import REPO, TWISTD, free_port, wait_until_listening
 from zbifrost.testing import connect
 
@@ -60,23 +62,30 @@ def test_history_survives_a_zbifrost_restart(make_server, redis_server):
 
 @pytest_twisted.inlineCallbacks
 def test_while_redis_is_down_channels_answer_broker_unavailable_and_work_again_once_it_is_back(
-        make_server, redis_server):
-    server = yield make_server(broker=redis_server.url)
+        make_server, redis_server, tmp_path):
+    server = yield make_server(broker=redis_server.url, tokens_file=_tokens(tmp_path))
     alice = yield connect(server.url)
     bob = yield connect(server.url)
     seen = yield alice.request("subscribe", channel="news")
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
     yield in_thread(redis_server.stop)
     for event, fields in (("publish", {"data": 1}), ("subscribe", {})):
         reply = yield bob.request_frame(event, channel="news", **fields)
         assert reply["code"] == "broker_unavailable", reply
     health = yield _health(server)
     assert (health["status"], health["broker"]) == ("ok", "unavailable")
+    status, _, body = yield _post(server, {"channel": "news", "data": 1}, token="t-root")
+    assert (status, json.loads(body)) == (503, {"error": "The channel broker cannot be reached: retry later"})
     yield in_thread(redis_server.start)
     yield server.factory.channels.when_up()
     published = yield bob.request("publish", channel="news", data="back")
     assert (published["epoch"], published["offset"]) == (seen["epoch"], 1)
     assert (yield alice.next_event("message"))["data"] == "back"  # her subscription outlived the outage
     assert (yield _health(server))["broker"] == "up"
+    globalLogPublisher.removeObserver(logged.append)
+    broker_lines = [event["log_format"].split(":")[0] for event in logged if "broker" in event.get("log_format", "")]
+    assert broker_lines == ["channel broker {address} cannot be reached", "channel broker {address} is back"]
     yield alice.close()
     yield bob.close()
 
