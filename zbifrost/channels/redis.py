@@ -71,14 +71,23 @@ def broker_unavailable():
 
 class _Subscription:
     """One local subscriber of a channel: offsets up to `floor` are not delivered (its subscribe
-    reply covered them); `waiting` holds what arrived before that reply, else None."""
+    reply covered them, or it has them already); while a read from Redis is under way for it
+    (its subscribe, a catch-up), `waiting` holds the live (offset, frame)s, else None."""
 
     __slots__ = ("subscriber", "floor", "waiting")
 
     def __init__(self, subscriber):
         self.subscriber = subscriber
-        self.floor = None
+        self.floor = 0
         self.waiting = []
+
+    def release(self, frames):
+        """Stop waiting: send `frames` then the waiting ones, each offset past `floor` once, in order."""
+        waiting, self.waiting = self.waiting, None
+        for offset, frame in sorted(frames + waiting, key=lambda pair: pair[0]):
+            if offset > self.floor:
+                self.floor = offset
+                self.subscriber.send_frame(frame)
 
 
 @implementer(IChannelBackend)
@@ -217,16 +226,23 @@ class RedisBackend(service.Service):
     @defer.inlineCallbacks
     def _catch_up(self, name):
         """After an outage: deliver what the channel's local subscribers missed, as far as its
-        history reaches."""
+        history reaches, before what arrives live meanwhile."""
         last = self._delivered.get(name)
-        if last is None:
+        if last is None:  # its subscribes are still being read
             return
+        held = [subscription for subscription in self._channels.get(name, {}).values() if subscription.waiting is None]
+        for subscription in held:
+            subscription.waiting = []
         try:
             _, _, entries = yield self._read(name, (ANY_EPOCH, last))
         except Exception:
-            return
-        for offset, payload in entries:
-            self._deliver(name, offset, payload)
+            entries = []  # lost again: live messages only
+        publications = [(offset, *_frame(name, offset, payload)) for offset, payload in entries]
+        if publications:
+            self._delivered[name] = max(self._delivered.get(name, 0), publications[-1][0])
+        for subscription in held:
+            subscription.release([(offset, frame) for offset, sender_id, frame in publications
+                                  if sender_id != subscription.subscriber.client_id])
 
     # -- IChannelBackend -----------------------------------------------------------------
 
@@ -245,12 +261,9 @@ class RedisBackend(service.Service):
             missed = tuple(_frame(name, at, payload)[1] for at, payload in entries) if recovered else ()
             self._delivered.setdefault(name, offset)
             subscription.floor = offset
-            waiting, subscription.waiting = subscription.waiting, None
             result.callback(Subscribed(epoch, offset, recovered, missed))  # the reply and missed go out now
-            for at, frame in waiting:
-                if at > subscription.floor and self._channels.get(name, {}).get(subscriber.client_id) is subscription:
-                    subscription.floor = at
-                    subscriber.send_frame(frame)
+            if self._channels.get(name, {}).get(subscriber.client_id) is subscription:
+                subscription.release([])
 
         def failed(failure):
             self._forget(name, subscriber, subscription)
