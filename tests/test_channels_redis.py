@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
 from websockets.sync.client import connect as ws_connect
 
@@ -22,12 +22,19 @@ def _health(server):
     return in_thread(http_get, server.port, "/healthz").addCallback(lambda response: json.loads(response[2]))
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_publish_on_one_server_reaches_subscribers_of_another_on_the_same_redis(make_server, redis_server):
+@defer.inlineCallbacks
+def _alice_and_bob_on_two_servers(make_server, redis_server):
+    """Two servers on one Redis, alice a client of the first and bob of the second."""
     one = yield make_server(broker=redis_server.url)
     two = yield make_server(broker=redis_server.url)
     alice = yield connect(one.url)
     bob = yield connect(two.url)
+    return one, two, alice, bob
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_publish_on_one_server_reaches_subscribers_of_another_on_the_same_redis(make_server, redis_server):
+    one, two, alice, bob = yield _alice_and_bob_on_two_servers(make_server, redis_server)
     assert "broker" in alice.info["features"]
     subscribed = yield alice.request("subscribe", channel="chat")
     published = yield bob.request("publish", channel="chat", data={"text": "hi"})
@@ -92,10 +99,7 @@ def test_while_redis_is_down_channels_answer_broker_unavailable_and_work_again_o
 
 @pytest_twisted.inlineCallbacks
 def test_subscribers_get_what_was_published_while_their_fanout_connection_was_lost(make_server, redis_server):
-    one = yield make_server(broker=redis_server.url)
-    two = yield make_server(broker=redis_server.url)
-    alice = yield connect(one.url)
-    bob = yield connect(two.url)
+    one, two, alice, bob = yield _alice_and_bob_on_two_servers(make_server, redis_server)
     yield alice.request("subscribe", channel="feed")
     fanout = one.factory.channels._fanout.transport.getHost()
     assert (yield in_thread(redis_server.command, "CLIENT", "KILL", "ADDR", f"{fanout.host}:{fanout.port}")) == ":1"  # one killed
