@@ -98,12 +98,15 @@ class RedisBackend(service.Service):
         self.reactor = reactor
         self.endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
         self.address = f"{host}:{port}/{db}"
-        self._commands = txredisapi.RedisFactory(None, db, 1, isLazy=True, convertNumbers=False)
+        # a Redis that stops answering fails a command after CONNECT_TIMEOUT (broker_unavailable)
+        self._commands = txredisapi.RedisFactory(None, db, 1, isLazy=True, convertNumbers=False,
+                                                 replyTimeout=CONNECT_TIMEOUT)
         self._pubsub = txredisapi.SubscriberFactory(isLazy=True)
         self._pubsub.protocol = type("_Fanout", (txredisapi.SubscriberProtocol,), {
             "messageReceived": lambda protocol, pattern, channel, message: self._received(channel, message)})
         self._pubsub.buildProtocol = self._watch(self._pubsub.buildProtocol, self._fanout_ready)
-        self._commands.buildProtocol = self._watch(self._commands.buildProtocol, lambda _: self._check_state())
+        self._commands.buildProtocol = self._watch(self._commands.buildProtocol, self._command_ready)
+        self._command = None  # the command protocol once usable
         self._fanout = None  # the pub/sub protocol once PSUBSCRIBEd
         self._channels = {}  # name -> {client_id: _Subscription}
         self._delivered = {}  # name -> the last offset delivered here (for catching up after an outage)
@@ -155,16 +158,19 @@ class RedisBackend(service.Service):
         self._fanout = protocol
         self._check_state()
 
+    def _command_ready(self, protocol):
+        self._command = protocol
+        self._check_state()
+
     def _lost(self, protocol):
         if protocol is self._fanout:
             self._fanout = None
+        if protocol is self._command:
+            self._command = None
         self._check_state()
 
-    def _command_connection(self):
-        return next((conn for conn in self._commands.pool if conn.connected), None)
-
     def _check_state(self):
-        up = self._fanout is not None and self._fanout.connected and self._command_connection() is not None
+        up = self._fanout is not None and self._command is not None
         if up and not self.up:
             self.up = True
             if self._outage_logged:
@@ -180,11 +186,11 @@ class RedisBackend(service.Service):
             if not self._outage_logged and self.running:
                 self._outage_logged = True
                 log.warn("channel broker {address} cannot be reached: channels answer broker_unavailable "
-                              "until it is back (reconnecting with backoff)", address=self.address)
+                         "until it is back (reconnecting with backoff)", address=self.address)
 
     def _call(self, script, keys, args):
         """Run a Lua script; fails with broker_unavailable when Redis cannot be reached."""
-        connection = self._command_connection() if self.up else None
+        connection = self._command if self.up else None
         if connection is None:
             return defer.fail(broker_unavailable())
 
