@@ -51,7 +51,7 @@ def one_line_error(result):
     (["--require-auth"], "--require-auth: needs a tokens file"),
     (["--listen", "garbage:1"], "--listen: 'garbage:1' is not an endpoint description"),
     (["--listen", "tcp:notaport"], "--listen: 'tcp:notaport' is not an endpoint description"),
-    (["--broker", "http://127.0.0.1:6379"], "--broker: 'http://127.0.0.1:6379' is not a broker URL"),
+    (["--broker", "http://127.0.0.1:6379"], "--broker: not a broker URL (expected redis://host:port/db"),
     (["--broker", "redis://127.0.0.1:6379/first"], "(the database must be a number, got 'first')"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path, args, expected):

@@ -316,7 +316,8 @@ def _validate(config, label):
         try:
             broker_address(config.broker)
         except ValueError as err:
-            raise ConfigError(f"{label('broker')}: {config.broker!r} is not a broker URL ({err}), "
+            # the URL itself is not repeated: it may hold a password
+            raise ConfigError(f"{label('broker')}: not a broker URL ({err}), "
                               f"such as redis://127.0.0.1:6379/0") from None
 
 
@@ -325,7 +326,7 @@ def broker_address(url):
     parts = urlsplit(url)
     if parts.scheme != "redis" or not parts.hostname or parts.query or parts.fragment or parts.username \
             or parts.password:
-        raise ValueError("expected redis://host:port/db")
+        raise ValueError("expected redis://host:port/db, without user, password or query")
     port = 6379 if parts.port is None else parts.port  # a port out of 0-65535 or not a number is a ValueError here
     if port == 0:
         raise ValueError("the port must be between 1 and 65535")
