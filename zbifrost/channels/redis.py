@@ -7,13 +7,14 @@ publishes atomically: it takes the next offset, XADDs with MAXLEN and sets the s
 (the channel's `History`), and PUBLISHes `<offset> <payload>` on `zbifrost:message:<name>`;
 another reads epoch, offset and the missed entries of a subscribe at one instant. Each process
 holds one pub/sub connection, PSUBSCRIBEd to every channel, and delivers to its own
-subscribers; each subscriber ignores the offsets its subscribe reply already covered, and what
-arrives while that reply is being read waits for it.
+subscribers; each subscriber ignores the offsets it already has (or its subscribe reply
+covered), and what arrives while a read for it is under way waits for that read.
 
 Two connections (commands, pub/sub) reconnect with txredisapi's backoff. While either is down,
 subscribes and publishes fail at once with `broker_unavailable` (one log line per outage);
-when the pub/sub connection comes back, each channel with local subscribers is read again from
-the last offset this process delivered, so that they get what was published meanwhile.
+once both are back, each channel with local subscribers is read again from the last offset
+this process delivered, so that they get what was published meanwhile (as far as history
+reaches). Nothing here knows about connections beyond a subscriber's `send_frame`.
 """
 
 import secrets
