@@ -43,6 +43,7 @@ setup(
         "orjson>=3.9",
         "zope.interface>=5",  # zbifrost.channels.IChannelBackend (Twisted depends on it too)
         "prometheus_client>=0.17",
+        "txredisapi>=1.6",  # --broker: Redis on the reactor (zbifrost.channels.redis)
     ],
     extras_require={
         "tls": ["twisted[tls]"],

@@ -8,6 +8,8 @@ from twisted.logger import globalLogPublisher
 
 from zbifrost import testing
 
+from tests.helpers import REDIS_SERVER, RedisServer
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEMO_WORKSPACE = os.path.join(REPO, "zui")
@@ -48,3 +50,30 @@ def log_events():
     globalLogPublisher.addObserver(events.append)
     yield events
     globalLogPublisher.removeObserver(events.append)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server of its own (a RedisServer), stopped after the test; skips only
+    where Debian's redis-server is not installed (.ci/run installs it)."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
+    redis = RedisServer(tmp_path)
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_settings(request):
+    """Server settings for each channel backend: the embedded one, then a broker on a fresh
+    redis-server; tests of channel semantics run against both."""
+    if request.param == "memory":
+        return {}
+    return {"broker": request.getfixturevalue("redis_server").url}
+
+
+@pytest.fixture
+def channel_server(make_server, backend_settings):
+    """A running server for the bundled demo workspace on each channel backend."""
+    return pytest_twisted.blockon(make_server(**backend_settings))

@@ -5,7 +5,10 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import socket
+import subprocess
+import time
 
 from twisted.internet import threads
 from websockets.exceptions import InvalidStatus
@@ -14,6 +17,7 @@ from websockets.sync.client import connect as ws_connect
 from zbifrost.auth import hash_token
 
 
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"  # Debian's package (.ci/run installs it)
 ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 
 
@@ -149,3 +153,49 @@ class RawWebSocket:
 def close_code(payload):
     """(code, reason) of a close frame's payload."""
     return int.from_bytes(payload[:2], "big"), payload[2:].decode()
+
+
+class RedisServer:
+    """A real `redis-server` on a free loopback port, its files in `folder`, without systemd:
+    `start()` and `stop()` (blocking; it may start again, same port and data), `url` for --broker,
+    `command(...)` to talk to it directly."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
+             "--save", "", "--appendonly", "yes", "--daemonize", "no"],  # its data survives a restart
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as ready:
+                    ready.sendall(b"PING\r\n")
+                    if ready.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def command(self, *args):
+        """Send one command (blocking); returns the first line of Redis's reply."""
+        request = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(str(arg).encode()), str(arg).encode()) for arg in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+            connection.sendall(request)
+            return connection.makefile("rb").readline().decode().rstrip()
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -27,8 +27,8 @@ def _post(server, body, token=None, headers=None):
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_api_publishes_as_the_server_to_every_subscriber(make_server, tmp_path):
-    server = yield make_server(tokens_file=_tokens(tmp_path))  # auth off for WebSockets, on for the API
+def test_the_api_publishes_as_the_server_to_every_subscriber(make_server, tmp_path, backend_settings):
+    server = yield make_server(tokens_file=_tokens(tmp_path), **backend_settings)  # auth off for WebSockets, on for the API
     listener = yield connect(server.url)
     subscribed = yield listener.request("subscribe", channel="orders")
     status, headers, body = yield _post(server, {"channel": "orders", "data": {"id": 7}}, token="t-root")
@@ -97,9 +97,9 @@ def test_backend_publishes_pass_the_channel_rules_and_reach_private_channels(mak
 
 
 @pytest_twisted.inlineCallbacks
-def test_ctx_publish_from_a_worker_thread_reaches_the_asking_client_too(make_server, tmp_path):
+def test_ctx_publish_from_a_worker_thread_reaches_the_asking_client_too(make_server, tmp_path, backend_settings):
     server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", require_auth=True,
-                               tokens_file=_tokens(tmp_path))
+                               tokens_file=_tokens(tmp_path), **backend_settings)
     alice = yield connect(server.url, token="t-alice")
     yield alice.request("subscribe", channel="user:alice")
     assert (yield alice.dispatch("Announce")) == {"announced": "user:alice"}

@@ -2,6 +2,7 @@
 rules, private `user:<name>` channels, and `forbidden` with the connection kept open."""
 
 import pytest_twisted
+from twisted.internet import reactor, task
 
 from zbifrost.testing import connect
 
@@ -17,11 +18,11 @@ channels:
 """
 
 
-def _start(make_server, tmp_path, rules=RULES, auth=True):
+def _start(make_server, tmp_path, rules=RULES, auth=True, **settings):
     config = tmp_path / "zbifrost.yaml"
     config.write_text(rules)
     if not auth:
-        return make_server(config_file=str(config))
+        return make_server(config_file=str(config), **settings)
     tokens = write_tokens(tmp_path / "tokens.yaml", ("t-alice", "alice", "user"), ("t-guest", "gus", "guest"),
                           ("t-root", "root", "admin"))
     return make_server(config_file=str(config), require_auth=True, tokens_file=tokens)
@@ -77,8 +78,8 @@ def test_with_auth_off_nobody_may_subscribe_to_a_user_channel(server):
 
 
 @pytest_twisted.inlineCallbacks
-def test_history_follows_the_rule_of_the_channel(make_server, tmp_path):
-    server = yield _start(make_server, tmp_path, rules=RULES + "  - pattern: '*'\n", auth=False)
+def test_history_follows_the_rule_of_the_channel(make_server, tmp_path, backend_settings):
+    server = yield _start(make_server, tmp_path, rules=RULES + "  - pattern: '*'\n", auth=False, **backend_settings)
     client = yield connect(server.url)
     for channel in ("short.a", "long.a"):
         epoch = (yield client.request("subscribe", channel=channel))["epoch"]
@@ -86,4 +87,20 @@ def test_history_follows_the_rule_of_the_channel(make_server, tmp_path):
             yield client.request("publish", channel=channel, data=n)
         reply = yield client.request("subscribe", channel=channel, since={"epoch": epoch, "offset": 0})
         assert reply["recovered"] is (channel == "long.a"), channel
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_expires_ttl_after_the_last_publish_but_epoch_and_offset_stay(make_server, tmp_path,
+                                                                              backend_settings):
+    rules = "channels:\n  - pattern: 'brief.*'\n    history: {size: 5, ttl: 0.2}\n"
+    server = yield _start(make_server, tmp_path, rules=rules, auth=False, **backend_settings)
+    client = yield connect(server.url)
+    published = yield client.request("publish", channel="brief.a", data=1)
+    yield task.deferLater(reactor, 0.5, lambda: None)  # past the ttl
+    since = {"epoch": published["epoch"], "offset": 0}
+    reply = yield client.request("subscribe", channel="brief.a", since=since)
+    assert (reply["recovered"], reply["epoch"], reply["offset"]) == (False, published["epoch"], 1)
+    up_to_date = yield client.request("subscribe", channel="brief.a", since=dict(since, offset=1))
+    assert up_to_date["recovered"] is True
     yield client.close()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from zbifrost.config import BUNDLED_WORKSPACE, ConfigError, load_config
+from zbifrost.config import BUNDLED_WORKSPACE, ConfigError, broker_address, load_config
 
 
 def write(tmp_path, text, name="zbifrost.yaml"):
@@ -29,6 +29,13 @@ def test_file_then_environment_then_flags_each_override_the_layer_before(tmp_pat
     assert config.port == 4000
 
 
+def test_the_broker_comes_from_websocket_broker_with_redis_defaults_for_port_and_db(tmp_path):
+    assert load_config(environ={}).broker is None
+    path = write(tmp_path, "websocket:\n  broker: redis://10.0.0.5\n")
+    assert broker_address(load_config(path, environ={}).broker) == ("10.0.0.5", 6379, 0)
+    assert broker_address("redis://[::1]:6380/3") == ("::1", 6380, 3)
+
+
 def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
     (tmp_path / "ws").mkdir()
     path = write(tmp_path, "zWorkspace: ws\nzVaFile: '@.zUI.main'\nzBlock: Start\n")
@@ -43,6 +50,8 @@ def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
     ("websocket:\n  colour: blue\n", "websocket: unknown key 'colour' (valid keys: allowed_origins, api_roles, backlog,"),
     ("websocket:\n  require_auth: maybe\n", "websocket.require_auth: expected true or false"),
     ("websocket:\n  allowed_origins: [example.com]\n", "must be '*' or scheme://host[:port]"),
+    ("websocket:\n  broker: redis://:secret@127.0.0.1\n", "websocket.broker: not a broker URL (expected redis://host:port/db, without user, password"),
+    ("websocket:\n  broker: redis://127.0.0.1:0/0\n", "(the port must be between 1 and 65535)"),
     ("websocket: [1]\n", "websocket: expected a mapping"),
     ("websocket:\n  port: [\n", "line 3: invalid YAML"),
     ("- a list\n", "expected a mapping at the top level"),
@@ -52,7 +61,7 @@ def test_bad_config_files_give_one_line_naming_the_file_and_key(tmp_path, text, 
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
     assert message in str(caught.value) and path in str(caught.value)
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value) and "secret" not in str(caught.value)
 
 
 def test_bad_environment_values_name_the_variable():

@@ -53,6 +53,8 @@ def one_line_error(result):
     (["--listen", "tcp:notaport"], "--listen: 'tcp:notaport' is not an endpoint description"),
     (["--trusted-proxy", "proxy.example"], "--trusted-proxy: 'proxy.example' is not an IP address or network"),
     (["--metrics-listen", "garbage:1"], "--metrics-listen: 'garbage:1' is not an endpoint description"),
+    (["--broker", "http://127.0.0.1:6379"], "--broker: not a broker URL (expected redis://host:port/db"),
+    (["--broker", "redis://127.0.0.1:6379/first"], "(the database must be a number, got 'first')"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_clear_line(tmp_path, args, expected):
     result = run_twistd(*args, tmp_path=tmp_path)

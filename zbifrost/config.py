@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import yaml
 from twisted.internet import endpoints
@@ -64,6 +65,7 @@ class Config:
     shutdown_grace: float = 5.0
     compression: bool = False
     history_max_bytes: int = 64 * 1024 * 1024  # channel history of the embedded backend, all channels
+    broker: str = None  # redis://host:port/db: channels in Redis (zbifrost.channels.redis); None: in memory
     # worker threads of thread-run plugin functions (zbifrost.thread_pool)
     threads: int = 10
     threads_per_client: int = 2
@@ -99,6 +101,7 @@ _WEBSOCKET_KEYS = {
     "shutdown_grace": "shutdown_grace",
     "compression": "compression",
     "history_max_bytes": "history_max_bytes",
+    "broker": "broker",
     "threads": "threads",
     "threads_per_client": "threads_per_client",
     "threads_max": "threads_max",
@@ -322,6 +325,28 @@ def _validate(config, label):
     for origin in config.allowed_origins:
         if origin != "*" and "://" not in origin:
             raise ConfigError(f"{label('allowed_origins')}: {origin!r} must be '*' or scheme://host[:port]")
+    if config.broker is not None:
+        try:
+            broker_address(config.broker)
+        except ValueError as err:
+            # the URL itself is not repeated: it may hold a password
+            raise ConfigError(f"{label('broker')}: not a broker URL ({err}), "
+                              f"such as redis://127.0.0.1:6379/0") from None
+
+
+def broker_address(url):
+    """(host, port, db) of a `redis://host[:port][/db]` URL, or ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname or parts.query or parts.fragment or parts.username \
+            or parts.password:
+        raise ValueError("expected redis://host:port/db, without user, password or query")
+    port = 6379 if parts.port is None else parts.port  # a port out of 0-65535 or not a number is a ValueError here
+    if port == 0:
+        raise ValueError("the port must be between 1 and 65535")
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"the database must be a number, got {db!r}")
+    return parts.hostname, port, int(db)
 
 
 def load_config(config_file=None, environ=None, overrides=None):

@@ -21,7 +21,9 @@ from .auth import ANONYMOUS, OriginPolicy
 from .cache import QueryCache
 from .channels import SERVER_SENDER
 from .channels.memory import MemoryBackend
+from .channels.redis import RedisBackend
 from .channels.rules import ChannelRules
+from .config import broker_address
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
@@ -91,7 +93,8 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.stopping = False
         self._all_closed = None
         self.metrics = Metrics()
-        self.channels = MemoryBackend(reactor, config.history_max_bytes)
+        self.channels = (RedisBackend(reactor, *broker_address(config.broker)) if config.broker
+                         else MemoryBackend(reactor, config.history_max_bytes))
         self.channel_rules = ChannelRules(config.channels)
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)

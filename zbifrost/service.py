@@ -63,6 +63,8 @@ class BifrostService(service.MultiService):
         # an HTTP connection idle for handshake_timeout is dropped: before an upgrade that bounds
         # the opening handshake, after one Autobahn's own openHandshakeTimeout takes over
         self.site = build_site(self.factory, config.handshake_timeout)
+        if service.IService.providedBy(self.factory.channels):  # a broker: connected while the server runs
+            self.factory.channels.setServiceParent(self)
         self.listeners = []
         if inherited_sockets:
             self.where = [f"systemd socket {descriptor}" for descriptor, _ in inherited_sockets]

@@ -37,6 +37,7 @@ _VALUE_FLAGS = {
     "tokens": "tokens_file",
     "max-message-size": "max_message_size",
     "max-connections": "max_connections",
+    "broker": "broker",
 }
 
 
@@ -57,6 +58,8 @@ class Options(usage.Options):
         ["tokens", None, None, "YAML file of token hashes (python -m zbifrost.tokens add ...)."],
         ["max-message-size", None, None, "Largest client message in bytes [default: 65536]."],
         ["max-connections", None, None, "Most simultaneous clients [default: 10000]."],
+        ["broker", None, None, "Keep channels in Redis, shared by every zbifrost using it: redis://host:port/db "
+                               "[default: in this process]."],
     ]
 
     def __init__(self):

@@ -81,7 +81,11 @@ def start_server(workspace: str | None = None, reactor: Any = None, port: int = 
         service.startService()
     except Exception:
         return defer.fail()
-    return defer.succeed(RunningServer(service))
+    running = RunningServer(service)
+    if not service.config.broker:
+        return defer.succeed(running)
+    # with a broker, once it is reached (or never, when a test's redis-server is down)
+    return service.factory.channels.when_up().addCallback(lambda _: running)
 
 
 class _ClientProtocol(WebSocketClientProtocol):

@@ -130,14 +130,17 @@ class Healthz(_StatusPage):
     def body(self, request, factory):
         if factory.stopping:
             request.setResponseCode(503)
-        return orjson.dumps({
+        health = {
             "status": "stopping" if factory.stopping else "ok",
             "version": __version__,
             "uptime_s": round(time.time() - factory.started, 3),
             "clients": len(factory.clients),
             "authenticated_clients": factory.authenticated_clients,
             "require_auth": factory.config.require_auth,
-        })
+        }
+        if factory.config.broker:
+            health["broker"] = "up" if factory.channels.up else "unavailable"
+        return orjson.dumps(health)
 
 
 class Metrics(_StatusPage):
@@ -183,6 +186,11 @@ class PublishApi(resource.Resource):
                 request.finish()
 
         def failed(failure):
+            if failure.check(messages.RequestError):  # broker_unavailable
+                if not request._disconnected:
+                    request.write(_api_error(request, 503, failure.value.message))
+                    request.finish()
+                return
             error_id = uuid.uuid4().hex[:12]
             log.failure("POST /api/publish on {channel} failed (error id {error_id})", failure, channel=channel,
                         error_id=error_id)

@@ -2,7 +2,7 @@
 shares (PROTOCOL.md section 6).
 
 A backend owns channels' subscribers, epochs, offsets and history. Its methods return Deferreds,
-so that a broker-backed one (Redis, later) slots in behind the same calls; the event handlers
+so that the broker-backed one (`redis`) slots in behind the same calls; the event handlers
 never learn which backend runs. Nothing here knows about frames beyond the one encoded
 `message` event a publish becomes, and nothing here decides permissions (see `rules`).
 A subscriber is anything with `client_id` and `send_frame(bytes)`.
