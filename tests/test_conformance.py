@@ -6,10 +6,9 @@ import json
 import os
 import sys
 
+import pytest
 import pytest_twisted
 from twisted.internet import utils
-
-from zbifrost import protocol
 
 CASES_AT_A_TIME = 4
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
@@ -30,10 +29,12 @@ print(json.dumps({r.case_id: [r.behavior.value, r.behavior_close.value] for r in
 """
 
 
-def echo_protocol(base):
+def echo_protocol(base, fast_path):
     """zbifrost's protocol, answering each message with itself and sending nothing else."""
 
     class Echo(base):
+        receive_fast_path = fast_path
+
         def send_frame(self, frame):
             return False  # no zbifrost frames (connection_info): each case expects only its echoes
 
@@ -43,19 +44,16 @@ def echo_protocol(base):
     return Echo
 
 
-def run_conformance(make_server):
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "autobahn_path"])
+@pytest_twisted.inlineCallbacks
+def test_every_autobahn_testsuite_case_but_compression_passes_against_the_protocol_class(make_server, fast_path):
     server = yield make_server(max_message_size=32 * 2**20, max_fragments=2**17, rate=0, max_in_flight=2**10,
                                max_outbound_buffer=256 * 2**20)
-    server.factory.protocol = echo_protocol(server.factory.protocol)
+    server.factory.protocol = echo_protocol(server.factory.protocol, fast_path)
     out, err, status = yield utils.getProcessOutputAndValue(
         sys.executable, ["-c", KOSOKU_RUN, f"127.0.0.1:{server.port}", str(CASES_AT_A_TIME)], env=os.environ)
     assert status == 0, err.decode(errors="replace")
-    return json.loads(out)
-
-
-@pytest_twisted.inlineCallbacks
-def test_every_autobahn_testsuite_case_but_compression_passes_against_the_protocol_class(make_server):
-    verdicts = yield from run_conformance(make_server)
+    verdicts = json.loads(out)
     failed = {case: verdict for case, verdict in verdicts.items() if not PASSING.issuperset(verdict)}
     assert len(verdicts) > 290  # the whole suite ran (301 cases in kosoku 0.1.0)
     assert not failed

@@ -15,6 +15,7 @@ import uuid
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import defer
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
@@ -176,6 +177,69 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         transport.registerProducer(_OutboundWatch(self), True)
 
     # -- the hot path ----------------------------------------------------------------------
+
+    receive_fast_path = True  # False: every frame takes Autobahn's general path (the tests compare both)
+
+    def dataReceived(self, data):
+        """Deliver the complete, masked, unfragmented text and binary frames at the head of the
+        received bytes straight to `onMessage`; hand anything else to Autobahn with its state
+        intact (control frames, fragments, incomplete frames, reserved bits, unmasked frames,
+        oversized or non-minimal lengths, invalid UTF-8, and every state but open)."""
+        if (self.receive_fast_path and self.state == self.STATE_OPEN and self.current_frame is None
+                and not self.inside_message):
+            if self.data:
+                data, self.data = self.data + data, b""
+            data = self._receive_whole_frames(data)
+            if not data:
+                return
+        self._dataReceived(data)
+
+    def _receive_whole_frames(self, data):
+        """Autobahn's processData for the common frame, with the same rules (size limit,
+        UTF-8 validation, auto-ping restart on traffic) and the same outcome; returns the bytes
+        from the first frame it leaves to Autobahn."""
+        end = len(data)
+        start = 0
+        while end - start >= 6 and self.state == self.STATE_OPEN and not self.failedByMe:
+            opcode_byte = data[start]
+            length = data[start + 1] ^ 0x80  # the mask bit must be set
+            if opcode_byte not in (0x81, 0x82) or length > 127:
+                break  # a fragment, control frame, reserved bit or opcode, or an unmasked frame
+            header = start + 2
+            if length == 126:
+                length = int.from_bytes(data[header:header + 2], "big")
+                header += 2
+                if length < 126:
+                    break  # not the minimal length encoding: Autobahn fails the connection
+            elif length == 127:
+                length = int.from_bytes(data[header:header + 8], "big")
+                header += 8
+                if length < 65536 or length >= 1 << 63:
+                    break
+            limit = self.maxMessagePayloadSize
+            if 0 < limit < length or 0 < self.maxFramePayloadSize < length:
+                break  # too big: Autobahn closes with 1009
+            payload_start = header + 4
+            frame_end = payload_start + length
+            if frame_end > end:
+                break  # incomplete
+            if length:
+                payload = create_xor_masker(data[header:payload_start], length).process(
+                    data[payload_start:frame_end])
+            else:
+                payload = b""
+            is_binary = opcode_byte == 0x82
+            if not is_binary and self.utf8validateIncoming:
+                validator = self.utf8validator
+                validator.reset()
+                valid, complete, _, _ = validator.validate(payload)
+                if not (valid and complete):
+                    break  # Autobahn closes with 1007 and says where
+            start = frame_end
+            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                self._cancelAutoPingTimeoutCall()  # any traffic answers a pending ping
+            self.onMessage(payload, is_binary)  # one frame: max_fragments cannot be reached
+        return data[start:] if start else data
 
     def onMessageFrameBegin(self, length):
         """Autobahn's, with a cap on the fragments of one message (`max_fragments`): each
