@@ -38,7 +38,7 @@ setup(
         "orjson>=3.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13", "kosoku>=0.1"],
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13", "kosoku>=0.1", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main"]},
     classifiers=[
