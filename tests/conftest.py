@@ -4,6 +4,7 @@ import os
 
 import pytest
 import pytest_twisted
+from twisted.logger import globalLogPublisher
 
 from zbifrost import testing
 
@@ -38,3 +39,12 @@ def make_server():
 def server(make_server):
     """A running server for the bundled demo workspace with default settings."""
     return pytest_twisted.blockon(make_server())
+
+
+@pytest.fixture
+def log_events():
+    """Every log event emitted during the test."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

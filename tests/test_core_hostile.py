@@ -9,21 +9,12 @@ import time
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from tests.helpers import RawWebSocket, close_code, http_get, in_thread, refused_status, websockets_exchange
 from zbifrost.testing import connect
 
 UPGRADE_HEAD = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-
-
-@pytest.fixture
-def log_events():
-    """Every log event emitted during the test."""
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 # -- 1. handshakes: a deadline from the TCP accept ---------------------------------------------

@@ -3,9 +3,11 @@ Autobahn's general frame parser, and everything else gets exactly the outcome it
 
 from types import SimpleNamespace
 
+import autobahn.twisted.websocket as autobahn_twisted
 import autobahn.websocket.protocol as autobahn_protocol
 import pytest
 import pytest_twisted
+import txaio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
@@ -15,6 +17,7 @@ from twisted.python.failure import Failure
 
 from tests.conftest import DEMO_WORKSPACE
 from zbifrost.config import load_config
+from zbifrost.protocol import BifrostServerProtocol
 from zbifrost.service import BifrostService
 from zbifrost.testing import connect
 
@@ -34,6 +37,33 @@ def test_whole_masked_text_and_binary_messages_skip_autobahns_frame_parser(make_
     client.send_raw(b"not json")
     assert (yield client.next_frame(lambda frame: "code" in frame))["code"] == "bad_json"
     assert parsed == []
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_debug_logging_off_no_read_builds_autobahns_debug_log_arguments(server, monkeypatch):
+    client = yield connect(server.url)
+    built = []  # the server's: the Autobahn client in this process builds its own
+    monkeypatch.setattr(autobahn_twisted, "hltype", lambda method: built.append(method.__self__) or "")
+    for _ in range(5):
+        assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    assert not [protocol for protocol in built if isinstance(protocol, BifrostServerProtocol)]
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_debug_logging_on_autobahn_logs_every_read(server, log_events):
+    level = txaio.get_global_log_level()
+    txaio.set_global_log_level("debug")
+    try:
+        client = yield connect(server.url)
+        del log_events[:]
+        assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    finally:
+        txaio.set_global_log_level(level)
+    reads = [event for event in log_events if event.get("log_format", "").startswith("{func} received {data_len}")
+             and event.get("log_namespace", "").endswith("WebSocketServerProtocol")]
+    assert len(reads) == 1
     yield client.close()
 
 

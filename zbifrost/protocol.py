@@ -17,6 +17,7 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import defer
+from txaio.tx import _no_op as _txaio_disabled_level
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -184,7 +185,15 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         """Deliver the complete, masked, unfragmented text and binary frames at the head of the
         received bytes straight to `onMessage`; hand anything else to Autobahn with its state
         intact (control frames, fragments, incomplete frames, reserved bits, unmasked frames,
-        oversized or non-minimal lengths, invalid UTF-8, and every state but open)."""
+        oversized or non-minimal lengths, invalid UTF-8, and every state but open).
+
+        Autobahn's own dataReceived builds its debug-log arguments for every read even when
+        debug logging is off: it runs only when it is on (txaio then binds `log.debug` to a
+        real method), and then every frame takes Autobahn's path, so its debug log is whole.
+        """
+        if self.log.debug is not _txaio_disabled_level:
+            super().dataReceived(data)
+            return
         if (self.receive_fast_path and self.state == self.STATE_OPEN and self.current_frame is None
                 and not self.inside_message):
             if self.data:
