@@ -16,6 +16,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from tests.conftest import DEMO_WORKSPACE
+from zbifrost import protocol
 from zbifrost.config import load_config
 from zbifrost.protocol import BifrostServerProtocol
 from zbifrost.service import BifrostService
@@ -69,7 +70,7 @@ def test_with_debug_logging_on_autobahn_logs_every_read(server, log_events):
 
 # -- the differential fuzz test: the same bytes to a connection with and without the fast path --
 
-MAX_MESSAGE_SIZE = 200
+MAX_MESSAGE_SIZE = protocol._SMALL_PAYLOAD + 200  # both ways of unmasking are met
 
 PAYLOADS = [
     b'{"event": "dispatch", "zKey": "^Ping", "_requestId": 7}',
@@ -83,6 +84,7 @@ PAYLOADS = [
     b'{"event": "dispatch", "zKey": "\xc3',  # ends inside a code point
     b"x" * (MAX_MESSAGE_SIZE + 1),
     b"y" * 130,  # a 16-bit length
+    b'{"event": "%s"}' % (b"z" * protocol._SMALL_PAYLOAD),  # unmasked by Autobahn's NVX masker
 ]
 
 

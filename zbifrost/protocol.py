@@ -56,6 +56,19 @@ _HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_
                         "websocket_origin", "websocket_protocols", "websocket_extensions", "_wskey")
 
 
+# Up to this many payload bytes, unmasking with Python's big integers is faster than Autobahn's
+# NVX masker, whose setup through cffi alone is about 3 us (0.4 us against 3 us for 50 bytes).
+_SMALL_PAYLOAD = 1024
+
+
+def _unmask(mask, masked, length):
+    """A client frame's payload (RFC 6455 5.3)."""
+    if length > _SMALL_PAYLOAD:
+        return create_xor_masker(mask, length).process(masked)
+    key = (mask * ((length >> 2) + 1))[:length]
+    return (int.from_bytes(masked, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
 def _bearer_token(request):
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -232,11 +245,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             frame_end = payload_start + length
             if frame_end > end:
                 break  # incomplete
-            if length:
-                payload = create_xor_masker(data[header:payload_start], length).process(
-                    data[payload_start:frame_end])
-            else:
-                payload = b""
+            payload = _unmask(data[header:payload_start], data[payload_start:frame_end], length)
             is_binary = opcode_byte == 0x82
             if not is_binary and self.utf8validateIncoming:
                 validator = self.utf8validator
