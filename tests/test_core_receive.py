@@ -42,6 +42,24 @@ def test_whole_masked_text_and_binary_messages_skip_autobahns_frame_parser(make_
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_reply_leaves_in_the_reactor_turn_that_read_its_request(server, monkeypatch):
+    client = yield connect(server.url)
+    left_queued = []
+    protocol_class = server.factory.protocol
+    receive = protocol_class.dataReceived
+
+    def receive_then_look_at_the_queue(self, data):
+        receive(self, data)
+        left_queued.append(self.transport._tempDataLen + len(self.transport.dataBuffer) - self.transport.offset)
+
+    monkeypatch.setattr(protocol_class, "dataReceived", receive_then_look_at_the_queue)
+    for _ in range(5):
+        assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    assert left_queued == [0] * 5
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_with_debug_logging_off_no_read_builds_autobahns_debug_log_arguments(server, monkeypatch):
     client = yield connect(server.url)
     built = []  # the server's: the Autobahn client in this process builds its own

@@ -16,7 +16,7 @@ import uuid
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.xormasker import create_xor_masker
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from txaio.tx import _no_op as _txaio_disabled_level
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
@@ -111,6 +111,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
     _open = False
     _shutting_down = False
     _backlog = None  # bytes queued while the transport's buffer is full; None when it is not
+    _writes_at_once = False  # a plain TCP transport: replies go out in the turn they are made
     # created on first use, as most connections never subscribe or answer a zDialog
     subscriptions = None  # channel names
     pending_inputs = None  # input_request id -> Deferred of the client's input_response
@@ -172,6 +173,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             self.server = server
             self._limiter = RateLimiter(server.config.rate, server.config.burst) if server.config.rate else None
             self._watch_outbound()
+            self._writes_at_once = isinstance(self.transport, tcp.Connection)  # not TLS, not a test's
             self._open = True
             self.client_id = server.register(self)
             self.send_frame(messages.event_frame("connection_info", data=connection_info(self)))
@@ -383,8 +385,24 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             header = b"\x81\x7f" + size.to_bytes(8, "big")
         if self.send_queue:  # Autobahn has frames waiting (e.g. a ping): keep the order
             self.sendData(header + payload)
+        elif self._writes_at_once:
+            self._write_now(header + payload)
         else:
             self.transport.write(header + payload)
+
+    def _write_now(self, frame):
+        """Send what the socket takes now, as asyncio's transports do, when nothing is queued
+        before it; Twisted queues the rest. Its own write always waits for the next reactor
+        turn: an epoll_ctl each way and one more event per reply (4 us of 28 on the benchmark)."""
+        transport = self.transport
+        sent = 0
+        if (not transport._tempDataLen and len(transport.dataBuffer) == transport.offset and transport.connected
+                and not transport.disconnecting and not transport._writeDisconnected):
+            sent = transport.writeSomeData(frame)
+            if type(sent) is not int:
+                sent = 0  # the connection is lost: Twisted's write finds out as usual
+        if sent < len(frame):
+            transport.write(frame[sent:] if sent else frame)
 
     def _buffer_full(self):
         if self._backlog is None:
