@@ -3,8 +3,9 @@
 It owns the per-connection state (identity, session, subscriptions, rate limiter, commands in
 flight, outbound backlog), the opening-handshake checks of PROTOCOL.md section 2, and the
 conversion of failures into error replies (`_error_for`, the one place that does it). The
-hot path is `onMessage`: parse, look up the handler, reply; a result that is not a Deferred
-is answered at once, with no timers, logging or thread hops.
+hot path is `dataReceived`'s fast path for whole unfragmented frames (anything else takes
+Autobahn's general path), then `onMessage`: parse, look up the handler, reply; a result that
+is not a Deferred is answered at once, with no timers, logging or thread hops.
 
 Autobahn's own logger is `self.log`, so ours is `_log`. Autobahn swallows exceptions raised
 in `onConnect`/`onOpen`, so both guard themselves.
@@ -17,10 +18,10 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import defer, tcp
-from txaio.tx import _no_op as _txaio_disabled_level
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+from txaio.tx import _no_op as _txaio_disabled_level
 
 from . import messages
 from .context import Session
