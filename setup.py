@@ -47,7 +47,8 @@ setup(
     ],
     extras_require={
         "tls": ["twisted[tls]"],
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13", "twisted[tls]"],
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13", "twisted[tls]", "kosoku>=0.1",
+                 "hypothesis>=6"],
     },
     options={"editable_wheel": {"mode": "compat"}},
     entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main"]},
