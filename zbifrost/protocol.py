@@ -388,8 +388,10 @@ class BifrostServerProtocol(WebSocketServerProtocol):
         turn: an epoll_ctl each way and one more event per reply (4 us of 28 on the benchmark)."""
         transport = self.transport
         sent = 0
+        # the conditions under which Twisted's own write would send at its next turn (an aborted
+        # connection sends nothing more, though it is still `connected` until that turn)
         if (not transport._tempDataLen and len(transport.dataBuffer) == transport.offset and transport.connected
-                and not transport.disconnecting and not transport._writeDisconnected):
+                and not transport.disconnecting and not transport._writeDisconnected and not transport._aborting):
             sent = transport.writeSomeData(frame)
             if type(sent) is not int:
                 sent = 0  # the connection is lost: Twisted's write finds out as usual
