@@ -228,7 +228,7 @@ def test_client_sends_the_token_in_the_query_and_connect_rejects_with_the_close_
     for case, reason in (("none", "Authentication required"), ("wrong", "Invalid token")):
         refused = _error(client[case], "disconnected")
         assert (refused["closeCode"], refused["reason"], refused["retries"]) == (1008, reason, 0)
-    assert client["good"]["result"]["auth"] == {"authenticated": True, "user": "alice", "role": "user"}
+    assert client["good"]["result"]["auth"] == {"authenticated": True, "user": "alice", "role": "user", "expires": None}
     assert "Authentication required" in seen["refusedPage"]
     assert "alice (user)" in seen["allowedPage"]
 
