@@ -5,6 +5,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import shutil
 import time
 
 import jwt
@@ -218,3 +220,12 @@ def test_require_auth_with_only_a_jwt_section_starts(tmp_path):
     (tmp_path / "jwt.key").write_text(SECRET + "\n")
     config = load_config(_config(tmp_path, ["secret_file: jwt.key"]), environ={})
     assert (config.require_auth, config.tokens_file, config.jwt.key) == (True, None, SECRET)
+
+
+def test_the_flask_examples_config_starts_with_its_secret_file(tmp_path):
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "jwt-flask")
+    for name in ("zbifrost.yaml", "app.py", "index.html"):
+        shutil.copy(os.path.join(example, name), tmp_path)
+    (tmp_path / "jwt.secret").write_text(SECRET + "\n")
+    config = load_config(str(tmp_path / "zbifrost.yaml"), environ={})
+    assert (config.require_auth, config.jwt.key, config.jwt.audience) == (True, SECRET, "my-app")
