@@ -267,7 +267,7 @@ def _history(where, raw):
 @dataclass(frozen=True)
 class JwtSettings:
     """The checked `websocket.jwt` section; `key` is the HMAC secret or the PEM public key itself."""
-    key: str
+    key: str = field(repr=False)  # a secret: never in a log line or a traceback
     algorithms: tuple = ("HS256",)
     audience: str = None
     issuer: str = None
