@@ -228,9 +228,21 @@ def test_client_sends_the_token_in_the_query_and_connect_rejects_with_the_close_
     for case, reason in (("none", "Authentication required"), ("wrong", "Invalid token")):
         refused = _error(client[case], "disconnected")
         assert (refused["closeCode"], refused["reason"], refused["retries"]) == (1008, reason, 0)
-    assert client["good"]["result"]["auth"] == {"authenticated": True, "user": "alice", "role": "user"}
+    assert client["good"]["result"]["auth"] == {"authenticated": True, "user": "alice", "role": "user", "expires": None}
     assert "Authentication required" in seen["refusedPage"]
     assert "alice (user)" in seen["allowedPage"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_page_with_get_token_and_5_second_tokens_stays_connected_15_seconds(make_server, tmp_path):
+    secret = "a browser test secret of at least thirty-two bytes"
+    config = tmp_path / "zbifrost.yaml"
+    config.write_text(yaml.safe_dump({"websocket": {"require_auth": True, "jwt": {"secret": secret, "leeway": 0}}}))
+    server = yield make_server(config_file=str(config))
+    seen = yield run("jwt_refresh", server, secret)
+    assert (seen["user"], seen["connected"], seen["disconnects"], seen["pong"]) == ("alice", 1, [], True)
+    assert seen["tokens"] >= 4  # the first connection and a refresh before each 5-second token expired
+    assert seen["lastExpires"] > seen["expires"][0] + 10
 
 
 @pytest_twisted.inlineCallbacks

@@ -130,7 +130,7 @@ def test_a_refused_connection_gets_no_frames_and_nothing_it_sends_is_processed(a
 @pytest_twisted.inlineCallbacks
 def test_a_good_token_gives_user_and_role_from_the_tokens_file(auth_server):
     client = yield connect(auth_server.url, token="alice-token")
-    assert client.info["auth"] == {"authenticated": True, "user": "alice", "role": "admin"}
+    assert client.info["auth"] == {"authenticated": True, "user": "alice", "role": "admin", "expires": None}
     assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
     yield client.close()
 
@@ -139,7 +139,7 @@ def test_a_good_token_gives_user_and_role_from_the_tokens_file(auth_server):
 def test_a_bearer_header_and_the_api_key_parameter_also_carry_tokens(auth_server):
     info, _ = yield in_thread(websockets_exchange, auth_server.url, [],
                         additional_headers={"Authorization": "Bearer bob-token"})
-    assert info["data"]["auth"] == {"authenticated": True, "user": "bob", "role": "user"}
+    assert info["data"]["auth"] == {"authenticated": True, "user": "bob", "role": "user", "expires": None}
     info, _ = yield in_thread(websockets_exchange, auth_server.url + "?api_key=alice-token", [])
     assert info["data"]["auth"]["user"] == "alice"
 

@@ -1,6 +1,7 @@
-"""Who may connect: the token store (hashes only) and the Origin policy.
+"""Who may connect: the token store (hashes only), signed tokens (JWT) and the Origin policy.
 
-Tokens are looked up by their SHA-256; the plain token is never stored or logged. The store
+Tokens-file tokens are looked up by their SHA-256; a token of three dot-separated parts is
+verified as a JWT when the config has a `jwt` section (PyJWT). No token is ever stored or logged. The store
 re-reads its file when it changes (checked at each new connection), so a token minted or revoked with `python -m
 zbifrost.tokens` takes effect without a restart. Nothing here knows about WebSocket frames.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+import jwt
 import yaml
 from twisted.logger import Logger
 
@@ -29,12 +31,17 @@ class TokenFileError(Exception):
     """The tokens file cannot be read or has a malformed entry."""
 
 
+class InvalidToken(Exception):
+    """A token was refused; str(err) is the reason, fit for the log (never the token)."""
+
+
 @dataclass(frozen=True)
 class Identity:
     user: str
     role: str
     expires: float = None  # epoch seconds, or None
     revoked: bool = False
+    leeway: float = 0.0  # seconds past `expires` that the token is still honoured (JWTs only)
 
     def usable(self, now):
         return not self.revoked and (self.expires is None or now < self.expires)
@@ -137,6 +144,50 @@ class TokenStore:
         if identity is None or not identity.usable(self._clock()):
             return None
         return identity
+
+
+class JwtVerifier:
+    """Checks signed tokens against a `JwtSettings` (PROTOCOL.md section 2, signed tokens)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def identify(self, token):
+        """The Identity a JWT names; raises InvalidToken saying why it is refused."""
+        settings = self.settings
+        try:
+            claims = jwt.decode(token, settings.key, algorithms=list(settings.algorithms),
+                                audience=settings.audience, issuer=settings.issuer, leeway=settings.leeway,
+                                options={"require": ["exp", "sub"], "verify_aud": settings.audience is not None})
+        except jwt.InvalidTokenError as err:
+            raise InvalidToken(f"JWT {type(err).__name__}: {err}") from None
+        role = claims.get(settings.role_claim, "user")
+        if not isinstance(role, str) or not role:
+            raise InvalidToken(f"JWT claim {settings.role_claim!r} is not a non-empty string")
+        if not isinstance(claims["exp"], (int, float)) or isinstance(claims["exp"], bool):
+            raise InvalidToken("JWT exp is not a number")
+        return Identity(user=claims["sub"], role=role, expires=float(claims["exp"]), leeway=settings.leeway)
+
+
+def _looks_like_jwt(token):
+    return token.count(".") == 2
+
+
+class Credentials:
+    """Every way a token is accepted: the tokens file, JWTs, or both side by side."""
+
+    def __init__(self, store=None, verifier=None):
+        self.store = store
+        self.verifier = verifier
+
+    def identify(self, token):
+        """The Identity of a token; raises InvalidToken with the reason when it is refused."""
+        if self.verifier is not None and _looks_like_jwt(token):
+            return self.verifier.identify(token)
+        found = self.store.identify(token) if self.store is not None else None
+        if found is None:
+            raise InvalidToken("unknown, expired or revoked token")
+        return found
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

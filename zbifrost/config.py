@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import jwt
 import yaml
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
@@ -47,6 +48,7 @@ class Config:
     # who may connect
     require_auth: bool = False
     tokens_file: str = None
+    jwt: "JwtSettings" = None  # the `websocket.jwt` section: signed tokens (zbifrost.auth.JwtVerifier)
     allowed_origins: list = field(default_factory=list)
     trusted_proxies: list = field(default_factory=list)  # addresses/networks whose X-Forwarded-For is believed
     max_connections: int = 10000
@@ -84,6 +86,7 @@ _WEBSOCKET_KEYS = {
     "metrics_listen": "metrics_listen",
     "require_auth": "require_auth",
     "tokens": "tokens_file",
+    "jwt": "jwt",
     "allowed_origins": "allowed_origins",
     "trusted_proxies": "trusted_proxies",
     "max_connections": "max_connections",
@@ -114,6 +117,9 @@ _SECTIONS = {"websocket": _WEBSOCKET_KEYS}
 # the config file's `channels:` section: a list of rules, each a mapping with these keys
 _CHANNEL_RULE_KEYS = ("pattern", "subscribe", "publish", "history")
 _HISTORY_KEYS = ("size", "ttl")
+# the `websocket.jwt` mapping (PROTOCOL.md section 2, signed tokens)
+_JWT_KEYS = ("secret", "secret_file", "public_key_file", "algorithms", "audience", "issuer", "leeway", "role_claim")
+_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 # settings holding a path: a relative one in a config file is relative to that file's folder
 _PATH_SETTINGS = ("workspace", "tokens_file")
 DEFAULT_ZVAFILE = "@.zUI.level1"
@@ -201,7 +207,8 @@ def _read_file(path):
         for key, value in section.items():
             if key not in keys:
                 raise ConfigError(unknown_key(f"config file {path}: {name}", key, keys))
-            values[keys[key]] = _coerce(f"config file {path}: {name}.{key}", keys[key], value)
+            where = f"config file {path}: {name}.{key}"
+            values[keys[key]] = _jwt_settings(where, value, path) if key == "jwt" else _coerce(where, keys[key], value)
     for key, attr in _TOP_LEVEL_KEYS.items():
         if key in raw:
             values[attr] = _coerce(f"config file {path}: {key}", attr, raw[key])
@@ -255,6 +262,66 @@ def _history(where, raw):
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
         raise ConfigError(f"{where}.ttl: expected a number of seconds greater than zero, got {ttl!r}")
     return History(size=size, ttl=float(ttl))
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """The checked `websocket.jwt` section; `key` is the HMAC secret or the PEM public key itself."""
+    key: str = field(repr=False)  # a secret: never in a log line or a traceback
+    algorithms: tuple = ("HS256",)
+    audience: str = None
+    issuer: str = None
+    leeway: float = 5.0
+    role_claim: str = "role"
+
+
+def _jwt_settings(where, raw, config_path):
+    """The `websocket.jwt` mapping as JwtSettings (its key file read now), or a one-line ConfigError."""
+    _check_mapping(where, raw, _JWT_KEYS, '{secret_file: jwt.key, algorithms: [HS256]}')
+    given = [name for name in ("secret", "secret_file", "public_key_file") if raw.get(name) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"{where}: give exactly one of secret, secret_file and public_key_file, got "
+                          f"{', '.join(given) or 'none'}")
+    source, = given
+    value = raw[source]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{source}: expected a non-empty string")
+    key = value
+    if source != "secret":
+        file = value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(config_path)), value)
+        try:
+            with open(file, encoding="utf-8") as handle:
+                key = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{where}.{source}: cannot read {file} ({getattr(err, 'strerror', None) or err})") from None
+        if not key:
+            raise ConfigError(f"{where}.{source}: {file} is empty")
+    algorithms = raw.get("algorithms", list(JwtSettings.algorithms))
+    if not isinstance(algorithms, list) or not algorithms or not all(isinstance(a, str) for a in algorithms):
+        raise ConfigError(f"{where}.algorithms: expected a list such as [HS256] or [RS256], got {algorithms!r}")
+    known = sorted(jwt.algorithms.get_default_algorithms().keys() - {"none"})
+    for algorithm in algorithms:
+        if algorithm not in known:
+            raise ConfigError(f"{where}.algorithms: unknown algorithm {algorithm!r} (known: {', '.join(known)})")
+        if (algorithm in _HMAC_ALGORITHMS) != (source != "public_key_file"):
+            raise ConfigError(f"{where}.algorithms: {algorithm} does not go with {source} (HS256, HS384 and "
+                              "HS512 take secret or secret_file; the others take public_key_file)")
+        try:
+            jwt.get_algorithm_by_name(algorithm).prepare_key(key)
+        except (jwt.exceptions.InvalidKeyError, ValueError, TypeError) as err:
+            raise ConfigError(f"{where}.{source}: not a key for {algorithm} ({err})") from None
+    settings = {"key": key, "algorithms": tuple(algorithms)}
+    for name in ("audience", "issuer", "role_claim"):
+        if name in raw:
+            if not isinstance(raw[name], str) or not raw[name]:
+                raise ConfigError(f"{where}.{name}: expected a non-empty string, got {raw[name]!r}")
+            settings[name] = raw[name]
+    if "leeway" in raw:
+        leeway = raw["leeway"]
+        if isinstance(leeway, bool) or not isinstance(leeway, (int, float)) or leeway < 0:
+            raise ConfigError(f"{where}.leeway: expected a number of seconds, 0 or more, got {leeway!r}")
+        settings["leeway"] = float(leeway)
+    return JwtSettings(**settings)
 
 
 _ENVIRONMENT = {
@@ -318,8 +385,9 @@ def _validate(config, label):
         parse_networks(config.trusted_proxies)
     except ValueError as err:
         raise ConfigError(f"{label('trusted_proxies')}: {err}") from None
-    if config.require_auth and not config.tokens_file:
-        raise ConfigError(f"{label('require_auth')}: needs a tokens file (--tokens FILE or websocket.tokens)")
+    if config.require_auth and not config.tokens_file and config.jwt is None:
+        raise ConfigError(f"{label('require_auth')}: needs a tokens file (--tokens FILE or websocket.tokens) "
+                          "or a websocket.jwt section")
     if config.tokens_file and not os.path.isfile(config.tokens_file):
         raise ConfigError(f"{label('tokens_file')}: {config.tokens_file} is not a file")
     for origin in config.allowed_origins:

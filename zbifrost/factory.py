@@ -99,12 +99,12 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)
         self.thread_pool = FairThreadPool(reactor, config.threads, config.threads_per_client, config.threads_max)
-        self.tokens = tokens  # a TokenStore when require_auth is on, else None
-        self.api_tokens = api_tokens  # the TokenStore of POST /api/publish, whenever a tokens file is given
+        self.tokens = tokens  # zbifrost.auth.Credentials when require_auth is on, else None
+        self.api_tokens = api_tokens  # the Credentials of POST /api/publish, whenever a tokens file or jwt is given
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.trusted_proxies = TrustedProxies(config.trusted_proxies)
         self.anonymous = dict(ANONYMOUS)
-        self.features = list(FEATURES) + list(self.channels.features)
+        self.features = list(FEATURES) + ["refresh"] + (["jwt"] if config.jwt else []) + list(self.channels.features)
         self.zvafile = zvafile  # where new sessions start
         self.zblock = zblock
         self._set_protocol_options()

@@ -24,6 +24,7 @@ COMMAND_FAILED = "command_failed"
 SHUTTING_DOWN = "shutting_down"
 NOT_AVAILABLE = "not_available"
 BROKER_UNAVAILABLE = "broker_unavailable"
+INVALID_TOKEN = "invalid_token"
 
 _MAX_ECHO = 120  # longest piece of client text quoted back in an error message
 MAX_DEPTH = 64  # levels of nesting in a client message (PROTOCOL.md section 7)

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from txaio.tx import _no_op as _txaio_disabled_level
 
 from . import messages
-from .auth import bearer_token
+from .auth import InvalidToken, bearer_token
 from .context import Session
 from .events import HANDLERS
 from .events.session import connection_info
@@ -36,6 +36,7 @@ SUBPROTOCOL = "zbifrost.v1"
 CLOSE_SHUTDOWN = (1001, "Server shutdown")
 CLOSE_AUTH_REQUIRED = (1008, "Authentication required")
 CLOSE_INVALID_TOKEN = (1008, "Invalid token")
+CLOSE_TOKEN_EXPIRED = (1008, "Token expired")
 CLOSE_RATE = (1008, "Rate limit exceeded")
 CLOSE_INTERNAL = (1011, "Internal error")
 CLOSE_SLOW = (1013, "Slow consumer")
@@ -104,6 +105,8 @@ class BifrostServerProtocol(WebSocketServerProtocol):
     identity = None
     session = None
     _refusal = None  # close code and reason for a connection whose handshake failed auth
+    _credential = None  # the zbifrost.auth.Identity of the token the connection is authenticated by
+    _expiry_call = None  # the reactor call closing the connection when that token expires
     _open = False
     _shutting_down = False
     _backlog = None  # bytes queued while the transport's buffer is full; None when it is not
@@ -136,19 +139,48 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             self.identity = server.anonymous
         else:
             token = _query_token(request) or bearer_token(request.headers.get("authorization"))
-            found = server.tokens.identify(token) if token else None
-            if found is None:
-                self._refusal = CLOSE_INVALID_TOKEN if token else CLOSE_AUTH_REQUIRED
-                self._log_refusal("invalid_token" if token else "no_token", request)
+            if not token:
+                self._refusal = CLOSE_AUTH_REQUIRED
+                self._log_refusal("no_token", request)
             else:
-                self.identity = {"authenticated": True, "user": found.user, "role": found.role}
+                try:
+                    self.authenticate(server.tokens.identify(token))
+                except InvalidToken as err:
+                    self._refusal = CLOSE_INVALID_TOKEN
+                    self._log_refusal("invalid_token", request, f": {err}")
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
-    def _log_refusal(self, reason, request):
+    def _log_refusal(self, reason, request, detail=""):
         """Count and log a refused connection: the reason and the peer, never a token."""
         self.factory.metrics.refused(reason)
-        self._log.warn("Refused a connection from {peer}: {reason} (origin {origin})", peer=request.peer,
-                       reason=reason, origin=messages.quote(request.headers.get("origin", "none")))
+        self._log.warn("Refused a connection from {peer}: {reason}{detail} (origin {origin})", peer=request.peer,
+                       reason=reason, detail=detail, origin=messages.quote(request.headers.get("origin", "none")))
+
+    def authenticate(self, credential):
+        """Act as the identity of a token (zbifrost.auth.Identity) from now on, until it expires."""
+        self._credential = credential
+        expires = None if credential.expires is None else int(credential.expires)
+        self.identity = {"authenticated": True, "user": credential.user, "role": credential.role, "expires": expires}
+        if self._open:
+            self._watch_expiry()
+
+    def _watch_expiry(self):
+        """One reactor call per connection closes it when its token expires (plus a JWT's leeway)."""
+        self._stop_expiry_watch()
+        credential = self._credential
+        if credential is not None and credential.expires is not None:
+            delay = max(0.0, credential.expires + credential.leeway - time.time())
+            self._expiry_call = self.factory.reactor.callLater(delay, self._token_expired)
+
+    def _stop_expiry_watch(self):
+        if self._expiry_call is not None and self._expiry_call.active():
+            self._expiry_call.cancel()
+        self._expiry_call = None
+
+    def _token_expired(self):
+        self._expiry_call = None
+        self._log.info("Closing the connection of {peer}: its token expired", peer=self.peer)
+        self.close(*CLOSE_TOKEN_EXPIRED)
 
     def onOpen(self):
         self.factory.handshakes.end(self.transport)
@@ -167,6 +199,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             self._watch_outbound()
             self._writes_at_once = isinstance(self.transport, tcp.Connection)  # not TLS, not a test's
             self._open = True
+            self._watch_expiry()
             self.client_id = server.register(self)
             self.send_frame(messages.event_frame("connection_info", data=connection_info(self)))
         except Exception:
@@ -438,6 +471,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self._open = False
+        self._stop_expiry_watch()
         if self.session is None:
             return
         server = self.factory

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.logger import Logger
 
-from .auth import TokenFileError, TokenStore
+from .auth import Credentials, JwtVerifier, TokenFileError, TokenStore
 from .config import ConfigError
 from .factory import BifrostServerFactory
 from .systemd import Notifier
@@ -53,9 +53,10 @@ class BifrostService(service.MultiService):
         self.workspace = Workspace(config.workspace)
         zblock = self._check_zui()
         tokens = None
-        if config.tokens_file:  # for the WebSocket only with require_auth, for POST /api/publish always
+        if config.tokens_file or config.jwt:  # for the WebSocket only with require_auth, for POST /api/publish always
             try:
-                tokens = TokenStore(config.tokens_file)
+                tokens = Credentials(TokenStore(config.tokens_file) if config.tokens_file else None,
+                                     JwtVerifier(config.jwt) if config.jwt else None)
             except TokenFileError as err:
                 raise ConfigError(str(err)) from None
         self.factory = BifrostServerFactory(config, self.workspace, config.zvafile, zblock,

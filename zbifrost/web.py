@@ -23,7 +23,7 @@ from twisted.web import http, resource, server
 from twisted.web.pages import notFound
 
 from . import __version__, messages
-from .auth import bearer_token
+from .auth import InvalidToken, bearer_token
 from .channels import valid_channel
 from .logs import stdout_is_the_journal
 
@@ -169,7 +169,12 @@ class PublishApi(resource.Resource):
         request.setHeader(b"cache-control", b"no-store")
         factory = self.factory
         token = bearer_token(request.getHeader("authorization"))
-        identity = factory.api_tokens.identify(token) if token and factory.api_tokens is not None else None
+        identity = None
+        if token and factory.api_tokens is not None:
+            try:
+                identity = factory.api_tokens.identify(token)
+            except InvalidToken:
+                pass  # answered 401 below
         if identity is None:
             request.setHeader(b"www-authenticate", b"Bearer")
             return _api_error(request, 401, "A valid bearer token is required")

@@ -274,6 +274,39 @@ const scenarios = {
     return {refusedPage, client, allowedPage: await allowed.locator('#info').innerText()};
   },
 
+  // getToken: the page mints 5-second JWTs (HS256 with the secret `extra[0]`, as an
+  // application's server would) and stays on one connection for 15 s by refreshing them.
+  async jwt_refresh(context) {
+    const page = await context.newPage();
+    await page.goto(`${base}/`);
+    const [secret] = extra;
+    return page.evaluate(async (secret) => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const encode = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
+        .replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+      const text = (value) => encode(new TextEncoder().encode(JSON.stringify(value)));
+      const key = await crypto.subtle.importKey('raw', new TextEncoder().encode(secret),
+        {name: 'HMAC', hash: 'SHA-256'}, false, ['sign']);
+      const probe = {tokens: 0, connected: 0, disconnects: [], expires: []};
+      const getToken = async () => {
+        probe.tokens++;
+        const body = `${text({alg: 'HS256', typ: 'JWT'})}.${text({sub: 'alice', exp: Math.floor(Date.now() / 1000) + 5})}`;
+        return `${body}.${encode(await crypto.subtle.sign('HMAC', key, new TextEncoder().encode(body)))}`;
+      };
+      const client = new BifrostClient(undefined, {getToken, hooks: {
+        onConnected: (info) => { probe.connected++; probe.expires.push(info.auth.expires); },
+        onDisconnected: ({code, reason}) => probe.disconnects.push(`${code} ${reason}`),
+      }});
+      const info = await client.connect();
+      await new Promise((resolve) => setTimeout(resolve, 15000));
+      probe.pong = await client.request('ping').then(() => true, (err) => err.message);
+      probe.user = info.auth.user;
+      probe.lastExpires = client.info?.auth.expires;
+      client.disconnect();
+      return probe;
+    }, secret);
+  },
+
   // The page of a server with an allowed_origins list connects (its own origin); under a
   // host name that is not listed (the DNS-rebinding guard) it says why and does not retry;
   // on a full server (`extra[0]`) it says why and retries.

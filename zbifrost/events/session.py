@@ -1,8 +1,15 @@
-"""`connection_info` and `ping`: what a client learns about the server and its own session."""
+"""`connection_info`, `ping` and `refresh`: what a client learns about the server and its own
+session, and how it renews its token on an open connection (PROTOCOL.md section 2)."""
 
 import time
 
-from .. import __version__
+from twisted.logger import Logger
+
+from .. import __version__, messages
+from ..auth import InvalidToken
+from ..messages import FORBIDDEN, INVALID_TOKEN, RequestError
+
+log = Logger()
 
 PROTOCOL_VERSION = 1
 
@@ -33,4 +40,22 @@ def ping(conn, message, request_id):
     return {"pong": time.time()}
 
 
-HANDLERS = {"connection_info": connection_info, "ping": ping}
+def refresh(conn, message, request_id):
+    """Renew the connection's token with a new one of the same user; its expiry moves with it."""
+    credentials = conn.server.tokens
+    if credentials is None:
+        raise RequestError(FORBIDDEN, "Authentication is off: there is no token to refresh")
+    token = messages.require_string(message, "token")
+    try:
+        credential = credentials.identify(token)
+    except InvalidToken as err:
+        log.warn("Refused a refresh from {peer}: invalid_token: {reason}", peer=conn.peer, reason=str(err))
+        raise RequestError(INVALID_TOKEN, "Invalid token") from None
+    if credential.user != conn.identity["user"]:
+        log.warn("Refused a refresh from {peer}: the new token names another user", peer=conn.peer)
+        raise RequestError(FORBIDDEN, "The new token names another user")
+    conn.authenticate(credential)
+    return {"expires": conn.identity["expires"]}
+
+
+HANDLERS = {"connection_info": connection_info, "ping": ping, "refresh": refresh}

@@ -19,6 +19,12 @@
 // recovered, result) after each re-subscribe of a reconnection: `recovered` false means
 // messages were lost (the page should reload what it shows from the channel).
 //
+// Tokens: `token` is sent as is; or `getToken`, an async function resolving to a token (such
+// as a JWT that the application's own server signs for its logged-in user), is called for
+// the first connection, for every reconnection, and shortly before the token expires
+// (connection_info's auth.expires), when its answer is sent as `refresh` on the open
+// connection. A page that uses it never sees 1008 "Token expired".
+//
 // Channels: the client keeps each channel's epoch and latest offset (`position(channel)`),
 // re-subscribes with `since` after a reconnection, and the server replays what was missed.
 
@@ -27,6 +33,8 @@ const RETRY_MAX_MS = 30000;
 const CLOSE_POLICY = 1008; // authentication failures (and rate-limit abuse): never retried
 const CLOSE_ABNORMAL = 1006; // what a browser reports for a refused upgrade, whatever the reason
 const HOPELESS_STATUS = 403; // a refused origin: retrying cannot help (503 can: retried)
+const TOKEN_EXPIRED = 'Token expired'; // a 1008 that a new token from getToken cures
+const REFRESH_BEFORE_MS = 10000; // refresh this long before the token expires, or at 2/3 of a shorter life
 
 // An error reply (`code` from PROTOCOL.md section 3, `details` when the server sent them), or
 // one of the client's own: `timeout` (no reply in time) and `disconnected` (the connection
@@ -51,10 +59,13 @@ function defaultUrl() {
 }
 
 export class BifrostClient {
-  // options: token, reconnect (default true), timeout (ms per request, default 30000), hooks.
-  constructor(url, {token, reconnect = true, timeout = 30000, hooks = {}} = {}) {
+  // options: token or getToken, reconnect (default true), timeout (ms per request, default
+  // 30000), hooks.
+  constructor(url, {token, getToken, reconnect = true, timeout = 30000, hooks = {}} = {}) {
     this.url = url || defaultUrl();
     this.token = token;
+    this.getToken = getToken;
+    this._refreshTimer = null;
     this.reconnect = reconnect;
     this.timeout = timeout;
     this.hooks = hooks;
@@ -98,6 +109,7 @@ export class BifrostClient {
   disconnect() {
     this._closing = true;
     clearTimeout(this._retryTimer);
+    clearTimeout(this._refreshTimer);
     this.info = null;
     this._rejectPending(1000, 'Client disconnect');
     this._failConnect(1000, 'Client disconnect');
@@ -192,6 +204,24 @@ export class BifrostClient {
   // -- the socket ------------------------------------------------------------------------
 
   _open() {
+    if (!this.getToken) {
+      this._openSocket();
+      return;
+    }
+    this._socket = null;
+    Promise.resolve().then(() => this.getToken()).then(
+      (token) => {
+        if (this._closing) return;
+        this.token = token;
+        this._openSocket();
+      },
+      (err) => {
+        console.error('bifrost: getToken failed', err);
+        if (!this._closing) this._afterClose({code: CLOSE_ABNORMAL, reason: 'getToken failed', wasClean: false});
+      });
+  }
+
+  _openSocket() {
     const url = this.token ? `${this.url}${this.url.includes('?') ? '&' : '?'}${new URLSearchParams({token: this.token})}` : this.url;
     const socket = new WebSocket(url);
     this._socket = socket;
@@ -231,6 +261,7 @@ export class BifrostClient {
   _connected(info) {
     this.info = info;
     this._attempt = 0;
+    this._scheduleRefresh();
     for (const channel of this._channels.keys()) {
       const resuming = this._positions.has(channel);
       this._subscribe(channel).then(
@@ -240,6 +271,30 @@ export class BifrostClient {
     this._firstConnect?.resolve(info);
     this._firstConnect = null;
     this.hooks.onConnected?.(info);
+  }
+
+  // With getToken, a new token is sent as `refresh` a little before the current one expires.
+  _scheduleRefresh() {
+    clearTimeout(this._refreshTimer);
+    const expires = this.info?.auth?.expires;
+    if (!this.getToken || expires === null || expires === undefined) return;
+    const left = expires * 1000 - Date.now();
+    const delay = Math.max(0, left - Math.min(REFRESH_BEFORE_MS, left / 3));
+    this._refreshTimer = setTimeout(() => this._refresh(), delay);
+  }
+
+  async _refresh() {
+    const info = this.info;
+    try {
+      const result = await this.request('refresh', {token: await this.getToken()});
+      if (this.info === info) { // still the same connection
+        info.auth = {...info.auth, expires: result.expires};
+        this._scheduleRefresh();
+      }
+    } catch (err) {
+      // the connection closes when its token expires, and reconnects with a new one
+      console.error('bifrost: refreshing the token failed', err);
+    }
   }
 
   _reply(msg, id) {
@@ -270,6 +325,7 @@ export class BifrostClient {
   _closed({code, reason, wasClean}, opened) {
     this._socket = null;
     this.info = null;
+    clearTimeout(this._refreshTimer);
     this._rejectPending(code, reason);
     if (opened || code !== CLOSE_ABNORMAL || this._closing) {
       this._afterClose({code, reason, wasClean});
@@ -280,7 +336,8 @@ export class BifrostClient {
 
   _afterClose({code, reason, wasClean, refusal}) {
     this.hooks.onDisconnected?.({code, reason, wasClean, refusal});
-    const hopeless = code === CLOSE_POLICY || refusal?.status === HOPELESS_STATUS;
+    const renewable = this.getToken && reason === TOKEN_EXPIRED;
+    const hopeless = (code === CLOSE_POLICY && !renewable) || refusal?.status === HOPELESS_STATUS;
     if (this.reconnect && !this._closing && !hopeless) this._scheduleRetry();
     else this._failConnect(code, reason, refusal);
   }
