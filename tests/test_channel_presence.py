@@ -1,0 +1,106 @@
+"""Presence and join/leave (PROTOCOL.md section 6, 1.2) on each backend, over real sockets:
+`presence` and `presence_stats`, `join` / `leave` to the other subscribers, `forbidden` before
+`not_available`, and a leave for a connection that ends in any way."""
+
+import pytest_twisted
+
+from zbifrost.testing import connect
+
+from .test_channel_rules import _start
+
+RULES = """
+channels:
+  - pattern: "room.*"
+    subscribe: [user, admin]
+    presence: true
+    join_leave: true
+  - pattern: "staff.*"
+    subscribe: [admin]
+    presence: true
+  - pattern: "plain.*"
+"""
+
+
+def _joins_and_leaves(client):
+    return [f for f in client.frames if f.get("event") in ("join", "leave")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_presence_lists_every_subscriber_and_stats_count_distinct_users(make_server, tmp_path, backend_settings):
+    server = yield _start(make_server, tmp_path, RULES, **backend_settings)
+    alice_1 = yield connect(server.url, token="t-alice")
+    alice_2 = yield connect(server.url, token="t-alice")
+    root = yield connect(server.url, token="t-root")
+    for client in (alice_1, alice_2):
+        yield client.request("subscribe", channel="room.1")
+    # the client asking need not be subscribed
+    found = yield root.request("presence", channel="room.1")
+    assert found == {"channel": "room.1", "clients": {alice_1.info["client_id"]: {"user": "alice", "role": "user"},
+                                                      alice_2.info["client_id"]: {"user": "alice", "role": "user"}}}
+    yield root.request("subscribe", channel="room.1")
+    stats = yield alice_1.request("presence_stats", channel="room.1")
+    assert stats == {"channel": "room.1", "clients": 3, "users": 2}
+    yield alice_2.request("unsubscribe", channel="room.1")
+    assert set((yield root.request("presence", channel="room.1"))["clients"]) == {alice_1.info["client_id"],
+                                                                                 root.info["client_id"]}
+    for client in (alice_1, alice_2, root):
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_presence_is_forbidden_where_the_client_may_not_subscribe_and_else_not_available_without_the_rule(
+        make_server, tmp_path, backend_settings):
+    server = yield _start(make_server, tmp_path, RULES, **backend_settings)
+    alice = yield connect(server.url, token="t-alice")
+    for event in ("presence", "presence_stats"):
+        refused = yield alice.request_frame(event, channel="staff.1")  # presence on, but alice may not subscribe
+        assert (refused["code"], refused["error"]) == ("forbidden", "Not allowed to see presence on channel staff.1")
+        refused = yield alice.request_frame(event, channel="plain.1")
+        assert (refused["code"], refused["error"]) == ("not_available",
+                                                       "Presence is not turned on for channel plain.1")
+    assert (yield alice.request("ping")) is not None  # the connection stays open
+    yield alice.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_join_and_leave_reach_the_other_subscribers_whenever_a_subscription_ends(make_server, tmp_path,
+                                                                               backend_settings):
+    server = yield _start(make_server, tmp_path, RULES, **backend_settings)
+    alice = yield connect(server.url, token="t-alice")
+    bob = yield connect(server.url, token="t-root")
+    yield alice.request("subscribe", channel="room.1")
+    yield bob.request("subscribe", channel="room.1")
+    bob_info = {"client_id": bob.info["client_id"], "user": "root", "role": "admin"}
+    assert (yield alice.next_event("join")) == {"event": "join", "channel": "room.1", "info": bob_info}
+    yield bob.request("subscribe", channel="room.1")  # again: no second join
+    leavers = []
+    for ending in ("unsubscribe", "close", "drop"):
+        carol = yield connect(server.url, token="t-alice")
+        yield carol.request("subscribe", channel="room.1")
+        carol_info = {"client_id": carol.info["client_id"], "user": "alice", "role": "user"}
+        assert (yield bob.next_event("join"))["info"] == carol_info
+        if ending == "unsubscribe":
+            yield carol.request("unsubscribe", channel="room.1")
+        elif ending == "close":
+            yield carol.close()
+        else:  # the TCP connection is cut without a close frame
+            carol._protocol.transport.abortConnection()
+        assert (yield bob.next_event("leave")) == {"event": "leave", "channel": "room.1", "info": carol_info}
+        leavers.append(carol)
+    yield alice.request("ping")
+    yield bob.request("ping")
+    # neither got anything about itself, and alice saw bob join once, then each carol come and go
+    assert all(f["info"]["client_id"] != bob.info["client_id"] for f in _joins_and_leaves(bob))
+    assert [(f["event"], f["info"]["client_id"]) for f in _joins_and_leaves(alice)] == [
+        ("join", bob.info["client_id"])] + [(event, carol.info["client_id"]) for carol in leavers
+                                            for event in ("join", "leave")]
+    yield leavers[0].close()
+    for client in (alice, bob):
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_presence_is_listed_in_features(server):
+    client = yield connect(server.url)
+    assert "presence" in client.info["features"]
+    yield client.close()
