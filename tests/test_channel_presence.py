@@ -1,12 +1,20 @@
 """Presence and join/leave (PROTOCOL.md section 6, 1.2) on each backend, over real sockets:
 `presence` and `presence_stats`, `join` / `leave` to the other subscribers, `forbidden` before
-`not_available`, and a leave for a connection that ends in any way."""
+`not_available`, a leave for a connection that ends in any way; with Redis, presence across
+processes, and a killed twistd's members gone within `presence_ttl`."""
+
+import json
+import os
+import subprocess
 
 import pytest_twisted
+from twisted.internet import reactor, task
 
 from zbifrost.testing import connect
 
+from .helpers import in_thread
 from .test_channel_rules import _start
+from .test_core_twistd import REPO, TWISTD, free_port, wait_until_listening
 
 RULES = """
 channels:
@@ -104,3 +112,63 @@ def test_presence_is_listed_in_features(server):
     client = yield connect(server.url)
     assert "presence" in client.info["features"]
     yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_servers_on_one_redis_share_presence_and_a_stopping_server_sends_its_leaves(make_server, redis_server,
+                                                                                       tmp_path):
+    one = yield _start(make_server, tmp_path, RULES, broker=redis_server.url)
+    two = yield _start(make_server, tmp_path, RULES, broker=redis_server.url)
+    alice = yield connect(one.url, token="t-alice")
+    bob = yield connect(two.url, token="t-root")
+    yield alice.request("subscribe", channel="room.1")
+    yield bob.request("subscribe", channel="room.1")
+    bob_info = {"client_id": bob.info["client_id"], "user": "root", "role": "admin"}
+    assert (yield alice.next_event("join")) == {"event": "join", "channel": "room.1", "info": bob_info}
+    for asking in (alice, bob):
+        assert set((yield asking.request("presence", channel="room.1"))["clients"]) == {
+            alice.info["client_id"], bob.info["client_id"]}
+        assert (yield asking.request("presence_stats", channel="room.1")) == {"channel": "room.1", "clients": 2,
+                                                                             "users": 2}
+    yield two.stop()  # a graceful shutdown ends bob's connection: its leave is owed
+    assert (yield alice.next_event("leave")) == {"event": "leave", "channel": "room.1", "info": bob_info}
+    assert list((yield alice.request("presence", channel="room.1"))["clients"]) == [alice.info["client_id"]]
+    yield alice.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_members_of_a_killed_twistd_vanish_from_presence_within_presence_ttl(make_server, redis_server, tmp_path):
+    config = tmp_path / "zbifrost.yaml"
+    config.write_text(f"websocket:\n  broker: {redis_server.url}\n  presence_ttl: 1\n{RULES.replace('[user, admin]', '[guest]')}")
+    port = free_port()
+    process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port), "--config", str(config)],
+                               cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield in_thread(wait_until_listening, port, process)
+
+        ghost = yield connect(f"ws://127.0.0.1:{port}/ws")
+        for _ in range(50):  # its broker connection may still be on its way
+            if (yield ghost.request_frame("subscribe", channel="room.1")).get("code") != "broker_unavailable":
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        server = yield make_server(config_file=str(config))
+        alice = yield connect(server.url)
+        yield alice.request("subscribe", channel="room.1")
+        ghost_id = ghost.info["client_id"]
+        assert set((yield alice.request("presence", channel="room.1"))["clients"]) == {ghost_id, alice.info["client_id"]}
+        yield task.deferLater(reactor, 2, lambda: None)  # past presence_ttl: the heartbeat keeps the living listed
+        assert ghost_id in (yield alice.request("presence", channel="room.1"))["clients"]
+        process.kill()
+        yield in_thread(process.wait, timeout=20)
+        for _ in range(100):  # a bounded wait: presence_ttl is 1 s
+            clients = (yield alice.request("presence", channel="room.1"))["clients"]
+            if ghost_id not in clients:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        assert list(clients) == [alice.info["client_id"]]
+        yield alice.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=20)
