@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 
 from zbifrost.testing import connect
 
@@ -29,6 +29,19 @@ channels:
 """
 
 
+@defer.inlineCallbacks
+def _alice_sees_bob_join(alice_server, bob_server):
+    """alice (role user) and bob (user root, role admin) subscribe to room.1 in turn, on the
+    servers given; fires with both clients and bob's info, once alice has had his join."""
+    alice = yield connect(alice_server.url, token="t-alice")
+    bob = yield connect(bob_server.url, token="t-root")
+    yield alice.request("subscribe", channel="room.1")
+    yield bob.request("subscribe", channel="room.1")
+    bob_info = {"client_id": bob.info["client_id"], "user": "root", "role": "admin"}
+    assert (yield alice.next_event("join")) == {"event": "join", "channel": "room.1", "info": bob_info}
+    return alice, bob, bob_info
+
+
 def _joins_and_leaves(client):
     return [f for f in client.frames if f.get("event") in ("join", "leave")]
 
@@ -39,6 +52,7 @@ def test_presence_lists_every_subscriber_and_stats_count_distinct_users(make_ser
     alice_1 = yield connect(server.url, token="t-alice")
     alice_2 = yield connect(server.url, token="t-alice")
     root = yield connect(server.url, token="t-root")
+    assert "presence" in root.info["features"]
     for client in (alice_1, alice_2):
         yield client.request("subscribe", channel="room.1")
     # the client asking need not be subscribed
@@ -74,12 +88,7 @@ def test_presence_is_forbidden_where_the_client_may_not_subscribe_and_else_not_a
 def test_join_and_leave_reach_the_other_subscribers_whenever_a_subscription_ends(make_server, tmp_path,
                                                                                backend_settings):
     server = yield _start(make_server, tmp_path, RULES, **backend_settings)
-    alice = yield connect(server.url, token="t-alice")
-    bob = yield connect(server.url, token="t-root")
-    yield alice.request("subscribe", channel="room.1")
-    yield bob.request("subscribe", channel="room.1")
-    bob_info = {"client_id": bob.info["client_id"], "user": "root", "role": "admin"}
-    assert (yield alice.next_event("join")) == {"event": "join", "channel": "room.1", "info": bob_info}
+    alice, bob, bob_info = yield _alice_sees_bob_join(server, server)
     yield bob.request("subscribe", channel="room.1")  # again: no second join
     leavers = []
     for ending in ("unsubscribe", "close", "drop"):
@@ -108,23 +117,11 @@ def test_join_and_leave_reach_the_other_subscribers_whenever_a_subscription_ends
 
 
 @pytest_twisted.inlineCallbacks
-def test_presence_is_listed_in_features(server):
-    client = yield connect(server.url)
-    assert "presence" in client.info["features"]
-    yield client.close()
-
-
-@pytest_twisted.inlineCallbacks
 def test_two_servers_on_one_redis_share_presence_and_a_stopping_server_sends_its_leaves(make_server, redis_server,
                                                                                        tmp_path):
     one = yield _start(make_server, tmp_path, RULES, broker=redis_server.url)
     two = yield _start(make_server, tmp_path, RULES, broker=redis_server.url)
-    alice = yield connect(one.url, token="t-alice")
-    bob = yield connect(two.url, token="t-root")
-    yield alice.request("subscribe", channel="room.1")
-    yield bob.request("subscribe", channel="room.1")
-    bob_info = {"client_id": bob.info["client_id"], "user": "root", "role": "admin"}
-    assert (yield alice.next_event("join")) == {"event": "join", "channel": "room.1", "info": bob_info}
+    alice, bob, bob_info = yield _alice_sees_bob_join(one, two)
     for asking in (alice, bob):
         assert set((yield asking.request("presence", channel="room.1"))["clients"]) == {
             alice.info["client_id"], bob.info["client_id"]}

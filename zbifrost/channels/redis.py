@@ -344,14 +344,14 @@ class RedisBackend(service.Service):
             return defer.fail(broker_unavailable())
         subscription = _Subscription(subscriber)
         previous = self._channels.setdefault(name, {}).get(subscriber.client_id)
-        if previous is not None:  # a repeated subscribe keeps its membership and announces nothing
+        if previous is not None:  # a repeated subscribe keeps the membership it joined with, unannounced
             subscription.membership, subscription.entry = previous.membership, previous.entry
         self._channels[name][subscriber.client_id] = subscription
         result = defer.Deferred()
 
         def joined(read):
             current = self._channels.get(name, {}).get(subscriber.client_id) is subscription
-            if membership is None or previous is not None or not current:
+            if membership is None or subscription.membership is not None or not current:
                 return read
             return self._join(name, subscription, membership).addCallback(lambda _: read)
 
