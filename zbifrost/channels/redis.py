@@ -332,8 +332,8 @@ class RedisBackend(service.Service):
         for name, subscriptions in self._channels.items():
             entries = [s.entry for s in subscriptions.values() if s.membership is not None and s.membership.listed]
             if entries:
-                self._call(_JOIN, [PRESENCE + name, JOIN_LEAVE + name], [self.presence_ttl_ms, "", *entries]).addErrback(
-                    lambda failure: None)  # lost: renewed at the next beat
+                renewed = self._call(_JOIN, [PRESENCE + name, JOIN_LEAVE + name], [self.presence_ttl_ms, "", *entries])
+                renewed.addErrback(lambda failure: None)  # lost: renewed at the next beat
 
     def presence(self, name):
         return self._call(_PRESENCE, [PRESENCE + name], [0]).addCallback(
