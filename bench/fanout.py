@@ -2,6 +2,7 @@
 Autobahn broadcast, in one run.
 
     python bench/fanout.py [--subscribers 1000] [--rates 100,1000] [--duration 10] [--warmup 2] [--rounds 1]
+    python bench/fanout.py --rates 10 --join-leave 10 [--broker redis://127.0.0.1:6379/0]
 
 Starts bench/broadcast_server.py (one prepared frame written to every socket) and zbifrost
 (twistd, this source tree, bench/zbifrost-bench.yaml, the embedded memory backend) pinned to
@@ -11,6 +12,11 @@ asyncio process, subscribes them all to one channel, and then publishes at a fix
 (open loop: it never waits for replies), each message carrying its send time. It prints the
 messages delivered per second, the share of the expected deliveries (publishes in the
 measured window x subscribers) that arrived, and the publish-to-receive latency p50/p99.
+
+With `--join-leave N` the channel's rule turns presence and join/leave on, and the generator
+also opens N connections a second that subscribe to the channel (a `join` to every subscriber)
+and drop 1 s later (a `leave`); only zbifrost runs then (the broadcast server has no join/leave),
+on the memory backend or, with `--broker`, on that Redis.
 
 To keep the generator from being the bottleneck, only every SAMPLE_EVERY-th subscriber parses
 its frames (timing each message and checking which publishes arrived); the others, once
@@ -36,6 +42,7 @@ REPO = os.path.dirname(BENCH)
 CHANNEL = "bench"
 DRAIN_S = 2.0  # seconds after the last publish for stragglers
 SAMPLE_EVERY = 10
+CHURN_STAY_S = 1.0  # how long a --join-leave connection stays subscribed
 MESSAGE_MARK = b'"event":"message"'
 
 
@@ -94,6 +101,8 @@ class Subscriber(Client):
             if run.window is not None and run.window[0] <= number <= run.window[1]:
                 run.received += 1
                 run.latencies.append(now - sent)
+        elif frame.get("event") in ("join", "leave"):
+            pass  # churn (--join-leave): only the messages are measured
         elif frame.get("result", {}).get("subscribed") is True:
             if not self.sampling:
                 self.data_received = self._count
@@ -125,6 +134,29 @@ class Publisher(Client):
         self.transport.write(text_frame(payload, self.run.masks.take()))
 
 
+class Churner(Client):
+    """Subscribes (every subscriber gets its `join`), then drops its connection after
+    CHURN_STAY_S (a `leave`)."""
+
+    def _message(self, payload):
+        if not self.greeted:
+            self.greeted = True
+            self.transport.write(text_frame(b'{"event":"subscribe","channel":"%s","_requestId":1}' % CHANNEL.encode(),
+                                            self.run.masks.take()))
+        elif orjson.loads(payload).get("result", {}).get("subscribed") is True:
+            asyncio.get_running_loop().call_later(CHURN_STAY_S, self.transport.abort)
+        return True
+
+
+async def churn(args):
+    """Opens args.join_leave Churners a second until cancelled."""
+    loop = asyncio.get_running_loop()
+    run = FanoutRun(0)
+    while True:
+        loop.create_task(loop.create_connection(lambda: Churner(run, "127.0.0.1", args.port), "127.0.0.1", args.port))
+        await asyncio.sleep(1.0 / args.join_leave)
+
+
 async def generate(args):
     loop = asyncio.get_running_loop()
     run = FanoutRun(args.subscribers)
@@ -137,6 +169,7 @@ async def generate(args):
     _, publisher = await loop.create_connection(lambda: Publisher(run, "127.0.0.1", args.port), "127.0.0.1",
                                                 args.port)
     await asyncio.wait_for(run.all_subscribed, 30)
+    churning = loop.create_task(churn(args)) if args.join_leave else None
     interval = 1.0 / args.rate
     warmup_publishes, measured_publishes = int(args.warmup * args.rate), int(args.duration * args.rate)
     run.window = (warmup_publishes + 1, warmup_publishes + measured_publishes)
@@ -155,6 +188,8 @@ async def generate(args):
     while run.received < expected and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
     cpu = time.process_time() - cpu_before
+    if churning is not None:
+        churning.cancel()
     latencies = sorted(run.latencies)
 
     def ms(ns):
@@ -170,10 +205,21 @@ async def generate(args):
 def measure(server, rate, args, children):
     command = [sys.executable, os.path.abspath(__file__), "--generate", "--port", str(server.port),
                "--subscribers", str(args.subscribers), "--rate", str(rate), "--warmup", str(args.warmup),
-               "--duration", str(args.duration)]
+               "--duration", str(args.duration), "--join-leave", str(args.join_leave)]
     result, cpu = run_load(server, command, args.warmup + args.duration + 120, children)
     result["server_cpu_s"] = round(cpu, 2)
     return result
+
+
+def churn_config(args, workdir):
+    """The bench config plus a presence and join/leave rule for the channel (and the broker)."""
+    path = os.path.join(workdir, "zbifrost-churn.yaml")
+    with open(os.path.join(BENCH, "zbifrost-bench.yaml")) as bench, open(path, "w") as config:
+        config.write(bench.read())
+        if args.broker:
+            config.write(f"  broker: {args.broker}\n")
+        config.write(f"channels:\n  - pattern: {CHANNEL}\n    presence: true\n    join_leave: true\n")
+    return path
 
 
 def run_all(args, workdir, children):
@@ -181,10 +227,13 @@ def run_all(args, workdir, children):
     servers = [Server("broadcast", [sys.executable, os.path.join(BENCH, "broadcast_server.py"), "--port", str(port)],
                       port, workdir),
                zbifrost_server("zbifrost", REPO, workdir)]
+    if args.join_leave or args.broker:
+        servers = [zbifrost_server("zbifrost", REPO, workdir, churn_config(args, workdir))]
     children.extend(server.process for server in servers)
     for server in servers:
         server.wait_ready()
-    print(f"{args.subscribers} subscribers, 1 publisher, {args.warmup:g} s warm-up + {args.duration:g} s measured, "
+    print(f"{args.subscribers} subscribers, 1 publisher, {args.join_leave} joins and leaves/s, "
+          f"{args.broker or 'memory backend'}, {args.warmup:g} s warm-up + {args.duration:g} s measured, "
           f"servers on CPU {SERVER_CPU}, generator on CPU {LOADGEN_CPU}")
     print(f"{'server':10s} {'pub/s':>6s} {'delivered/s':>11s} {'share':>7s} {'p50 ms':>7s} {'p99 ms':>7s} "
           f"{'server CPU s':>12s} {'gen CPU':>7s} errors")
@@ -205,6 +254,8 @@ def main():
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--join-leave", type=int, default=0, help="subscribers joining and leaving per second")
+    parser.add_argument("--broker", help="zbifrost's channels in this Redis (redis://host:port/db)")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

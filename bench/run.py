@@ -122,12 +122,12 @@ def summary(results):
             "errors": sum(r["errors"] for r in results)}
 
 
-def zbifrost_server(name, tree, workdir):
-    """zbifrost run by twistd from the source tree `tree`, with the bench config."""
+def zbifrost_server(name, tree, workdir, config=os.path.join(BENCH, "zbifrost-bench.yaml")):
+    """zbifrost run by twistd from the source tree `tree`, with the bench config (or `config`)."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""))
     command = [TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port),
-               "--config", os.path.join(BENCH, "zbifrost-bench.yaml")]
+               "--config", config]
     return Server(name, command, port, workdir, env)
 
 

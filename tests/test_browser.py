@@ -357,6 +357,23 @@ def test_two_tabs_talk_through_the_channel_panel_each_seeing_who_sent_what(make_
     assert seen["errors"] == []
 
 
+@pytest_twisted.inlineCallbacks
+def test_two_tabs_see_each_other_arrive_and_go_in_the_channel_panel(make_server, tmp_path):
+    config = tmp_path / "zbifrost.yaml"
+    config.write_text("channels:\n  - pattern: 'room.*'\n    presence: true\n    join_leave: true\n"
+                      "  - pattern: '*'\n")
+    server = yield make_server(config_file=str(config))
+    seen = yield run("presence_panel", server)
+    first, second = seen["ids"]
+    assert seen["unavailable"] == "Presence is not turned on for chat."
+    first_tab = [[f"{first} (guest)", "anonymous (you)"], [f"{second} (guest)", "anonymous"]]
+    second_tab = [[f"{first} (guest)", "anonymous"], [f"{second} (guest)", "anonymous (you)"]]
+    assert [sorted(members) for members in seen["members"]] == [sorted(first_tab), sorted(second_tab)]
+    assert seen["after"] == [[f"{first} (guest)", "anonymous (you)"]]
+    assert seen["log"] == [["note:info", f"anonymous ({second}) joined."], ["note:info", f"anonymous ({second}) left."]]
+    assert seen["errors"] == []
+
+
 def _cut_and_publish(server, channel, texts):
     """In one reactor turn: the connection subscribed to `channel` is cut, then `texts` are
     published from the backend, so that the tab misses them."""

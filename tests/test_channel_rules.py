@@ -25,7 +25,7 @@ def _start(make_server, tmp_path, rules=RULES, auth=True, **settings):
         return make_server(config_file=str(config), **settings)
     tokens = write_tokens(tmp_path / "tokens.yaml", ("t-alice", "alice", "user"), ("t-guest", "gus", "guest"),
                           ("t-root", "root", "admin"))
-    return make_server(config_file=str(config), require_auth=True, tokens_file=tokens)
+    return make_server(config_file=str(config), require_auth=True, tokens_file=tokens, **settings)
 
 
 def _code(reply):

@@ -133,11 +133,20 @@ def test_history_max_bytes_defaults_to_64_mib_and_must_be_positive(tmp_path):
     ("channels:\n  - pattern: '*'\n    history: {size: -1}\n", "channels[0].history.size: expected an integer of 0"),
     ("channels:\n  - pattern: '*'\n    history: {ttl: 0}\n", "channels[0].history.ttl: expected a number of seconds"),
     ("channels:\n  - pattern: '*'\n    history: {sise: 1}\n", "channels[0].history: unknown key 'sise'"),
+    ("channels:\n  - pattern: '*'\n    presence: yes please\n", "channels[0].presence: expected true or false"),
+    ("channels:\n  - pattern: '*'\n    join_leave: 1\n", "channels[0].join_leave: expected true or false"),
 ])
 def test_bad_channel_rules_give_one_line_naming_the_rule_and_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as raised:
         load_config(write(tmp_path, text), environ={})
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_presence_ttl_defaults_to_30_seconds_and_must_be_positive(tmp_path):
+    assert load_config(environ={}).presence_ttl == 30
+    assert load_config(write(tmp_path, "websocket:\n  presence_ttl: 2.5\n"), environ={}).presence_ttl == 2.5
+    with pytest.raises(ConfigError, match=r"websocket.presence_ttl: must be greater than zero, got 0"):
+        load_config(write(tmp_path, "websocket:\n  presence_ttl: 0\n"), environ={})
 
 
 def test_channel_rules_are_read_in_order_with_open_defaults(tmp_path):
@@ -147,3 +156,4 @@ def test_channel_rules_are_read_in_order_with_open_defaults(tmp_path):
     assert (first.pattern, first.subscribe, first.publish, first.history.size, first.history.ttl) == (
         "chat.*", ("user",), ("*",), 5, 300)
     assert (catch_all.pattern, catch_all.subscribe, catch_all.history.size) == ("*", ("*",), 100)
+    assert (first.presence, first.join_leave) == (False, False)  # presence is off unless a rule turns it on

@@ -68,6 +68,7 @@ class Config:
     compression: bool = False
     history_max_bytes: int = 64 * 1024 * 1024  # channel history of the embedded backend, all channels
     broker: str = None  # redis://host:port/db: channels in Redis (zbifrost.channels.redis); None: in memory
+    presence_ttl: float = 30.0  # seconds after which a dead process's presence entries are gone (broker only)
     # worker threads of thread-run plugin functions (zbifrost.thread_pool)
     threads: int = 10
     threads_per_client: int = 2
@@ -105,6 +106,7 @@ _WEBSOCKET_KEYS = {
     "compression": "compression",
     "history_max_bytes": "history_max_bytes",
     "broker": "broker",
+    "presence_ttl": "presence_ttl",
     "threads": "threads",
     "threads_per_client": "threads_per_client",
     "threads_max": "threads_max",
@@ -115,7 +117,7 @@ _TOP_KEY = {attr: key for key, attr in _TOP_LEVEL_KEYS.items()}
 # the config file's sections: each a mapping checked against its own table of keys
 _SECTIONS = {"websocket": _WEBSOCKET_KEYS}
 # the config file's `channels:` section: a list of rules, each a mapping with these keys
-_CHANNEL_RULE_KEYS = ("pattern", "subscribe", "publish", "history")
+_CHANNEL_RULE_KEYS = ("pattern", "subscribe", "publish", "history", "presence", "join_leave")
 _HISTORY_KEYS = ("size", "ttl")
 # the `websocket.jwt` mapping (PROTOCOL.md section 2, signed tokens)
 _JWT_KEYS = ("secret", "secret_file", "public_key_file", "algorithms", "audience", "issuer", "leeway", "role_claim")
@@ -251,6 +253,11 @@ def _channel_rule(where, raw):
             rule[action] = tuple(roles)
     if "history" in raw:
         rule["history"] = _history(f"{where}.history", raw["history"])
+    for switch in ("presence", "join_leave"):
+        if switch in raw:
+            if not isinstance(raw[switch], bool):
+                raise ConfigError(f"{where}.{switch}: expected true or false, got {raw[switch]!r}")
+            rule[switch] = raw[switch]
     return ChannelRule(**rule)
 
 
@@ -352,7 +359,8 @@ def _validate(config, label):
     if not 1 <= config.port <= 65535:
         raise ConfigError(f"{label('port')}: must be between 1 and 65535, got {config.port}")
     for attr in ("backlog", "max_connections", "max_message_size", "max_fragments", "max_in_flight",
-                 "max_outbound_buffer", "cache_size", "history_max_bytes", "ping_timeout", "handshake_timeout", "command_timeout"):
+                 "max_outbound_buffer", "cache_size", "history_max_bytes", "ping_timeout", "handshake_timeout", "command_timeout",
+                 "presence_ttl"):
         positive(attr)
     for attr in ("ping_interval", "rate", "burst", "shutdown_grace"):
         positive(attr, allow_zero=True)

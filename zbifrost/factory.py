@@ -32,7 +32,7 @@ from .thread_pool import FairThreadPool
 
 # `realtime_sync` (zBifrost 1.5.4's name) is listed with `channels`: channels are its realtime sync.
 FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "realtime_sync",
-            "progress", "input", "channel_history"]
+            "progress", "input", "channel_history", "presence"]
 
 log = Logger()
 
@@ -93,7 +93,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.stopping = False
         self._all_closed = None
         self.metrics = Metrics()
-        self.channels = (RedisBackend(reactor, *broker_address(config.broker)) if config.broker
+        self.channels = (RedisBackend(reactor, *broker_address(config.broker), config.presence_ttl) if config.broker
                          else MemoryBackend(reactor, config.history_max_bytes))
         self.channel_rules = ChannelRules(config.channels)
         self.cache = QueryCache(config.cache_size)

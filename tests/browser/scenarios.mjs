@@ -113,6 +113,13 @@ const channelLog = (page) => page.locator('#channel-log li').evaluateAll((items)
     : [`note:${item.className.replace('message level-', '')}`, item.textContent];
 }));
 
+// The presence list of the channel panel: [title (client id and role), text] per member.
+const memberList = (page) => page.locator('#channel-members li').evaluateAll((items) =>
+  items.map((item) => [item.title, item.textContent]));
+
+const memberCount = (page, count) => page.waitForFunction(
+  (expected) => document.querySelectorAll('#channel-members li').length === expected, count, {timeout: WAIT_MS});
+
 const clientId = (page) => page.evaluate(() =>
   [...document.querySelectorAll('#info dt')].find((dt) => dt.textContent === 'Client id').nextElementSibling.textContent);
 
@@ -466,6 +473,28 @@ const scenarios = {
     await tabs[0].screenshot({path: join(artifacts, 'page-channels.png'), fullPage: true});
     return {ids: await Promise.all(tabs.map(clientId)), logs: await Promise.all(tabs.map(channelLog)),
       errors: tabs.flatMap((tab) => tab.errors)};
+  },
+
+  // Two tabs on a channel whose rule turns presence and join/leave on: each lists who is here,
+  // and the first sees the second arrive and go when its tab is closed. On a channel without
+  // presence the panel says so.
+  async presence_panel(context) {
+    const first = await openDemo(context);
+    await joinChannel(first, 'chat');
+    const unavailable = await first.locator('#presence-state').textContent();
+    await joinChannel(first, 'room.1');
+    await memberCount(first, 1);
+    const second = await openDemo(context);
+    await joinChannel(second, 'room.1');
+    await memberCount(first, 2);
+    await memberCount(second, 2);
+    await first.screenshot({path: join(artifacts, 'page-presence.png'), fullPage: true});
+    const seen = {ids: [await clientId(first), await clientId(second)], unavailable,
+      members: [await memberList(first), await memberList(second)], errors: [...first.errors, ...second.errors]};
+    await second.close();
+    await memberCount(first, 1);
+    await channelLine(first, 'left');
+    return {...seen, after: await memberList(first), log: await channelLog(first)};
   },
 
   // The channel panel of a tab whose connection pytest cuts twice: after the first cut it

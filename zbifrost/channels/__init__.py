@@ -5,7 +5,9 @@ A backend owns channels' subscribers, epochs, offsets and history. Its methods r
 so that the broker-backed one (`redis`) slots in behind the same calls; the event handlers
 never learn which backend runs. Nothing here knows about frames beyond the one encoded
 `message` event a publish becomes, and nothing here decides permissions (see `rules`).
-A subscriber is anything with `client_id` and `send_frame(bytes)`.
+A subscriber is anything with `client_id` and `send_frame(bytes)`. Presence (1.2): a subscribe
+may carry a `Membership`, which the backend keeps until the unsubscribe (or the connection's
+end) for `presence` and announces with `join` / `leave` to the channel's other subscribers.
 """
 
 import re
@@ -47,6 +49,25 @@ class Subscribed:
     missed: tuple = ()
 
 
+@dataclass(frozen=True)
+class Membership:
+    """How a subscriber shows in a channel: `info` ({"client_id", "user", "role"}, as it
+    subscribed), listed by `presence` when `listed`, announced by join/leave when `announced`."""
+
+    info: dict
+    listed: bool
+    announced: bool
+
+    def frame(self, event, channel):
+        """The encoded `join` or `leave` event of this member."""
+        return messages.event_frame(event, channel=channel, info=self.info)
+
+
+def presence_entry(info):
+    """(client_id, {"user", "role"}): a member's entry in a `presence` reply."""
+    return info["client_id"], {"user": info["user"], "role": info["role"]}
+
+
 def message_frame(channel, data, sender_id, offset):
     """The one encoded `message` event of a publication, sent alike to all its subscribers."""
     return messages.event_frame("message", channel=channel, data=data, offset=offset, **{"from": sender_id})
@@ -55,15 +76,21 @@ def message_frame(channel, data, sender_id, offset):
 class IChannelBackend(Interface):
     features = Attribute("names added to connection_info's `features` (e.g. `broker`)")
 
-    def subscribe(channel, subscriber, since=None):
+    def subscribe(channel, subscriber, since=None, membership=None):
         """Make `subscriber` receive the channel's publications from now on; fires with a
-        `Subscribed` once the subscription is live. `since` is None or (epoch, offset)."""
+        `Subscribed` once the subscription is live. `since` is None or (epoch, offset).
+        A `membership` is kept, and announced when new; a repeated subscribe changes nothing."""
 
     def unsubscribe(channel, subscriber):
-        """Stop delivering the channel to `subscriber`; fires with None."""
+        """Stop delivering the channel to `subscriber`, announcing its leave; fires with None."""
 
     def unsubscribe_all(subscriber, channels):
-        """Forget a closed connection's subscriptions (returns nothing to wait for)."""
+        """Forget a closed connection's subscriptions, announcing its leaves (returns nothing
+        to wait for)."""
+
+    def presence(channel):
+        """Fires with {client_id: {"user", "role"}} of the channel's listed members, every
+        process included."""
 
     def publish(channel, data, sender_id, history=DEFAULT_HISTORY):
         """Deliver `data` to every subscriber but `sender_id`, in publish order per channel,

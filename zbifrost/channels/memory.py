@@ -7,7 +7,8 @@ history (`history_max_bytes`): past it, the oldest messages of the channel publi
 least recently go first. A channel with neither subscribers nor history keeps only its epoch
 and offset, for the last MAX_IDLE_CHANNELS such channels. Every method answers at once (with
 an already-fired Deferred) and touches no timer; expiry is checked when history is read and,
-for the least recently published channels, on each publish.
+for the least recently published channels, on each publish. Presence is the channel's
+subscribers' memberships, exact and local; join and leave go to the local subscribers at once.
 """
 
 import secrets
@@ -16,19 +17,20 @@ from collections import OrderedDict, deque
 from twisted.internet import defer
 from zope.interface import implementer
 
-from . import DEFAULT_HISTORY, IChannelBackend, Subscribed, message_frame
+from . import DEFAULT_HISTORY, IChannelBackend, Subscribed, message_frame, presence_entry
 
 MAX_IDLE_CHANNELS = 100_000
 _EXPIRY_CHECKS_PER_PUBLISH = 2
 
 
 class _Channel:
-    __slots__ = ("epoch", "offset", "subscribers", "history", "history_bytes", "expires")
+    __slots__ = ("epoch", "offset", "subscribers", "members", "history", "history_bytes", "expires")
 
     def __init__(self):
         self.epoch = secrets.token_hex(8)
         self.offset = 0
         self.subscribers = {}  # client_id -> subscriber, in subscription order
+        self.members = {}  # client_id -> Membership, of the subscribers that have one
         self.history = deque()  # (offset, frame), oldest first
         self.history_bytes = 0
         self.expires = None  # when the history is dropped: last publish + ttl
@@ -75,8 +77,19 @@ class MemoryBackend:
             self._drop_history(name, channel)
             self._settle(name, channel)
 
-    def subscribe(self, name, subscriber, since=None):
+    def _announce(self, channel, membership, event, name):
+        if membership is None or not membership.announced:
+            return
+        frame = membership.frame(event, name)
+        for client_id, subscriber in list(channel.subscribers.items()):
+            if client_id != membership.info["client_id"]:
+                subscriber.send_frame(frame)
+
+    def subscribe(self, name, subscriber, since=None, membership=None):
         channel = self._channel(name)
+        if subscriber.client_id not in channel.subscribers and membership is not None:
+            channel.members[subscriber.client_id] = membership
+            self._announce(channel, membership, "join", name)
         channel.subscribers[subscriber.client_id] = subscriber
         self._settle(name, channel)
         if since is None:
@@ -95,12 +108,18 @@ class MemoryBackend:
     def unsubscribe(self, name, subscriber):
         channel = self._channels.get(name)
         if channel is not None and channel.subscribers.pop(subscriber.client_id, None) is not None:
+            self._announce(channel, channel.members.pop(subscriber.client_id, None), "leave", name)
             self._settle(name, channel)
         return defer.succeed(None)
 
     def unsubscribe_all(self, subscriber, names):
         for name in names:
             self.unsubscribe(name, subscriber)
+
+    def presence(self, name):
+        channel = self._channels.get(name)
+        members = channel.members.values() if channel is not None else ()
+        return defer.succeed(dict(presence_entry(member.info) for member in members if member.listed))
 
     def publish(self, name, data, sender_id, history=DEFAULT_HISTORY):
         channel = self._channel(name)

@@ -15,6 +15,13 @@ subscribes and publishes fail at once with `broker_unavailable` (one log line pe
 once both are back, each channel with local subscribers is read again from the last offset
 this process delivered, so that they get what was published meanwhile (as far as history
 reaches). Nothing here knows about connections beyond a subscriber's `send_frame`.
+
+Presence (1.2): a sorted set `zbifrost:presence:<name>` holds each listed member's info (JSON)
+scored with the Redis time (ms) at which it expires; each process renews its own members every
+third of `presence_ttl`, and readers drop expired entries first, so that a killed process's
+members are gone within `presence_ttl`. Joins and leaves are PUBLISHed as `<client_id> <event>`
+on `zbifrost:join_leave:<name>` and sent by each process to its subscribers that have their
+subscribe reply.
 """
 
 import secrets
@@ -22,16 +29,18 @@ import secrets
 import orjson
 import txredisapi
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from .. import messages
-from . import DEFAULT_HISTORY, IChannelBackend, Subscribed, message_frame
+from . import DEFAULT_HISTORY, IChannelBackend, Subscribed, message_frame, presence_entry
 
 META = "zbifrost:meta:"
 HISTORY = "zbifrost:history:"
 MESSAGES = "zbifrost:message:"
+PRESENCE = "zbifrost:presence:"
+JOIN_LEAVE = "zbifrost:join_leave:"
 ANY_EPOCH = "*"
 CONNECT_TIMEOUT = 5  # seconds; also when a broker not reached since start-up counts as an outage
 
@@ -59,6 +68,31 @@ if (ARGV[2] ~= '*' and ARGV[2] ~= epoch) or since < 0 or since >= offset then re
 return {epoch, offset, redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')}
 """
 
+# now + ARGV[1] ms in Redis time: when a presence entry written now expires
+_EXPIRES = """
+local now = redis.call('TIME')
+local expires = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + tonumber(ARGV[1])
+"""
+
+# KEYS: presence set, join/leave channel; ARGV: ttl in ms, the join announcement or '', members to keep...
+_JOIN = _EXPIRES + """
+for i = 3, #ARGV do redis.call('ZADD', KEYS[1], expires, ARGV[i]) end
+if #ARGV > 2 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[2]) end
+"""
+
+# KEYS: presence set, join/leave channel; ARGV: the member, the leave announcement or ''
+_LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[2]) end
+"""
+
+# KEYS: presence set; ARGV: 0 (entries expiring from now on are alive)
+_PRESENCE = _EXPIRES + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. expires)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
 
 def _frame(name, offset, payload):
     """(sender id, the encoded `message` event) of a publication's payload as Redis holds it."""
@@ -75,12 +109,14 @@ class _Subscription:
     reply covered them, or it has them already); while a read from Redis is under way for it
     (its subscribe, a catch-up), `waiting` holds the live (offset, frame)s, else None."""
 
-    __slots__ = ("subscriber", "floor", "waiting")
+    __slots__ = ("subscriber", "floor", "waiting", "membership", "entry")
 
     def __init__(self, subscriber):
         self.subscriber = subscriber
         self.floor = 0
         self.waiting = []
+        self.membership = None  # its Membership once joined
+        self.entry = None  # its presence entry (the info as JSON) once joined
 
     def release(self, frames):
         """Stop waiting: send `frames` then the waiting ones, each offset past `floor` once, in order."""
@@ -95,8 +131,11 @@ class _Subscription:
 class RedisBackend(service.Service):
     features = ("broker",)
 
-    def __init__(self, reactor, host, port, db):
+    def __init__(self, reactor, host, port, db, presence_ttl):
         self.reactor = reactor
+        self.presence_ttl_ms = max(1, int(presence_ttl * 1000))
+        self._heartbeat = task.LoopingCall(self._renew_presence)
+        self._heartbeat.clock = reactor
         self.endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
         self.address = f"{host}:{port}/{db}"
         # a Redis that stops answering fails a command after CONNECT_TIMEOUT (broker_unavailable)
@@ -135,11 +174,13 @@ class RedisBackend(service.Service):
         self._commands.startConnecting(self.endpoint)
         self._pubsub.startConnecting(self.endpoint)
         self._first_check = self.reactor.callLater(CONNECT_TIMEOUT, self._check_state)
+        self._heartbeat.start(self.presence_ttl_ms / 3000, now=False)
 
     def stopService(self):
         super().stopService()
         if self._first_check.active():
             self._first_check.cancel()
+        self._heartbeat.stop()
         return defer.gatherResults([self._commands.disconnect(), self._pubsub.disconnect()], consumeErrors=True)
 
     def when_up(self):
@@ -153,7 +194,7 @@ class RedisBackend(service.Service):
     @defer.inlineCallbacks
     def _fanout_ready(self, protocol):
         try:
-            yield protocol.psubscribe(MESSAGES + "*")
+            yield protocol.psubscribe([MESSAGES + "*", JOIN_LEAVE + "*"])
         except Exception:
             return  # lost again: _lost has run or will
         self._fanout = protocol
@@ -204,9 +245,20 @@ class RedisBackend(service.Service):
     # -- delivery ------------------------------------------------------------------------
 
     def _received(self, redis_channel, message):
+        if redis_channel.startswith(JOIN_LEAVE):
+            self._announced(redis_channel[len(JOIN_LEAVE):], message)
+            return
         name = redis_channel[len(MESSAGES):]
         offset, payload = message.split(" ", 1)
         self._deliver(name, int(offset), payload)
+
+    def _announced(self, name, message):
+        """A join or leave: to the channel's local subscribers that have their reply, but the member."""
+        client_id, event = message.split(" ", 1)
+        frame = event.encode("utf-8")
+        for subscription in list(self._channels.get(name, {}).values()):
+            if subscription.waiting is None and subscription.subscriber.client_id != client_id:
+                subscription.subscriber.send_frame(frame)
 
     def _deliver(self, name, offset, payload):
         subscriptions = self._channels.get(name)
@@ -253,12 +305,55 @@ class RedisBackend(service.Service):
 
     # -- IChannelBackend -----------------------------------------------------------------
 
-    def subscribe(self, name, subscriber, since=None):
+    def _announcement(self, name, subscription, event):
+        """`<client_id> <event>` for the join/leave channel, or '' when the member is not announced."""
+        if not subscription.membership.announced:
+            return ""
+        return f"{subscription.subscriber.client_id} {subscription.membership.frame(event, name).decode('utf-8')}"
+
+    def _join(self, name, subscription, membership):
+        subscription.membership = membership
+        subscription.entry = orjson.dumps(membership.info).decode("utf-8")
+        listed = [subscription.entry] if membership.listed else []
+        return self._call(_JOIN, [PRESENCE + name, JOIN_LEAVE + name],
+                          [self.presence_ttl_ms, self._announcement(name, subscription, "join"), *listed])
+
+    def _leave(self, name, subscription):
+        if subscription.membership is None:
+            return
+        self._call(_LEAVE, [PRESENCE + name, JOIN_LEAVE + name],
+                   [subscription.entry, self._announcement(name, subscription, "leave")]).addErrback(
+            lambda failure: None)  # with Redis away, the entry expires within presence_ttl
+
+    def _renew_presence(self):
+        """The heartbeat: this process's listed members stay present for presence_ttl more."""
+        if not self.up:
+            return
+        for name, subscriptions in self._channels.items():
+            entries = [s.entry for s in subscriptions.values() if s.membership is not None and s.membership.listed]
+            if entries:
+                renewed = self._call(_JOIN, [PRESENCE + name, JOIN_LEAVE + name], [self.presence_ttl_ms, "", *entries])
+                renewed.addErrback(lambda failure: None)  # lost: renewed at the next beat
+
+    def presence(self, name):
+        return self._call(_PRESENCE, [PRESENCE + name], [0]).addCallback(
+            lambda entries: dict(presence_entry(orjson.loads(entry)) for entry in entries))
+
+    def subscribe(self, name, subscriber, since=None, membership=None):
         if not self.up:
             return defer.fail(broker_unavailable())
         subscription = _Subscription(subscriber)
-        self._channels.setdefault(name, {})[subscriber.client_id] = subscription
+        previous = self._channels.setdefault(name, {}).get(subscriber.client_id)
+        if previous is not None:  # a repeated subscribe keeps the membership it joined with, unannounced
+            subscription.membership, subscription.entry = previous.membership, previous.entry
+        self._channels[name][subscriber.client_id] = subscription
         result = defer.Deferred()
+
+        def joined(read):
+            current = self._channels.get(name, {}).get(subscriber.client_id) is subscription
+            if membership is None or subscription.membership is not None or not current:
+                return read
+            return self._join(name, subscription, membership).addCallback(lambda _: read)
 
         def found(read):
             epoch, offset, entries = read
@@ -276,7 +371,7 @@ class RedisBackend(service.Service):
             self._forget(name, subscriber, subscription)
             result.errback(failure)
 
-        self._read(name, since if since is not None else None).addCallbacks(found, failed)
+        self._read(name, since if since is not None else None).addCallback(joined).addCallbacks(found, failed)
         return result
 
     def _forget(self, name, subscriber, subscription=None):
@@ -284,7 +379,9 @@ class RedisBackend(service.Service):
         if subscriptions is None:
             return
         if subscription is None or subscriptions.get(subscriber.client_id) is subscription:
-            subscriptions.pop(subscriber.client_id, None)
+            forgotten = subscriptions.pop(subscriber.client_id, None)
+            if forgotten is not None:
+                self._leave(name, forgotten)
         if not subscriptions:
             del self._channels[name]
             self._delivered.pop(name, None)

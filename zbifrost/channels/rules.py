@@ -1,5 +1,5 @@
 """Channel rules of the config file's `channels:` section: who may subscribe and publish where,
-and how much history a channel keeps (PROTOCOL.md section 6).
+how much history a channel keeps, and whether it has presence and join/leave (PROTOCOL.md section 6).
 
 The first rule whose glob `pattern` matches a channel's name applies. With no rules every
 channel is open to every role; with rules, a channel that matches none is closed to clients.
@@ -12,7 +12,7 @@ and the user.
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from . import DEFAULT_HISTORY, History
+from . import DEFAULT_HISTORY, History, Membership
 
 EVERY_ROLE = "*"
 PRIVATE_PREFIX = "user:"
@@ -24,6 +24,8 @@ class ChannelRule:
     subscribe: tuple = (EVERY_ROLE,)
     publish: tuple = (EVERY_ROLE,)
     history: History = DEFAULT_HISTORY
+    presence: bool = False  # `presence` / `presence_stats` answer (1.2)
+    join_leave: bool = False  # subscribers get `join` / `leave` events (1.2)
 
 
 def _allows(roles, role):
@@ -44,6 +46,18 @@ class ChannelRules:
     def history(self, channel):
         rule = self.rule_for(channel)
         return DEFAULT_HISTORY if rule is None else rule.history
+
+    def membership(self, channel, info):
+        """The `Membership` a subscriber with `info` gets, or None when the channel's rule
+        turns neither presence nor join/leave on."""
+        rule = self.rule_for(channel)
+        if rule is None or not (rule.presence or rule.join_leave):
+            return None
+        return Membership(info, rule.presence, rule.join_leave)
+
+    def has_presence(self, channel):
+        rule = self.rule_for(channel)
+        return rule is not None and rule.presence
 
     def may_subscribe(self, channel, role, user):
         """`user` is the authenticated user's name, or None when auth is off."""

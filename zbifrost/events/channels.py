@@ -1,4 +1,5 @@
-"""`subscribe`, `unsubscribe` and `publish`: the only way one client reaches another.
+"""`subscribe`, `unsubscribe` and `publish`: the only way one client reaches another; and
+`presence` / `presence_stats`: who is subscribed to a channel (1.2).
 
 The handlers check the message, then ask the server's channel backend (`conn.server.channels`,
 an `IChannelBackend`), whichever it is, and turn what it answers into replies.
@@ -6,7 +7,7 @@ an `IChannelBackend`), whichever it is, and turn what it answers into replies.
 
 from .. import messages
 from ..channels import MAX_SUBSCRIPTIONS_PER_CLIENT, valid_channel
-from ..messages import FORBIDDEN, MISSING_FIELD, NO_REPLY, RequestError
+from ..messages import FORBIDDEN, MISSING_FIELD, NO_REPLY, NOT_AVAILABLE, RequestError
 
 
 def _channel(message):
@@ -33,13 +34,17 @@ def _forbidden(action, channel):
     return RequestError(FORBIDDEN, f"Not allowed to {action} on channel {messages.quote(channel)}")
 
 
+def _check_may_subscribe(conn, channel, action):
+    user = conn.identity["user"] if conn.server.tokens is not None else None  # nobody is authenticated with auth off
+    if not conn.server.channel_rules.may_subscribe(channel, conn.identity["role"], user):
+        raise _forbidden(action, channel)
+
+
 def subscribe(conn, message, request_id):
     channel = _channel(message)
     since = _since(message)
     server = conn.server
-    user = conn.identity["user"] if server.tokens is not None else None  # nobody is authenticated with auth off
-    if not server.channel_rules.may_subscribe(channel, conn.identity["role"], user):
-        raise _forbidden("subscribe", channel)
+    _check_may_subscribe(conn, channel, "subscribe")
     if conn.subscriptions is None:
         conn.subscriptions = set()
     if channel not in conn.subscriptions and len(conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
@@ -56,7 +61,9 @@ def subscribe(conn, message, request_id):
             conn.send_frame(frame)
         return NO_REPLY
 
-    return server.channels.subscribe(channel, conn, since).addCallback(reply_then_missed)
+    info = {"client_id": conn.client_id, "user": conn.identity["user"], "role": conn.identity["role"]}
+    membership = server.channel_rules.membership(channel, info)
+    return server.channels.subscribe(channel, conn, since, membership).addCallback(reply_then_missed)
 
 
 def unsubscribe(conn, message, request_id):
@@ -78,4 +85,26 @@ def publish(conn, message, request_id):
         lambda published: dict(channel=channel, **published))
 
 
-HANDLERS = {"subscribe": subscribe, "unsubscribe": unsubscribe, "publish": publish}
+def _presence_of(conn, message):
+    """The channel asked about and a Deferred of its presence; `forbidden` first, then
+    `not_available` (PROTOCOL.md section 6)."""
+    channel = _channel(message)
+    _check_may_subscribe(conn, channel, "see presence")
+    if not conn.server.channel_rules.has_presence(channel):
+        raise RequestError(NOT_AVAILABLE, f"Presence is not turned on for channel {messages.quote(channel)}")
+    return channel, conn.server.channels.presence(channel)
+
+
+def presence(conn, message, request_id):
+    channel, clients = _presence_of(conn, message)
+    return clients.addCallback(lambda found: {"channel": channel, "clients": found})
+
+
+def presence_stats(conn, message, request_id):
+    channel, clients = _presence_of(conn, message)
+    return clients.addCallback(lambda found: {"channel": channel, "clients": len(found),
+                                              "users": len({entry["user"] for entry in found.values()})})
+
+
+HANDLERS = {"subscribe": subscribe, "unsubscribe": unsubscribe, "publish": publish,
+            "presence": presence, "presence_stats": presence_stats}

@@ -17,7 +17,9 @@
 // to) the value sent back as input_response, or undefined to send nothing;
 // onServerShutdown(); onMessage(frame) for every frame received; onRecovered(channel,
 // recovered, result) after each re-subscribe of a reconnection: `recovered` false means
-// messages were lost (the page should reload what it shows from the channel).
+// messages were lost (the page should reload what it shows from the channel); onJoin(channel,
+// info) and onLeave(channel, info) when another client subscribes to or leaves a channel whose
+// rule turns join_leave on (info: {client_id, user, role}).
 //
 // Tokens: `token` is sent as is; or `getToken`, an async function resolving to a token (such
 // as a JWT that the application's own server signs for its logged-in user), is called for
@@ -27,6 +29,8 @@
 //
 // Channels: the client keeps each channel's epoch and latest offset (`position(channel)`),
 // re-subscribes with `since` after a reconnection, and the server replays what was missed.
+// presence(channel) and presenceStats(channel) say who is subscribed, where the channel's rule
+// turns presence on (else they reject with `not_available`).
 
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 30000;
@@ -187,6 +191,16 @@ export class BifrostClient {
     return result;
   }
 
+  // {channel, clients: {<client_id>: {user, role}}}: every client subscribed to the channel now.
+  presence(channel) {
+    return this.request('presence', {channel});
+  }
+
+  // {channel, clients: <subscribed connections>, users: <distinct users>}.
+  presenceStats(channel) {
+    return this.request('presence_stats', {channel});
+  }
+
   // Sends the subscribe, with `since` when a position is known, and keeps the new position.
   async _subscribe(channel) {
     const since = this._positions.get(channel);
@@ -254,6 +268,8 @@ export class BifrostClient {
         for (const handler of this._channels.get(msg.channel) || []) handler(msg.data, msg.from, msg.offset);
         return;
       }
+      case 'join': return this.hooks.onJoin?.(msg.channel, msg.info);
+      case 'leave': return this.hooks.onLeave?.(msg.channel, msg.info);
       case 'server_shutdown': return this.hooks.onServerShutdown?.();
     }
   }

@@ -5,7 +5,8 @@
 //   results      each command's outcome rendered by its shape (messages with their level,
 //                tables, key/value lists, zDisplay events, progress), raw JSON one click away;
 //   channels     one channel at a time: subscribe, publish, its messages with their sender,
-//                and whether a reconnection recovered the messages missed meanwhile;
+//                and whether a reconnection recovered the messages missed meanwhile; who is
+//                in it and their joins and leaves, where its rule turns presence on;
 //   connection   connection_info, following the client's current zVaFile and zBlock;
 // plus the form of a zDialog command, which stays open with each field's problem when the
 // server rejects it. A `?token=` in the page's URL is passed on. A new panel (presence, ...)
@@ -47,6 +48,8 @@ const client = new BifrostClient(undefined, {
     onServerShutdown: () => setStatus('down', 'The server is shutting down…'),
     onInput: (request) => askForm(request.prompt || 'The command needs input', request.fields),
     onRecovered: channelRecovered,
+    onJoin: (name, info) => memberCame(name, info, true),
+    onLeave: (name, info) => memberCame(name, info, false),
   },
 });
 
@@ -116,6 +119,7 @@ const channel = {
   shown: new Set(), // offsets listed in the channel's current epoch
   latest: 0, // the highest offset listed (or the channel's offset when subscribed)
   away: false, // the connection was lost since the last connection_info
+  members: new Map(), // client_id -> {user, role}: who is subscribed, when presence is on
 };
 
 // Subscribing to another channel leaves the current one and starts an empty list.
@@ -139,6 +143,7 @@ $('subscribe-form').addEventListener('submit', async (event) => {
   $('channel-state').textContent = result
     ? `Subscribed to ${name} (offset ${result.offset}).` : `Subscribing to ${name} once connected…`;
   $('channel-text').disabled = $('publish').disabled = false;
+  if (result) showPresence(name);
 });
 
 $('publish-form').addEventListener('submit', async (event) => {
@@ -166,6 +171,7 @@ function showChannelMessage(name, data, from, offset) {
 // After a reconnection: the messages missed meanwhile follow this note, or they are lost.
 function channelRecovered(name, recovered, result) {
   if (name !== channel.name) return;
+  showPresence(name); // others may have come and gone meanwhile
   if (recovered) {
     const missed = result.offset - channel.latest;
     channelNote('success', missed > 0
@@ -175,6 +181,36 @@ function channelRecovered(name, recovered, result) {
   }
   Object.assign(channel, {shown: new Set(), latest: result.offset});
   channelNote('warning', 'Reconnected, but the messages published meanwhile could not be recovered.');
+}
+
+// Who is in the channel now: asked at each subscribe, then kept by the join and leave events.
+async function showPresence(name) {
+  let clients = {};
+  let note = '';
+  try {
+    ({clients} = await client.presence(name));
+  } catch (err) {
+    note = err.code === 'not_available' ? `Presence is not turned on for ${name}.` : `${err.code}: ${err.message}`;
+  }
+  if (name !== channel.name) return;
+  channel.members = new Map(Object.entries(clients));
+  $('presence-state').textContent = note;
+  $('presence-state').hidden = !note;
+  showMembers();
+}
+
+function memberCame(name, info, joined) {
+  if (name !== channel.name) return;
+  if (joined) channel.members.set(info.client_id, {user: info.user, role: info.role});
+  else channel.members.delete(info.client_id);
+  showMembers();
+  channelNote('info', `${info.user} (${info.client_id}) ${joined ? 'joined' : 'left'}.`);
+}
+
+function showMembers() {
+  const me = state.info?.client_id;
+  $('channel-members').replaceChildren(...[...channel.members].map(([id, {user, role}]) =>
+    el('li', {className: id === me ? 'from-you' : '', title: `${id} (${role})`}, id === me ? `${user} (you)` : user)));
 }
 
 function channelNote(level, text) {
