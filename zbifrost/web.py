@@ -140,6 +140,9 @@ class Healthz(_StatusPage):
         }
         if factory.config.broker:
             health["broker"] = "up" if factory.channels.up else "unavailable"
+        board = getattr(factory, "worker_board", None)  # set in a worker of --workers (zbifrost.workers)
+        if board is not None:
+            health = board.whole_server(health)
         return orjson.dumps(health)
 
 

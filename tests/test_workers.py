@@ -1,0 +1,150 @@
+"""`twistd -n zbifrost --workers N --broker URL` (zbifrost.workers): real twistd processes on a
+real redis-server; connections spread over the workers, channels cross them, a dead worker
+is replaced, SIGTERM stops them all gracefully, /healthz counts every worker's clients."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from .test_core_twistd import REPO, TWISTD, free_port, one_line_error, run_twistd
+
+MOST_CONNECTIONS = 40  # opened one by one until two workers have some (the kernel picks the worker)
+
+
+def health(port):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for(condition, port, process, seconds=20):
+    """The first /healthz for which `condition` holds (the workers write their state twice a second)."""
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        with contextlib.suppress(OSError):
+            last = health(port)
+            if condition(last):
+                return last
+        time.sleep(0.1)
+    raise AssertionError(f"/healthz never matched; last: {last}")
+
+
+@pytest.fixture
+def workers(redis_server, tmp_path):
+    """A running `twistd -n zbifrost --workers 2` on a fresh port: (process, port)."""
+    port = free_port()
+    process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--workers", "2", "--port", str(port),
+                                "--broker", redis_server.url], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda state: len(state["workers"]) == 2 and state["broker"] == "up", port, process)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+
+
+def open_client(port):
+    ws = ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10)
+    assert json.loads(ws.recv(timeout=10))["event"] == "connection_info"
+    return ws
+
+
+def ping(ws, request_id=1):
+    ws.send(json.dumps({"zKey": "^Ping", "_requestId": request_id}))
+    return json.loads(ws.recv(timeout=10))
+
+
+def clients_per_worker(port, process, total):
+    state = wait_for(lambda state: state["clients"] == total, port, process)
+    return {worker["worker"]: worker["clients"] for worker in state["workers"]}
+
+
+def clients_on_two_workers(port, process):
+    """Connections opened one at a time until two workers serve some: {worker: [ws, ...]}."""
+    by_worker, before = {}, {}
+    for opened in range(1, MOST_CONNECTIONS + 1):
+        ws = open_client(port)
+        after = clients_per_worker(port, process, opened)
+        (worker,) = [index for index, count in after.items() if count > before.get(index, 0)]
+        by_worker.setdefault(worker, []).append(ws)
+        before = after
+        if len(by_worker) == 2:
+            return by_worker
+    raise AssertionError(f"{MOST_CONNECTIONS} connections all went to worker {list(by_worker)}")
+
+
+def test_more_than_one_worker_without_a_broker_is_refused_with_one_line(tmp_path):
+    result = run_twistd("--workers", "2", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert one_line_error(result).startswith("zbifrost: --workers 2 needs --broker redis://host:port/db")
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_connections_reach_both_workers_all_get_answers_and_healthz_counts_them_all(workers):
+    process, port = workers
+    by_worker = clients_on_two_workers(port, process)
+    clients = [ws for connections in by_worker.values() for ws in connections]
+    for request_id, ws in enumerate(clients):
+        assert ping(ws, request_id) == {"result": {"message": "Pong!"}, "_requestId": request_id}
+    # whichever worker answers, it counts every worker's clients (as of their last write)
+    state = wait_for(lambda state: state["clients"] == len(clients), port, process)
+    assert {worker["worker"]: worker["clients"] for worker in state["workers"]} == \
+        {index: len(connections) for index, connections in by_worker.items()}
+    for ws in clients:
+        ws.close()
+
+
+def test_a_message_published_through_one_worker_reaches_a_subscriber_on_the_other(workers):
+    process, port = workers
+    (subscriber, *_), (publisher, *_) = clients_on_two_workers(port, process).values()
+    subscriber.send(json.dumps({"event": "subscribe", "channel": "chat", "_requestId": 1}))
+    assert json.loads(subscriber.recv(timeout=10))["result"]["subscribed"] is True
+    publisher.send(json.dumps({"event": "publish", "channel": "chat", "data": {"text": "hi"}, "_requestId": 2}))
+    assert "result" in json.loads(publisher.recv(timeout=10))
+    message = json.loads(subscriber.recv(timeout=10))
+    assert (message["event"], message["channel"], message["data"]) == ("message", "chat", {"text": "hi"})
+
+
+def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(workers):
+    process, port = workers
+    before = {worker["worker"]: worker["pid"] for worker in health(port)["workers"]}
+    os.kill(before[0], signal.SIGKILL)
+    after = wait_for(lambda state: len(state["workers"]) == 2 and state["workers"][0]["pid"] != before[0],
+                     port, process)
+    assert after["workers"][1]["pid"] == before[1]
+    with contextlib.closing(open_client(port)) as ws:
+        assert ping(ws)["result"] == {"message": "Pong!"}
+    # the replaced worker is really gone
+    with pytest.raises(ProcessLookupError):
+        os.kill(before[0], 0)
+
+
+def test_sigterm_to_the_parent_shuts_every_worker_down_gracefully_and_the_parent_exits(workers):
+    process, port = workers
+    by_worker = clients_on_two_workers(port, process)
+    pids = [worker["pid"] for worker in health(port)["workers"]]
+    process.send_signal(signal.SIGTERM)
+    for connections in by_worker.values():
+        ws = connections[0]
+        assert json.loads(ws.recv(timeout=10)) == {"event": "server_shutdown", "message": "Server is shutting down"}
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1001
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), output
+    assert "Traceback" not in output
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

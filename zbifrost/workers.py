@@ -1,0 +1,196 @@
+"""`--workers N`: N worker processes serving one port (PROTOCOL.md section 11).
+
+The parent (`WorkersParent`) binds the listening socket itself and starts N `twistd -n zbifrost`
+children with the same arguments; each adopts that socket as descriptor 3 (as under systemd
+socket activation) and the kernel spreads the connections over them. The parent restarts a
+worker that dies, with a backoff that grows while workers keep dying young; it passes SIGHUP on
+(a reload in every worker) and, when it stops (SIGTERM), stops every worker gracefully and waits
+for them.
+
+Each worker (`WorkerBoard`) writes its live state to a JSON file in a folder the parent owns,
+so that `/healthz` and `/metrics` of any worker answer for the whole server.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+
+from twisted.application import service
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+
+WORKER_ENV = "ZBIFROST_WORKER"  # the worker's index, in a child of the parent
+BOARD_ENV = "ZBIFROST_WORKERS_DIR"  # the folder of the workers' state files
+SHARED_DESCRIPTOR = 3  # where a worker finds the shared listening socket
+FIRST_RESTART_DELAY = 0.5  # seconds; doubled for each worker that dies young, up to MAX_RESTART_DELAY
+MAX_RESTART_DELAY = 30.0
+YOUNG = 10.0  # a worker that dies within this many seconds of its start makes the next restart wait longer
+STOP_MARGIN = 10.0  # seconds past the shutdown grace before a worker that has not stopped is killed
+
+log = Logger()
+
+
+def worker_index(environ=None):
+    """This process's worker index when the parent of `--workers` started it, else None."""
+    value = (os.environ if environ is None else environ).get(WORKER_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
+class WorkerBoard:
+    """The workers' shared folder, seen from one worker: `publish` writes this worker's state,
+    `whole_server` reads every worker's."""
+
+    def __init__(self, folder, index, factory):
+        self.folder = folder
+        self.index = index
+        self.factory = factory
+        self.path = os.path.join(folder, f"worker-{index}.json")
+
+    def state(self):
+        factory = self.factory
+        return {"worker": self.index, "pid": os.getpid(), "clients": len(factory.clients),
+                "authenticated_clients": factory.authenticated_clients, "stopping": bool(factory.stopping)}
+
+    def publish(self):
+        """Write this worker's state (atomically: readers never see half a file)."""
+        partial = f"{self.path}.{os.getpid()}.tmp"
+        with open(partial, "w") as handle:
+            json.dump(self.state(), handle)
+        os.replace(partial, self.path)
+
+    def states(self):
+        """Every worker's last state, this one's live, ordered by worker index."""
+        states = {self.index: self.state()}
+        for name in os.listdir(self.folder):
+            if name.startswith("worker-") and name.endswith(".json"):
+                try:
+                    with open(os.path.join(self.folder, name)) as handle:
+                        state = json.load(handle)
+                except (OSError, ValueError):  # removed or replaced meanwhile
+                    continue
+                states.setdefault(state["worker"], state)
+        return [states[index] for index in sorted(states)]
+
+    def whole_server(self, health):
+        """`health` (this worker's /healthz) with the clients of all workers and a list of them."""
+        workers = self.states()
+        health["clients"] = sum(worker["clients"] for worker in workers)
+        health["authenticated_clients"] = sum(worker["authenticated_clients"] for worker in workers)
+        health["worker"] = self.index  # the one that answers
+        health["workers"] = [{key: worker[key] for key in ("worker", "pid", "clients", "stopping")}
+                             for worker in workers]
+        return health
+
+
+def ignore_sigterm_once_stopping(reactor):
+    """Let a worker take a second SIGTERM quietly (twistd's handler raises ReactorNotRunning):
+    under systemd both the parent and the service manager (KillMode=control-group) send one."""
+    reactor.addSystemEventTrigger("before", "shutdown", signal.signal, signal.SIGTERM, signal.SIG_IGN)
+
+
+class _WorkerProcess(protocol.ProcessProtocol):
+    def __init__(self, parent, index):
+        self.parent = parent
+        self.index = index
+        self.pid = None
+        self.ended = defer.Deferred()
+
+    def processEnded(self, reason):
+        self.parent.worker_ended(self, reason.value.exitCode, reason.value.signal)
+        self.ended.callback(None)
+
+
+class WorkersParent(service.Service):
+    """Binds `host:port`, runs `count` workers on it with `arguments` (the zbifrost plugin's
+    own command line) and keeps them running until it stops."""
+
+    def __init__(self, config, count, arguments, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.count = count
+        self.arguments = list(arguments)
+        self.reactor = reactor
+        self.listening = None
+        self.folder = None
+        self.workers = {}  # index -> _WorkerProcess
+        self.started_at = {}  # index -> reactor time of the last start
+        self.restart_delay = FIRST_RESTART_DELAY
+        self.pending_restarts = {}  # index -> IDelayedCall
+
+    def privilegedStartService(self):
+        """Bind the shared socket (a port in use raises CannotListenError, as without workers)."""
+        from twisted.internet.error import CannotListenError
+
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listening.bind((self.config.host, self.config.port))
+        except OSError as err:
+            listening.close()
+            raise CannotListenError(self.config.host, self.config.port, err) from None
+        listening.listen(self.config.backlog)
+        self.listening = listening
+        super().privilegedStartService()
+
+    def startService(self):
+        super().startService()
+        self.folder = tempfile.mkdtemp(prefix="zbifrost-workers-")
+        for index in range(self.count):
+            self.start_worker(index)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.signal_all, signal.SIGHUP))
+        log.info("zbifrost parent: {count} workers on {host}:{port}", count=self.count, host=self.config.host,
+                 port=self.config.port)
+
+    def start_worker(self, index):
+        self.pending_restarts.pop(index, None)
+        environment = dict(os.environ, **{WORKER_ENV: str(index), BOARD_ENV: self.folder})
+        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                   "-n", "--pidfile=", "zbifrost", *self.arguments]
+        worker = _WorkerProcess(self, index)
+        transport = self.reactor.spawnProcess(worker, sys.executable, command, env=environment, path=os.getcwd(),
+                                              childFDs={0: 0, 1: 1, 2: 2, SHARED_DESCRIPTOR: self.listening.fileno()})
+        worker.pid = transport.pid
+        self.workers[index] = worker
+        self.started_at[index] = self.reactor.seconds()
+
+    def worker_ended(self, worker, exit_code, signal_number):
+        index = worker.index
+        if self.workers.get(index) is worker:
+            del self.workers[index]
+        state_file = os.path.join(self.folder, f"worker-{index}.json")
+        if os.path.exists(state_file):
+            os.remove(state_file)
+        if not self.running:
+            return
+        lived = self.reactor.seconds() - self.started_at[index]
+        self.restart_delay = (min(self.restart_delay * 2, MAX_RESTART_DELAY) if lived < YOUNG
+                              else FIRST_RESTART_DELAY)
+        how = f"signal {signal_number}" if signal_number else f"exit status {exit_code}"
+        log.warn("zbifrost worker {index} (pid {pid}) ended with {how}; restarting it in {delay} s", index=index,
+                 pid=worker.pid, how=how, delay=self.restart_delay)
+        self.pending_restarts[index] = self.reactor.callLater(self.restart_delay, self.start_worker, index)
+
+    def signal_all(self, number):
+        for worker in list(self.workers.values()):
+            worker.transport.signalProcess(number)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield super().stopService()
+        for call in self.pending_restarts.values():
+            call.cancel()
+        self.pending_restarts.clear()
+        ended = [worker.ended for worker in self.workers.values()]
+        self.signal_all("TERM")
+        killer = self.reactor.callLater(self.config.shutdown_grace + STOP_MARGIN, self.signal_all, "KILL")
+        yield defer.DeferredList(ended)
+        if killer.active():
+            killer.cancel()
+        self.listening.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
