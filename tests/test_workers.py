@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -19,10 +20,21 @@ MOST_CONNECTIONS = 40  # opened one by one until two workers have some (the kern
 
 
 def health(port):
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
         return json.loads(response.read())
+
+
+def metric_samples(port):
+    """/metrics as {sample name: [(labels, value), ...]}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
 
 
 def wait_for(condition, port, process, seconds=20):
@@ -92,7 +104,7 @@ def test_more_than_one_worker_without_a_broker_is_refused_with_one_line(tmp_path
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_connections_reach_both_workers_all_get_answers_and_healthz_counts_them_all(workers):
+def test_connections_reach_both_workers_all_get_answers_and_healthz_and_metrics_count_them_all(workers):
     process, port = workers
     by_worker = clients_on_two_workers(port, process)
     clients = [ws for connections in by_worker.values() for ws in connections]
@@ -102,6 +114,10 @@ def test_connections_reach_both_workers_all_get_answers_and_healthz_counts_them_
     state = wait_for(lambda state: state["clients"] == len(clients), port, process)
     assert {worker["worker"]: worker["clients"] for worker in state["workers"]} == \
         {index: len(connections) for index, connections in by_worker.items()}
+    metrics = metric_samples(port)
+    assert {labels["worker"]: value for labels, value in metrics["zbifrost_connections"]} == \
+        {str(index): len(connections) for index, connections in by_worker.items()}
+    assert sum(value for _, value in metrics["zbifrost_connections_accepted_total"]) == len(clients)
     for ws in clients:
         ws.close()
 

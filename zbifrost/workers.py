@@ -7,11 +7,12 @@ worker that dies, with a backoff that grows while workers keep dying young; it p
 (a reload in every worker) and, when it stops (SIGTERM), stops every worker gracefully and waits
 for them.
 
-Each worker (`WorkerBoard`) writes its live state to a JSON file in a folder the parent owns,
-so that `/healthz` and `/metrics` of any worker answer for the whole server.
+Each worker (`WorkerBoard`) writes its state and metrics to a JSON file in a folder the parent
+owns, twice a second, so that `/healthz` and `/metrics` of any worker answer for the whole
+server (the other workers as of their last write; every metric sample gets a `worker` label).
 """
 
-import json
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,9 @@ import socket
 import sys
 import tempfile
 
+import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from twisted.application import service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
@@ -34,6 +38,11 @@ STOP_MARGIN = 10.0  # seconds past the shutdown grace before a worker that has n
 log = Logger()
 
 
+def state_file(folder, index):
+    """Where worker `index` writes its snapshot."""
+    return os.path.join(folder, f"worker-{index}.json")
+
+
 def worker_index(environ=None):
     """This process's worker index when the parent of `--workers` started it, else None."""
     value = (os.environ if environ is None else environ).get(WORKER_ENV, "")
@@ -41,49 +50,73 @@ def worker_index(environ=None):
 
 
 class WorkerBoard:
-    """The workers' shared folder, seen from one worker: `publish` writes this worker's state,
-    `whole_server` reads every worker's."""
+    """The workers' shared folder, seen from one worker: `publish` writes this worker's state
+    and metrics; `whole_server` (for /healthz) and `registry` (for /metrics) read every worker's."""
 
     def __init__(self, folder, index, factory):
         self.folder = folder
         self.index = index
         self.factory = factory
-        self.path = os.path.join(folder, f"worker-{index}.json")
+        self.path = state_file(folder, index)
+        self.own_metrics = factory.metrics.registry(factory)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_WholeServerMetrics(self))
 
-    def state(self):
+    def snapshot(self):
+        """This worker's live state and metric families, as JSON."""
         factory = self.factory
         return {"worker": self.index, "pid": os.getpid(), "clients": len(factory.clients),
-                "authenticated_clients": factory.authenticated_clients, "stopping": bool(factory.stopping)}
+                "authenticated_clients": factory.authenticated_clients, "stopping": bool(factory.stopping),
+                "metrics": [[family.name, family.documentation, family.type,
+                             [[sample.name, sample.labels, sample.value] for sample in family.samples]]
+                            for family in self.own_metrics.collect()]}
 
     def publish(self):
-        """Write this worker's state (atomically: readers never see half a file)."""
+        """Write this worker's snapshot (atomically: readers never see half a file)."""
         partial = f"{self.path}.{os.getpid()}.tmp"
-        with open(partial, "w") as handle:
-            json.dump(self.state(), handle)
+        with open(partial, "wb") as handle:
+            handle.write(orjson.dumps(self.snapshot()))
         os.replace(partial, self.path)
 
-    def states(self):
-        """Every worker's last state, this one's live, ordered by worker index."""
-        states = {self.index: self.state()}
+    def snapshots(self):
+        """Every worker's last snapshot, this one's live, ordered by worker index."""
+        snapshots = {self.index: self.snapshot()}
         for name in os.listdir(self.folder):
             if name.startswith("worker-") and name.endswith(".json"):
                 try:
-                    with open(os.path.join(self.folder, name)) as handle:
-                        state = json.load(handle)
+                    with open(os.path.join(self.folder, name), "rb") as handle:
+                        snapshot = orjson.loads(handle.read())
                 except (OSError, ValueError):  # removed or replaced meanwhile
                     continue
-                states.setdefault(state["worker"], state)
-        return [states[index] for index in sorted(states)]
+                snapshots.setdefault(snapshot["worker"], snapshot)
+        return [snapshots[index] for index in sorted(snapshots)]
 
     def whole_server(self, health):
         """`health` (this worker's /healthz) with the clients of all workers and a list of them."""
-        workers = self.states()
+        workers = self.snapshots()
         health["clients"] = sum(worker["clients"] for worker in workers)
         health["authenticated_clients"] = sum(worker["authenticated_clients"] for worker in workers)
         health["worker"] = self.index  # the one that answers
         health["workers"] = [{key: worker[key] for key in ("worker", "pid", "clients", "stopping")}
                              for worker in workers]
         return health
+
+
+class _WholeServerMetrics:
+    """Every worker's metric families in one, each sample labelled with its `worker`."""
+
+    def __init__(self, board):
+        self.board = board
+
+    def collect(self):
+        families = {}
+        for snapshot in self.board.snapshots():
+            worker = str(snapshot["worker"])
+            for name, documentation, kind, samples in snapshot["metrics"]:
+                family = families.get(name) or families.setdefault(name, Metric(name, documentation, kind))
+                for sample_name, labels, value in samples:
+                    family.add_sample(sample_name, dict(labels, worker=worker), value)
+        return list(families.values())
 
 
 def ignore_sigterm_once_stopping(reactor):
@@ -163,9 +196,8 @@ class WorkersParent(service.Service):
         index = worker.index
         if self.workers.get(index) is worker:
             del self.workers[index]
-        state_file = os.path.join(self.folder, f"worker-{index}.json")
-        if os.path.exists(state_file):
-            os.remove(state_file)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(state_file(self.folder, index))
         if not self.running:
             return
         lived = self.reactor.seconds() - self.started_at[index]
