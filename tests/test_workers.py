@@ -53,11 +53,14 @@ def wait_for(condition, port, process, seconds=20):
 
 @pytest.fixture
 def workers(redis_server, tmp_path):
-    """A running `twistd -n zbifrost --workers 2` on a fresh port: (process, port)."""
+    """A running `twistd -n zbifrost --workers 2` on a fresh port: (process, port); the output of
+    the parent and its workers goes to tmp_path/twistd.log."""
     port = free_port()
-    process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--workers", "2", "--port", str(port),
-                                "--broker", redis_server.url], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    with open(tmp_path / "twistd.log", "w") as log:
+        process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--workers", "2", "--port", str(port),
+                                    "--broker", redis_server.url], cwd=tmp_path,
+                                   env=dict(os.environ, PYTHONPATH=REPO), stdout=log, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True)
     try:
         wait_for(lambda state: len(state["workers"]) == 2 and state["broker"] == "up", port, process)
         yield process, port
@@ -147,7 +150,19 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(workers):
         os.kill(before[0], 0)
 
 
-def test_sigterm_to_the_parent_shuts_every_worker_down_gracefully_and_the_parent_exits(workers):
+def test_sighup_to_the_parent_reaches_every_worker(workers, tmp_path):
+    process, port = workers
+    log = tmp_path / "twistd.log"
+    process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while log.read_text().count("SIGHUP: no --config file, nothing to reload") < 2:
+        assert time.monotonic() < deadline, log.read_text()
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.1)
+    assert health(port)["status"] == "ok"
+
+
+def test_sigterm_to_the_parent_shuts_every_worker_down_gracefully_and_the_parent_exits(workers, tmp_path):
     process, port = workers
     by_worker = clients_on_two_workers(port, process)
     pids = [worker["pid"] for worker in health(port)["workers"]]
@@ -158,7 +173,8 @@ def test_sigterm_to_the_parent_shuts_every_worker_down_gracefully_and_the_parent
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
         assert closed.value.rcvd.code == 1001
-    output, _ = process.communicate(timeout=30)
+    process.wait(timeout=30)
+    output = (tmp_path / "twistd.log").read_text()
     assert process.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), output
     assert "Traceback" not in output
     for pid in pids:
