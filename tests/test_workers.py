@@ -5,14 +5,21 @@ is replaced, SIGTERM stops them all gracefully, /healthz counts every worker's c
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 import urllib.request
 
 import pytest
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
+
+from zbifrost.config import load_config
+from zbifrost.workers import WorkersParent
 
 from .test_core_twistd import REPO, TWISTD, free_port, one_line_error, run_twistd
 
@@ -180,3 +187,49 @@ def test_sigterm_to_the_parent_shuts_every_worker_down_gracefully_and_the_parent
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+class _SpawningClock(Clock):
+    """A task.Clock whose spawnProcess only records the workers started."""
+
+    def __init__(self):
+        super().__init__()
+        self.spawned = []
+
+    def spawnProcess(self, worker, executable, args, env, path, childFDs):
+        worker.makeConnection(_FakeProcess(len(self.spawned) + 1000))
+        self.spawned.append(worker)
+        return worker.transport
+
+
+class _FakeProcess:
+    def __init__(self, pid):
+        self.pid = pid
+        self.signals = []
+
+    def signalProcess(self, number):
+        self.signals.append(number)
+
+
+def test_a_worker_that_keeps_dying_young_is_restarted_later_each_time_and_soon_again_once_it_lived(tmp_path):
+    config = load_config(None, overrides={"port": free_port(), "broker": "redis://127.0.0.1:1/0"})
+    clock = _SpawningClock()
+    parent = WorkersParent(config, 1, [], reactor=clock)
+    sighup = signal.getsignal(signal.SIGHUP)  # startService passes SIGHUP on: the handler goes back after
+    parent.privilegedStartService()
+    parent.startService()
+    try:
+        delays = []
+        for lived in (1, 1, 1, 60):
+            clock.advance(lived)
+            clock.spawned[-1].processEnded(Failure(ProcessTerminated(exitCode=1)))
+            (restart,) = clock.getDelayedCalls()
+            delays.append(restart.getTime() - clock.seconds())
+            clock.advance(delays[-1])
+        assert delays == [0.5, 1.0, 2.0, 0.5]
+        assert len(clock.spawned) == 5
+    finally:
+        signal.signal(signal.SIGHUP, sighup)
+        parent.running = False
+        parent.listening.close()
+        shutil.rmtree(parent.folder)

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from twisted.application import service
 from twisted.internet import defer, protocol
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 WORKER_ENV = "ZBIFROST_WORKER"  # the worker's index, in a child of the parent
@@ -157,8 +158,6 @@ class WorkersParent(service.Service):
 
     def privilegedStartService(self):
         """Bind the shared socket (a port in use raises CannotListenError, as without workers)."""
-        from twisted.internet.error import CannotListenError
-
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         listening = socket.socket(family, socket.SOCK_STREAM)
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -200,13 +199,14 @@ class WorkersParent(service.Service):
             os.remove(state_file(self.folder, index))
         if not self.running:
             return
-        lived = self.reactor.seconds() - self.started_at[index]
-        self.restart_delay = (min(self.restart_delay * 2, MAX_RESTART_DELAY) if lived < YOUNG
-                              else FIRST_RESTART_DELAY)
+        if self.reactor.seconds() - self.started_at[index] >= YOUNG:
+            self.restart_delay = FIRST_RESTART_DELAY
+        delay = self.restart_delay
+        self.restart_delay = min(delay * 2, MAX_RESTART_DELAY)  # for the next one, if this one dies young too
         how = f"signal {signal_number}" if signal_number else f"exit status {exit_code}"
         log.warn("zbifrost worker {index} (pid {pid}) ended with {how}; restarting it in {delay} s", index=index,
-                 pid=worker.pid, how=how, delay=self.restart_delay)
-        self.pending_restarts[index] = self.reactor.callLater(self.restart_delay, self.start_worker, index)
+                 pid=worker.pid, how=how, delay=delay)
+        self.pending_restarts[index] = self.reactor.callLater(delay, self.start_worker, index)
 
     def signal_all(self, number):
         for worker in list(self.workers.values()):
