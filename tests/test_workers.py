@@ -44,14 +44,15 @@ def metric_samples(port):
     return samples
 
 
-def wait_for(condition, port, process, seconds=20):
-    """The first /healthz for which `condition` holds (the workers write their state twice a second)."""
+def wait_for(condition, port, process, seconds=20, read=health):
+    """The first `read(port)` (/healthz) for which `condition` holds (each worker writes its state
+    twice a second, so the other workers' may lag that much)."""
     deadline = time.monotonic() + seconds
     last = None
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         with contextlib.suppress(OSError):
-            last = health(port)
+            last = read(port)
             if condition(last):
                 return last
         time.sleep(0.1)
@@ -124,9 +125,9 @@ def test_connections_reach_both_workers_all_get_answers_and_healthz_and_metrics_
     state = wait_for(lambda state: state["clients"] == len(clients), port, process)
     assert {worker["worker"]: worker["clients"] for worker in state["workers"]} == \
         {index: len(connections) for index, connections in by_worker.items()}
-    metrics = metric_samples(port)
-    assert {labels["worker"]: value for labels, value in metrics["zbifrost_connections"]} == \
-        {str(index): len(connections) for index, connections in by_worker.items()}
+    connections = {str(index): len(connections) for index, connections in by_worker.items()}
+    metrics = wait_for(lambda samples: {labels["worker"]: value for labels, value in samples["zbifrost_connections"]}
+                       == connections, port, process, read=metric_samples)
     assert sum(value for _, value in metrics["zbifrost_connections_accepted_total"]) == len(clients)
     for ws in clients:
         ws.close()
