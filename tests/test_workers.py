@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from zbifrost.config import load_config
-from zbifrost.workers import WorkersParent
+from zbifrost.workers import WorkersParent, state_file
 
 from .test_core_twistd import REPO, TWISTD, free_port, one_line_error, run_twistd
 
@@ -113,6 +113,15 @@ def test_more_than_one_worker_without_a_broker_is_refused_with_one_line(tmp_path
     assert result.returncode == 1
     assert one_line_error(result).startswith("zbifrost: --workers 2 needs --broker redis://host:port/db")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_parent_with_its_error_and_exit_1(tmp_path):
+    result = run_twistd("--workers", "1", "--zblock", "Nope", tmp_path=tmp_path)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "zbifrost: zBlock: 'Nope' is not a block" in output
+    assert "zbifrost: worker 0 could not start (exit status 1); stopping the other workers" in output
+    assert "Traceback" not in output
 
 
 def test_connections_reach_both_workers_all_get_answers_and_healthz_and_metrics_count_them_all(workers):
@@ -223,6 +232,7 @@ def test_a_worker_that_keeps_dying_young_is_restarted_later_each_time_and_soon_a
         delays = []
         for lived in (1, 1, 1, 60):
             clock.advance(lived)
+            open(state_file(parent.folder, 0), "w").close()  # it got up (wrote its state), then died
             clock.spawned[-1].processEnded(Failure(ProcessTerminated(exitCode=1)))
             (restart,) = clock.getDelayedCalls()
             delays.append(restart.getTime() - clock.seconds())

@@ -166,9 +166,25 @@ class _OneLineBindFailure:
 
 
 class _TwistdWorkersParent(_OneLineBindFailure, WorkersParent):
+    """A parent that gives up (a worker could not start) exits with status 1 once every worker
+    has stopped, like a bad setting (twistd itself would exit 0)."""
+
     def __init__(self, config, count, arguments, twistd_options, reactor=None):
         super().__init__(config, count, arguments, reactor=reactor)
         self.twistd_options = twistd_options
+
+    def give_up(self, reason):
+        super().give_up(reason)
+        self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_failed)
+
+    def _exit_failed(self):
+        if self.twistd_options and self.twistd_options.get("pidfile"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.twistd_options["pidfile"])
+        sys.stderr.write(f"zbifrost: {self.failure}\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 class _TwistdService(_OneLineBindFailure, BifrostService):

@@ -155,6 +155,14 @@ class WorkersParent(service.Service):
         self.started_at = {}  # index -> reactor time of the last start
         self.restart_delay = FIRST_RESTART_DELAY
         self.pending_restarts = {}  # index -> IDelayedCall
+        self.restarted = set()  # indexes of the workers started more than once
+        self.failure = None  # why the parent gave up, if it did
+
+    def give_up(self, reason):
+        """Stop the whole server: `reason` (one line) is logged and kept in `failure`."""
+        log.error("zbifrost: {reason}", reason=reason)
+        self.failure = reason
+        self.reactor.stop()
 
     def privilegedStartService(self):
         """Bind the shared socket (a port in use raises CannotListenError, as without workers)."""
@@ -195,15 +203,23 @@ class WorkersParent(service.Service):
         index = worker.index
         if self.workers.get(index) is worker:
             del self.workers[index]
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.remove(state_file(self.folder, index))
+            got_up = True
+        except FileNotFoundError:
+            got_up = False
         if not self.running:
             return
+        how = f"signal {signal_number}" if signal_number else f"exit status {exit_code}"
+        if not got_up and index not in self.restarted:
+            # its very first start failed: a setting or file no worker can serve with (its line is above)
+            self.give_up(f"worker {index} could not start ({how}); stopping the other workers")
+            return
+        self.restarted.add(index)
         if self.reactor.seconds() - self.started_at[index] >= YOUNG:
             self.restart_delay = FIRST_RESTART_DELAY
         delay = self.restart_delay
         self.restart_delay = min(delay * 2, MAX_RESTART_DELAY)  # for the next one, if this one dies young too
-        how = f"signal {signal_number}" if signal_number else f"exit status {exit_code}"
         log.warn("zbifrost worker {index} (pid {pid}) ended with {how}; restarting it in {delay} s", index=index,
                  pid=worker.pid, how=how, delay=delay)
         self.pending_restarts[index] = self.reactor.callLater(delay, self.start_worker, index)
