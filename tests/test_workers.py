@@ -67,15 +67,19 @@ def workers(redis_server, tmp_path):
     with open(tmp_path / "twistd.log", "w") as log:
         process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--workers", "2", "--port", str(port),
                                     "--broker", redis_server.url], cwd=tmp_path,
-                                   env=dict(os.environ, PYTHONPATH=REPO), stdout=log, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, PYTHONPATH=REPO, TMPDIR=str(tmp_path)), stdout=log, stderr=subprocess.STDOUT,
                                    text=True, start_new_session=True)
     try:
         wait_for(lambda state: len(state["workers"]) == 2 and state["broker"] == "up", port, process)
         yield process, port
     finally:
         if process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the parent and its workers
             os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+        process.wait()
 
 
 def open_client(port):
@@ -197,6 +201,28 @@ def test_sigterm_to_the_parent_shuts_every_worker_down_gracefully_and_the_parent
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def running(pid):
+    """Whether process `pid` still runs (an unreaped zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "zombie" not in status.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_stop_by_themselves_when_the_parent_is_killed(workers, tmp_path):
+    process, port = workers
+    pids = [worker["pid"] for worker in health(port)["workers"]]
+    process.kill()
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    for pid in pids:
+        while running(pid):
+            assert time.monotonic() < deadline, (tmp_path / "twistd.log").read_text()
+            time.sleep(0.1)
+    assert "the parent (pid {}) is gone; stopping".format(process.pid) in (tmp_path / "twistd.log").read_text()
 
 
 class _SpawningClock(Clock):

@@ -27,7 +27,7 @@ from .config import ConfigError, load_config
 from .reload import reload_config
 from .service import BifrostService
 from .systemd import inherited_sockets
-from .workers import BOARD_ENV, WorkerBoard, WorkersParent, ignore_sigterm_once_stopping, worker_index
+from .workers import BOARD_ENV, OrphanWatch, WorkerBoard, WorkersParent, ignore_sigterm_once_stopping, worker_index
 
 BOARD_INTERVAL = 0.5  # seconds between writes of a worker's state for the whole server's /healthz
 
@@ -227,6 +227,7 @@ def makeService(options, reactor=None):
         if index is not None:
             server.factory.worker_board = WorkerBoard(os.environ[BOARD_ENV], index, server.factory)
             server._every(BOARD_INTERVAL, server.factory.worker_board.publish)
+            server._every(BOARD_INTERVAL, OrphanWatch(server.reactor).check)
             ignore_sigterm_once_stopping(server.reactor)
         return server
     except ConfigError as err:

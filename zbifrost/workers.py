@@ -120,6 +120,22 @@ class _WholeServerMetrics:
         return list(families.values())
 
 
+class OrphanWatch:
+    """Stops a worker gracefully once its parent is gone (killed with SIGKILL, say), instead of
+    serving on unsupervised; `check` runs on a timer."""
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.parent = os.getppid()
+        self.stopping = False
+
+    def check(self):
+        if os.getppid() != self.parent and not self.stopping:
+            self.stopping = True
+            log.warn("zbifrost worker: the parent (pid {pid}) is gone; stopping", pid=self.parent)
+            self.reactor.stop()
+
+
 def ignore_sigterm_once_stopping(reactor):
     """Let a worker take a second SIGTERM quietly (twistd's handler raises ReactorNotRunning):
     under systemd both the parent and the service manager (KillMode=control-group) send one."""
