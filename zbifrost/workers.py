@@ -24,12 +24,15 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from twisted.application import service
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from .systemd import Notifier
+
 WORKER_ENV = "ZBIFROST_WORKER"  # the worker's index, in a child of the parent
 BOARD_ENV = "ZBIFROST_WORKERS_DIR"  # the folder of the workers' state files
+NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")  # systemd's, for the parent only
 SHARED_DESCRIPTOR = 3  # where a worker finds the shared listening socket
 FIRST_RESTART_DELAY = 0.5  # seconds; doubled for each worker that dies young, up to MAX_RESTART_DELAY
 MAX_RESTART_DELAY = 30.0
@@ -173,6 +176,9 @@ class WorkersParent(service.Service):
         self.pending_restarts = {}  # index -> IDelayedCall
         self.restarted = set()  # indexes of the workers started more than once
         self.failure = None  # why the parent gave up, if it did
+        self.notifier = Notifier()  # systemd's main process is the parent: it reports for all
+        self.watchdog = task.LoopingCall(self.notifier.notify, WATCHDOG=1)
+        self.watchdog.clock = reactor
 
     def give_up(self, reason):
         """Stop the whole server: `reason` (one line) is logged and kept in `failure`."""
@@ -200,12 +206,16 @@ class WorkersParent(service.Service):
         for index in range(self.count):
             self.start_worker(index)
         signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.signal_all, signal.SIGHUP))
+        self.notifier.notify(READY=1, STATUS=f"{self.count} workers on {self.config.host}:{self.config.port}")
+        if self.notifier.watchdog_interval:
+            self.watchdog.start(self.notifier.watchdog_interval)
         log.info("zbifrost parent: {count} workers on {host}:{port}", count=self.count, host=self.config.host,
                  port=self.config.port)
 
     def start_worker(self, index):
         self.pending_restarts.pop(index, None)
-        environment = dict(os.environ, **{WORKER_ENV: str(index), BOARD_ENV: self.folder})
+        environment = {name: value for name, value in os.environ.items() if name not in NOTIFY_ENV}
+        environment.update({WORKER_ENV: str(index), BOARD_ENV: self.folder})
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                    "-n", "--pidfile=", "zbifrost", *self.arguments]
         worker = _WorkerProcess(self, index)
@@ -247,6 +257,9 @@ class WorkersParent(service.Service):
     @defer.inlineCallbacks
     def stopService(self):
         yield super().stopService()
+        self.notifier.notify(STOPPING=1, STATUS=f"stopping {len(self.workers)} workers")
+        if self.watchdog.running:
+            self.watchdog.stop()
         for call in self.pending_restarts.values():
             call.cancel()
         self.pending_restarts.clear()
