@@ -1,6 +1,7 @@
 """systemd with real processes: sd_notify datagrams (READY=1, STATUS=, WATCHDOG=1, STOPPING=1)
 and socket activation through `systemd-socket-activate`, with and without descriptor names."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -28,11 +29,18 @@ def receive_until(receiver, key):
     return lines
 
 
-def test_systemd_is_told_ready_status_watchdog_and_stopping_over_notify_socket():
+@contextlib.contextmanager
+def notify_socket():
+    """A folder and a datagram socket bound in it to receive sd_notify: (folder, address, receiver)."""
     with tempfile.TemporaryDirectory() as folder, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         address = os.path.join(folder, "notify")
         receiver.bind(address)
         receiver.settimeout(20)
+        yield folder, address, receiver
+
+
+def test_systemd_is_told_ready_status_watchdog_and_stopping_over_notify_socket():
+    with notify_socket() as (folder, address, receiver):
         port = free_port()
         process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port)], cwd=folder,
@@ -55,10 +63,7 @@ def test_systemd_is_told_ready_status_watchdog_and_stopping_over_notify_socket()
 
 
 def test_with_workers_the_parent_tells_systemd_ready_watchdog_and_stopping(redis_server):
-    with tempfile.TemporaryDirectory() as folder, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
-        address = os.path.join(folder, "notify")
-        receiver.bind(address)
-        receiver.settimeout(20)
+    with notify_socket() as (folder, address, receiver):
         port = free_port()
         process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port), "--workers", "2",
