@@ -1,6 +1,7 @@
 """systemd with real processes: sd_notify datagrams (READY=1, STATUS=, WATCHDOG=1, STOPPING=1)
 and socket activation through `systemd-socket-activate`, with and without descriptor names."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -28,11 +29,18 @@ def receive_until(receiver, key):
     return lines
 
 
-def test_systemd_is_told_ready_status_watchdog_and_stopping_over_notify_socket():
+@contextlib.contextmanager
+def notify_socket():
+    """A folder and a datagram socket bound in it to receive sd_notify: (folder, address, receiver)."""
     with tempfile.TemporaryDirectory() as folder, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         address = os.path.join(folder, "notify")
         receiver.bind(address)
         receiver.settimeout(20)
+        yield folder, address, receiver
+
+
+def test_systemd_is_told_ready_status_watchdog_and_stopping_over_notify_socket():
+    with notify_socket() as (folder, address, receiver):
         port = free_port()
         process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port)], cwd=folder,
@@ -50,6 +58,32 @@ def test_systemd_is_told_ready_status_watchdog_and_stopping_over_notify_socket()
             process.send_signal(signal.SIGTERM)
             signalled = True
             assert "STOPPING=1" in receive_until(receiver, "STOPPING")
+        finally:
+            stop_process(process, signalled)
+
+
+def test_with_workers_the_parent_tells_systemd_ready_watchdog_and_stopping(redis_server):
+    with notify_socket() as (folder, address, receiver):
+        port = free_port()
+        process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port), "--workers", "2",
+             "--broker", redis_server.url], cwd=folder,
+            env=twistd_environment(NOTIFY_SOCKET=address, WATCHDOG_USEC="200000"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        signalled = False
+        try:
+            lines = receive_until(receiver, "READY")
+            assert f"STATUS=2 workers on 127.0.0.1:{port}" in lines
+            wait_until_listening(port, process)
+            assert ping_over_websocket(port) == {"message": "Pong!"}
+            lines += receive_until(receiver, "WATCHDOG")
+            process.send_signal(signal.SIGTERM)
+            signalled = True
+            lines += receive_until(receiver, "STOPPING")
+            assert "WATCHDOG=1" in lines and lines[-2:] == ["STOPPING=1", "STATUS=stopping 2 workers"]
+            # only the parent speaks to systemd: no worker's "listening on" or "clients" status
+            assert [line for line in lines if line.startswith("STATUS=")] == \
+                [f"STATUS=2 workers on 127.0.0.1:{port}", "STATUS=stopping 2 workers"]
         finally:
             stop_process(process, signalled)
 

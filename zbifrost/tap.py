@@ -9,6 +9,8 @@ through twistd's status pipe, so that it exits at once.
 Started by systemd socket activation (LISTEN_FDS for this process) without `--port` or
 `--listen` (on the command line or in `listen:` of the config file), it serves on the inherited
 sockets instead of the configured port. SIGHUP re-reads the config file (zbifrost.reload).
+`--workers N` makes this process the parent of N workers on one port (zbifrost.workers); a
+worker it starts adopts the parent's socket the same way.
 """
 
 import contextlib
@@ -25,6 +27,9 @@ from .config import ConfigError, load_config
 from .reload import reload_config
 from .service import BifrostService
 from .systemd import inherited_sockets
+from .workers import BOARD_ENV, OrphanWatch, WorkerBoard, WorkersParent, ignore_sigterm_once_stopping, worker_index
+
+BOARD_INTERVAL = 0.5  # seconds between writes of a worker's state for the whole server's /healthz
 
 # flag name -> Config attribute
 _VALUE_FLAGS = {
@@ -60,7 +65,20 @@ class Options(usage.Options):
         ["max-connections", None, None, "Most simultaneous clients [default: 10000]."],
         ["broker", None, None, "Keep channels in Redis, shared by every zbifrost using it: redis://host:port/db "
                                "[default: in this process]."],
+        ["workers", None, None, "Run this many worker processes on one port (needs --broker) "
+                                "[default: none, this process serves]."],
     ]
+
+    def parseOptions(self, options=None):
+        # kept as given: the workers of --workers are started with the same arguments
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
+    def postOptions(self):
+        if self["workers"] is not None:
+            if not self["workers"].isdigit() or int(self["workers"]) < 1:
+                _fail(f"--workers: expected a number of processes (1 or more), got {self['workers']!r}")
+            self["workers"] = int(self["workers"])
 
     def __init__(self):
         super().__init__()
@@ -135,10 +153,42 @@ def _wind_up_twistd_start(twistd_options, line):
         os.close(status_pipe)
 
 
-class _TwistdService(BifrostService):
+class _OneLineBindFailure:
     """Under twistd a port in use ends the process with one clear line (twistd binds in
     privilegedStartService, after it has written its pidfile and daemonised, before it drops
     privileges)."""
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except CannotListenError as err:
+            _fail(f"cannot listen on {err.interface or '*'}:{err.port}: {err.socketError}", self.twistd_options)
+
+
+class _TwistdWorkersParent(_OneLineBindFailure, WorkersParent):
+    """A parent that gives up (a worker could not start) exits with status 1 once every worker
+    has stopped, like a bad setting (twistd itself would exit 0)."""
+
+    def __init__(self, config, count, arguments, twistd_options, reactor=None):
+        super().__init__(config, count, arguments, reactor=reactor)
+        self.twistd_options = twistd_options
+
+    def give_up(self, reason):
+        super().give_up(reason)
+        self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_failed)
+
+    def _exit_failed(self):
+        if self.twistd_options and self.twistd_options.get("pidfile"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.twistd_options["pidfile"])
+        sys.stderr.write(f"zbifrost: {self.failure}\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+class _TwistdService(_OneLineBindFailure, BifrostService):
+    """The server of twistd: SIGHUP reloads the config file."""
 
     def __init__(self, config, twistd_options, reactor=None, inherited_sockets=(), config_file=None,
                  overrides=None):
@@ -157,19 +207,37 @@ class _TwistdService(BifrostService):
         reload_config(self.factory, self.config_file, self.overrides)
         self.notifier.notify(READY=1, STATUS=f"{len(self.factory.clients)} clients")
 
-    def privilegedStartService(self):
-        try:
-            super().privilegedStartService()
-        except CannotListenError as err:
-            _fail(f"cannot listen on {err.interface or '*'}:{err.port}: {err.socketError}", self.twistd_options)
-
 
 def makeService(options, reactor=None):
     try:
         config = load_config(options["config"], overrides=options.overrides())
-        activated = [] if options["port"] or config.listen else inherited_sockets()
         # options.parent: twistd's own options (pidfile, status pipe) when run as `twistd zbifrost`
-        return _TwistdService(config, getattr(options, "parent", None), reactor=reactor, inherited_sockets=activated,
-                              config_file=options["config"], overrides=options.overrides())
+        twistd_options = getattr(options, "parent", None)
+        index = worker_index()
+        if options["workers"] is not None and index is None:
+            _check_workers(config, options["workers"])
+            return _TwistdWorkersParent(config, options["workers"], options.arguments, twistd_options,
+                                        reactor=reactor)
+        if index is not None:  # a worker: the parent's socket, described as systemd would
+            activated = inherited_sockets({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"})
+        else:
+            activated = [] if options["port"] or config.listen else inherited_sockets()
+        server = _TwistdService(config, twistd_options, reactor=reactor, inherited_sockets=activated,
+                                config_file=options["config"], overrides=options.overrides())
+        if index is not None:
+            server.factory.worker_board = WorkerBoard(os.environ[BOARD_ENV], index, server.factory)
+            server._every(BOARD_INTERVAL, server.factory.worker_board.publish)
+            server._every(BOARD_INTERVAL, OrphanWatch(server.reactor).check)
+            ignore_sigterm_once_stopping(server.reactor)
+        return server
     except ConfigError as err:
         _fail(str(err))
+
+
+def _check_workers(config, count):
+    """Refuse what several workers cannot do: channels without a broker, listeners but one port."""
+    if count > 1 and not config.broker:
+        raise ConfigError(f"--workers {count} needs --broker redis://host:port/db: "
+                          "without it each worker's channels would reach only its own clients")
+    if config.listen or config.metrics_listen:
+        raise ConfigError("--workers shares one port: use --port and --interface, not --listen or --metrics-listen")

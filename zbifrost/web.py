@@ -140,6 +140,9 @@ class Healthz(_StatusPage):
         }
         if factory.config.broker:
             health["broker"] = "up" if factory.channels.up else "unavailable"
+        board = getattr(factory, "worker_board", None)  # set in a worker of --workers (zbifrost.workers)
+        if board is not None:
+            health = board.whole_server(health)
         return orjson.dumps(health)
 
 
@@ -151,7 +154,8 @@ class Metrics(_StatusPage):
         self.registry = factory.metrics.registry(factory)
 
     def body(self, request, factory):
-        return generate_latest(self.registry)
+        board = getattr(factory, "worker_board", None)  # set in a worker of --workers: every worker's metrics
+        return generate_latest(self.registry if board is None else board.registry)
 
 
 class PublishApi(resource.Resource):
