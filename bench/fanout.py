@@ -223,12 +223,13 @@ def churn_config(args, workdir):
 
 
 def run_all(args, workdir, children):
-    port = free_port()
-    servers = [Server("broadcast", [sys.executable, os.path.join(BENCH, "broadcast_server.py"), "--port", str(port)],
-                      port, workdir),
-               zbifrost_server("zbifrost", REPO, workdir)]
-    if args.join_leave or args.broker:
+    if args.join_leave or args.broker:  # zbifrost alone: the broadcast has no presence and no broker
         servers = [zbifrost_server("zbifrost", REPO, workdir, churn_config(args, workdir))]
+    else:
+        port = free_port()
+        servers = [Server("broadcast", [sys.executable, os.path.join(BENCH, "broadcast_server.py"), "--port",
+                                        str(port)], port, workdir),
+                   zbifrost_server("zbifrost", REPO, workdir)]
     children.extend(server.process for server in servers)
     for server in servers:
         server.wait_ready()
