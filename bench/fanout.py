@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import resource
-import signal
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import time
 import orjson
 
 from loadgen import Client, _Masks, percentile, text_frame
-from run import BENCH, LOADGEN_CPU, SERVER_CPU, Server, free_port, run_load, stop_process, zbifrost_server
+from run import BENCH, LOADGEN_CPU, SERVER_CPU, Server, free_port, run_load, stopped_at_exit, zbifrost_server
 
 REPO = os.path.dirname(BENCH)
 CHANNEL = "bench"
@@ -267,14 +266,8 @@ def main():
         sys.stdout.write("\n")
         return
     args.rates = [int(rate) for rate in args.rates.split(",")]
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally below
-    children = []
-    with tempfile.TemporaryDirectory(prefix="zbifrost-fanout-") as workdir:
-        try:
-            run_all(args, workdir, children)
-        finally:
-            for process in reversed(children):
-                stop_process(process)
+    with stopped_at_exit() as children, tempfile.TemporaryDirectory(prefix="zbifrost-fanout-") as workdir:
+        run_all(args, workdir, children)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ import base64
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from run import BENCH, REPO, TWISTD, free_port, stop_process
+from run import BENCH, REPO, TWISTD, free_port, stop_process, stopped_at_exit
 
 WARMUP_CONNECTIONS = 50
 SETTLE_SECONDS = 2.0
@@ -241,29 +240,19 @@ def main():
     if args.connections + 100 > limit:
         sys.exit(f"idle_memory: {args.connections} connections need more file descriptors than the hard "
                  f"limit of {limit}")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     servers = [("echo", None), ("zbifrost", REPO)]
     servers += [("zb@" + os.path.basename(os.path.normpath(tree)), os.path.abspath(tree)) for tree in args.tree]
-    children = []
-    with tempfile.TemporaryDirectory(prefix="zbifrost-idle-") as workdir:
+    with stopped_at_exit() as children, tempfile.TemporaryDirectory(prefix="zbifrost-idle-") as workdir:
         config_path = os.path.join(workdir, "idle.yaml")
         with open(config_path, "w") as handle:
             handle.write(f"websocket:\n  max_connections: {args.connections + 1000}\n"
                          f"  ping_interval: {int(args.timeout * 10)}\n")
         print(f"{args.connections} idle connections per server, RSS from /proc/PID/status")
         width = max(len(name) for name, _ in servers)
-        try:
-            for name, tree in servers:
-                before, after = measure(name, tree, args, workdir, config_path, children)
-                print(f"{name:{width}s}  RSS {before / 1024:6.1f} MiB -> {after / 1024:6.1f} MiB  "
-                      f"{(after - before) / args.connections:5.2f} KiB per connection", flush=True)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        finally:
-            for process in reversed(children):
-                stop_process(process)
-
+        for name, tree in servers:
+            before, after = measure(name, tree, args, workdir, config_path, children)
+            print(f"{name:{width}s}  RSS {before / 1024:6.1f} MiB -> {after / 1024:6.1f} MiB  "
+                  f"{(after - before) / args.connections:5.2f} KiB per connection", flush=True)
 
 if __name__ == "__main__":
     main()

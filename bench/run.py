@@ -18,6 +18,7 @@ The servers are stopped on exit, on error and on Ctrl-C or SIGTERM.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -74,6 +75,22 @@ class Server:
     def log_tail(self):
         with open(self.log_path, errors="replace") as handle:
             return "".join(handle.readlines()[-20:])
+
+
+@contextlib.contextmanager
+def stopped_at_exit():
+    """A list for a benchmark's child processes; every one is stopped on the way out, also after
+    Ctrl-C (exit 130) or SIGTERM (exit 143), so that no server outlives the run."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally below
+    children = []
+    try:
+        yield children
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        for process in reversed(children):
+            stop_process(process)
 
 
 def stop_process(process):
@@ -193,17 +210,8 @@ def main():
     parser.add_argument("--anchors", action="store_true",
                         help="also run the upper anchors: websockets on uvloop, and picows")
     args = parser.parse_args()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally below
-    children = []
-    with tempfile.TemporaryDirectory(prefix="zbifrost-bench-") as workdir:
-        try:
-            sys.exit(run(args, workdir, children))
-        except KeyboardInterrupt:
-            sys.exit(130)
-        finally:
-            for process in reversed(children):
-                stop_process(process)
+    with stopped_at_exit() as children, tempfile.TemporaryDirectory(prefix="zbifrost-bench-") as workdir:
+        sys.exit(run(args, workdir, children))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import errno
 import json
 import os
 import selectors
-import signal
 import socket
 import statistics
 import struct
@@ -44,7 +43,7 @@ import threading
 import time
 
 from idle_memory import raise_fd_limit, start_server, wait_listening
-from run import REPO, free_port, stop_process
+from run import REPO, free_port, stopped_at_exit
 
 TRICKLE_INTERVAL = 3.0  # seconds between two bytes of one socket
 OPEN_CONCURRENCY = 200  # connects in progress at once, well under the server's listen backlog
@@ -296,35 +295,25 @@ def main():
     if args.connections + 100 > limit:
         sys.exit(f"trickle: {args.connections} sockets per client process need more file descriptors than the "
                  f"hard limit of {limit}")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     tree = os.path.abspath(args.tree) if args.tree else REPO
     sockets = args.connections * args.processes
-    children = []
-    with tempfile.TemporaryDirectory(prefix="zbifrost-trickle-") as workdir:
+    with stopped_at_exit() as children, tempfile.TemporaryDirectory(prefix="zbifrost-trickle-") as workdir:
         config_path = os.path.join(workdir, "trickle.yaml")
         with open(config_path, "w") as handle:
             handle.write(f"websocket:\n  max_connections: {sockets + 1000}\n")
         port = free_port()
-        try:
-            server = start_server("zbifrost", tree, port, workdir, config_path)
-            children.append(server)
-            wait_listening(server, port, os.path.join(workdir, "zbifrost.log"), 20)
-            print(f"zbifrost from {tree}: {args.processes} x {args.connections} sockets trickling an upgrade "
-                  f"request, 1 byte / {TRICKLE_INTERVAL:g} s, for {args.duration:g} s", flush=True)
-            clients = start_clients(args, port)
-            children.extend(clients)
-            reports, polls, peak_fds = watch(server, port, clients, args)
-            if server.poll() is not None:
-                print(f"  the server exited during the run (exit {server.returncode})")
-            summarize(reports, polls, peak_fds, fd_limit(server.pid) if server.poll() is None else limit,
-                      os.path.join(workdir, "zbifrost.log"))
-        except KeyboardInterrupt:
-            sys.exit(130)
-        finally:
-            for process in reversed(children):
-                stop_process(process)
-
+        server = start_server("zbifrost", tree, port, workdir, config_path)
+        children.append(server)
+        wait_listening(server, port, os.path.join(workdir, "zbifrost.log"), 20)
+        print(f"zbifrost from {tree}: {args.processes} x {args.connections} sockets trickling an upgrade "
+              f"request, 1 byte / {TRICKLE_INTERVAL:g} s, for {args.duration:g} s", flush=True)
+        clients = start_clients(args, port)
+        children.extend(clients)
+        reports, polls, peak_fds = watch(server, port, clients, args)
+        if server.poll() is not None:
+            print(f"  the server exited during the run (exit {server.returncode})")
+        summarize(reports, polls, peak_fds, fd_limit(server.pid) if server.poll() is None else limit,
+                  os.path.join(workdir, "zbifrost.log"))
 
 if __name__ == "__main__":
     main()
