@@ -10,7 +10,6 @@ reason.
 
 import json
 import os
-import re
 import shutil
 
 import pytest

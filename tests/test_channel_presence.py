@@ -3,7 +3,6 @@
 `not_available`, a leave for a connection that ends in any way; with Redis, presence across
 processes, and a killed twistd's members gone within `presence_ttl`."""
 
-import json
 import os
 import subprocess
 

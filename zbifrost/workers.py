@@ -12,7 +12,6 @@ owns, twice a second, so that `/healthz` and `/metrics` of any worker answer for
 server (the other workers as of their last write; every metric sample gets a `worker` label).
 """
 
-import contextlib
 import os
 import shutil
 import signal
