@@ -16,6 +16,8 @@ class Subscriber:
         self.frames.append(frame)
         return True
 
+    deliver = send_frame
+
 
 def _result(deferred):
     results = []

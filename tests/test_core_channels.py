@@ -162,3 +162,22 @@ def test_channel_history_is_listed_in_features(server):
     client = yield connect(server.url)
     assert "channel_history" in client.info["features"]
     yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_deliveries_of_one_reactor_turn_go_out_in_one_write_in_order_and_before_a_close(server):
+    """TurnBatches: what a subscriber is sent in one turn is one write, publications in their
+    order, and a close made in the same turn comes after them."""
+    bob = yield connect(server.url)
+    yield bob.request("subscribe", channel="burst")
+    conn = server.factory.clients[bob.info["client_id"]]
+    writes = []
+    write = conn._write
+    conn._write = lambda data: writes.append(data) or write(data)
+    for n in range(5):
+        server.factory.publish_from_backend("burst", n)
+    assert writes == []  # not yet: at the end of this turn
+    conn.close(1001, "Server shutdown")
+    assert (yield bob.closed) == (1001, "Server shutdown")
+    assert [m["data"] for m in _messages(bob)] == [0, 1, 2, 3, 4]
+    assert len(writes) == 1 and writes[0].count(b'"event":"message"') == 5

@@ -26,7 +26,7 @@ from .channels.rules import ChannelRules
 from .config import broker_address
 from .dispatch import Dispatcher
 from .metrics import Metrics
-from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol
+from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol, TurnBatches
 from .proxies import TrustedProxies
 from .thread_pool import FairThreadPool
 
@@ -93,6 +93,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.stopping = False
         self._all_closed = None
         self.metrics = Metrics()
+        self.turn_batches = TurnBatches(reactor)
         self.channels = (RedisBackend(reactor, *broker_address(config.broker), config.presence_ttl) if config.broker
                          else MemoryBackend(reactor, config.history_max_bytes))
         self.channel_rules = ChannelRules(config.channels)

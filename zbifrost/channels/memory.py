@@ -83,7 +83,7 @@ class MemoryBackend:
         frame = membership.frame(event, name)
         for client_id, subscriber in list(channel.subscribers.items()):
             if client_id != membership.info["client_id"]:
-                subscriber.send_frame(frame)
+                subscriber.deliver(frame)
 
     def subscribe(self, name, subscriber, since=None, membership=None):
         channel = self._channel(name)
@@ -129,7 +129,7 @@ class MemoryBackend:
             self._keep(name, channel, frame, history)
         delivered = 0
         for client_id, subscriber in list(channel.subscribers.items()):
-            if client_id != sender_id and subscriber.send_frame(frame):
+            if client_id != sender_id and subscriber.deliver(frame):
                 delivered += 1
         self._settle(name, channel)
         return defer.succeed({"epoch": channel.epoch, "offset": channel.offset, "delivered": delivered})

@@ -14,7 +14,7 @@ Two connections (commands, pub/sub) reconnect with txredisapi's backoff. While e
 subscribes and publishes fail at once with `broker_unavailable` (one log line per outage);
 once both are back, each channel with local subscribers is read again from the last offset
 this process delivered, so that they get what was published meanwhile (as far as history
-reaches). Nothing here knows about connections beyond a subscriber's `send_frame`.
+reaches). Nothing here knows about connections beyond a subscriber's `send_frame` and `deliver`.
 
 Presence (1.2): a sorted set `zbifrost:presence:<name>` holds each listed member's info (JSON)
 scored with the Redis time (ms) at which it expires; each process renews its own members every
@@ -258,7 +258,7 @@ class RedisBackend(service.Service):
         frame = event.encode("utf-8")
         for subscription in list(self._channels.get(name, {}).values()):
             if subscription.waiting is None and subscription.subscriber.client_id != client_id:
-                subscription.subscriber.send_frame(frame)
+                subscription.subscriber.deliver(frame)
 
     def _deliver(self, name, offset, payload):
         subscriptions = self._channels.get(name)
@@ -274,7 +274,7 @@ class RedisBackend(service.Service):
                 subscription.waiting.append((offset, frame))
             elif offset > subscription.floor:
                 subscription.floor = offset
-                subscription.subscriber.send_frame(frame)
+                subscription.subscriber.deliver(frame)
 
     def _read(self, name, since=None):
         epoch, offset = since if since is not None else (ANY_EPOCH, -1)
