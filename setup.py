@@ -44,6 +44,9 @@ setup(
         "zope.interface>=5",  # zbifrost.channels.IChannelBackend (Twisted depends on it too)
         "prometheus_client>=0.17",
         "txredisapi>=1.6",  # --broker: Redis on the reactor (zbifrost.channels.redis)
+        # txredisapi's C reply parser when installed; its pure-Python one takes a reactor turn
+        # per element of a reply, so a pub/sub backlog never drains (bench/fanout.py)
+        "hiredis>=2",
         "pyjwt[crypto]>=2.8",  # websocket.jwt: signed tokens; cryptography for RS256, ES256, EdDSA (zbifrost.auth)
     ],
     extras_require={
