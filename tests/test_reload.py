@@ -13,6 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from tests.helpers import http_request
 from tests.test_core_twistd import REPO, TWISTD, free_port, wait_until_listening
 
 
@@ -88,6 +89,7 @@ def test_sighup_applies_the_config_files_new_origins_and_limits_and_keeps_the_pi
         assert "max_message_size 65536 -> 1000" in line and line.endswith("; needs a restart, not applied: backlog\n")
         assert opens_from(port, "http://new.example") and not opens_from(port, "http://old.example")
         assert close_code_after_sending(port, "http://new.example", 2000) == 1009
+        assert http_request(port, "POST", "/api/publish", body=b"x" * 2000)[0] == 413  # the body limit too
 
         config.write_text("websocket:\n  allowed_origins: ['http://other.example']\n  max_message_size: -1\n")
         process.send_signal(signal.SIGHUP)

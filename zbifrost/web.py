@@ -311,7 +311,7 @@ class _Channel(http.HTTPChannel):
     def _may_send_body(self):
         """A POST /api/publish whose Content-Length (chunked bodies have none) is within the limit."""
         return (self._command == b"POST" and self._path.split(b"?", 1)[0] == PUBLISH_PATH
-                and self.length is not None and self.length <= self.site.max_body)
+                and self.length is not None and self.length <= self.site.bifrost.config.max_message_size)
 
 
 def build_site(factory, timeout):
@@ -319,7 +319,7 @@ def build_site(factory, timeout):
     site = server.Site(Root(factory), timeout=timeout, logFormatter=_access_log_line)
     site.protocol = _Channel  # HTTP/1.1 only: the WebSocket upgrade needs nothing else
     site.requestFactory = _Request
-    site.max_body = factory.config.max_message_size
+    site.bifrost = factory  # its config, which SIGHUP replaces
     site.handshakes = factory.handshakes
     site.trusted_proxies = factory.trusted_proxies
     site.timestamped = not stdout_is_the_journal()
