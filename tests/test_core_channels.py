@@ -4,6 +4,7 @@ with `since`."""
 
 import pytest_twisted
 
+from zbifrost.protocol import BATCHES_PER_TURN, TurnBatches
 from zbifrost.testing import connect
 
 
@@ -181,3 +182,43 @@ def test_deliveries_of_one_reactor_turn_go_out_in_one_write_in_order_and_before_
     assert (yield bob.closed) == (1001, "Server shutdown")
     assert [m["data"] for m in _messages(bob)] == [0, 1, 2, 3, 4]
     assert len(writes) == 1 and writes[0].count(b'"event":"message"') == 5
+
+
+def test_turn_batches_send_a_bounded_number_per_turn_and_the_rest_in_the_next_turns():
+    """A large fan-out is sent over several reactor turns, BATCHES_PER_TURN at a time, so that
+    the reactor reads in between; a connection added meanwhile goes after those waiting."""
+
+    class Turns:  # a reactor whose turns the test runs one by one (task.Clock runs them all)
+        def __init__(self):
+            self.next = []
+
+        def callLater(self, delay, function):
+            assert delay == 0
+            self.next.append(function)
+            return function  # stands for the IDelayedCall
+
+        def turn(self):
+            due, self.next = self.next, []
+            for function in due:
+                function()
+
+    class Conn:
+        def __init__(self, n):
+            self.n = n
+
+        def send_batch(self):
+            sent.append(self.n)
+
+    reactor, sent = Turns(), []
+    batches = TurnBatches(reactor)
+    total = 2 * BATCHES_PER_TURN + 1
+    for n in range(total):
+        batches.add(Conn(n))
+    assert sent == [] and len(reactor.next) == 1  # nothing within the turn; one call for all
+    reactor.turn()
+    assert sent == list(range(BATCHES_PER_TURN))
+    batches.add(Conn("late"))
+    reactor.turn()
+    assert sent == list(range(2 * BATCHES_PER_TURN))
+    reactor.turn()
+    assert sent == [*range(total), "late"] and reactor.next == []

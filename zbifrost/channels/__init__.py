@@ -6,9 +6,10 @@ so that the broker-backed one (`redis`) slots in behind the same calls; the even
 never learn which backend runs. Nothing here knows about frames beyond the one encoded
 `message` event a publish becomes, and nothing here decides permissions (see `rules`).
 A subscriber is anything with `client_id`, `send_frame(bytes)` (now) and `deliver(bytes)` (the
-fan-out of a publication, a join or a leave: may wait for the end of the reactor turn). Presence (1.2): a subscribe
-may carry a `Membership`, which the backend keeps until the unsubscribe (or the connection's
-end) for `presence` and announces with `join` / `leave` to the channel's other subscribers.
+fan-out of a publication, a join or a leave: goes out from the end of the reactor turn on).
+Presence (1.2): a subscribe may carry a `Membership`, which the backend keeps until the
+unsubscribe (or the connection's end) for `presence` and announces with `join` / `leave` to the
+channel's other subscribers.
 """
 
 import re
