@@ -545,6 +545,9 @@ class BifrostServerProtocol(WebSocketServerProtocol):
     def connectionLost(self, reason=connectionDone):
         self.factory.handshakes.end(self.transport)  # a connection lost before it opened
         super().connectionLost(reason)
+        # Autobahn resolves is_closed with the protocol itself: a reference cycle that would
+        # keep a closed connection for the collector's full passes (see _WebSocketOnly.render)
+        self.is_closed = None
 
     def onClose(self, wasClean, code, reason):
         self._open = False
