@@ -239,9 +239,13 @@ def test_a_page_with_get_token_and_5_second_tokens_stays_connected_15_seconds(ma
     config.write_text(yaml.safe_dump({"websocket": {"require_auth": True, "jwt": {"secret": secret, "leeway": 0}}}))
     server = yield make_server(config_file=str(config))
     seen = yield run("jwt_refresh", server, secret)
-    assert (seen["user"], seen["connected"], seen["disconnects"], seen["pong"]) == ("alice", 1, [], True)
-    assert seen["tokens"] >= 4  # the first connection and a refresh before each 5-second token expired
+    before = seen["before"]
+    assert (seen["user"], before["connected"], before["disconnects"], seen["pong"]) == ("alice", 1, [], True)
+    assert before["tokens"] >= 4  # the first connection and a refresh before each 5-second token expired
     assert seen["lastExpires"] > seen["expires"][0] + 10
+    # dropped after its first token expired, it reconnects with a token fresh from getToken
+    assert seen["connected"] == 2 and seen["tokens"] > before["tokens"] and seen["pongAfter"] is True
+    assert len(seen["disconnects"]) == 1 and "Token expired" not in seen["disconnects"][0]
 
 
 @pytest_twisted.inlineCallbacks

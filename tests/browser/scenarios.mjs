@@ -282,7 +282,8 @@ const scenarios = {
   },
 
   // getToken: the page mints 5-second JWTs (HS256 with the secret `extra[0]`, as an
-  // application's server would) and stays on one connection for 15 s by refreshing them.
+  // application's server would) and stays on one connection for 15 s by refreshing them;
+  // then its connection drops, and it reconnects with a new token (the first has expired).
   async jwt_refresh(context) {
     const page = await context.newPage();
     await page.goto(`${base}/`);
@@ -300,8 +301,9 @@ const scenarios = {
         const body = `${text({alg: 'HS256', typ: 'JWT'})}.${text({sub: 'alice', exp: Math.floor(Date.now() / 1000) + 5})}`;
         return `${body}.${encode(await crypto.subtle.sign('HMAC', key, new TextEncoder().encode(body)))}`;
       };
+      let reconnected;
       const client = new BifrostClient(undefined, {getToken, hooks: {
-        onConnected: (info) => { probe.connected++; probe.expires.push(info.auth.expires); },
+        onConnected: (info) => { probe.connected++; probe.expires.push(info.auth.expires); reconnected?.(); },
         onDisconnected: ({code, reason}) => probe.disconnects.push(`${code} ${reason}`),
       }});
       const info = await client.connect();
@@ -309,6 +311,11 @@ const scenarios = {
       probe.pong = await client.request('ping').then(() => true, (err) => err.message);
       probe.user = info.auth.user;
       probe.lastExpires = client.info?.auth.expires;
+      probe.before = {tokens: probe.tokens, connected: probe.connected, disconnects: [...probe.disconnects]};
+      const back = new Promise((resolve) => { reconnected = resolve; });
+      client._socket.close(); // the connection drops (here from the page's side)
+      await Promise.race([back, new Promise((resolve) => setTimeout(resolve, 10000))]);
+      probe.pongAfter = await client.request('ping').then(() => true, (err) => err.message);
       client.disconnect();
       return probe;
     }, secret);
