@@ -172,7 +172,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
     _shutting_down = False
     _backlog = None  # bytes queued while the transport's buffer is full; None when it is not
     _writes_at_once = False  # a plain TCP transport: replies go out in the turn they are made
-    _batch = None  # encoded frames waiting for the end of the reactor turn (TurnBatches)
+    _batch = None  # channel payloads waiting to go out in one send (TurnBatches)
     # created on first use, as most connections never subscribe or answer a zDialog
     subscriptions = None  # channel names
     pending_inputs = None  # input_request id -> Deferred of the client's input_response
