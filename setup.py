@@ -47,7 +47,7 @@ setup(
         # txredisapi's C reply parser when installed; its pure-Python one takes a reactor turn
         # per element of a reply, so a pub/sub backlog never drains (bench/fanout.py)
         "hiredis>=2",
-        "pyjwt[crypto]>=2.8",  # websocket.jwt: signed tokens; cryptography for RS256, ES256, EdDSA (zbifrost.auth)
+        "pyjwt[crypto]>=2.14,<3",  # websocket.jwt: signed tokens; cryptography for RS256, ES256, EdDSA (zbifrost.auth)
     ],
     extras_require={
         "tls": ["twisted[tls]"],

@@ -4,10 +4,13 @@
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import os
+import random
 import shutil
 import time
+import warnings
 
 import jwt
 import pytest
@@ -17,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import reactor, task
 from twisted.logger import LogLevel, formatEvent
 
-from zbifrost.config import ConfigError, load_config
+from zbifrost import jwt_decoder
+from zbifrost.config import ConfigError, JwtSettings, load_config
 from zbifrost.testing import BifrostError, ConnectionClosed, connect
 
 from .helpers import http_request, in_thread, write_tokens
@@ -50,8 +54,10 @@ def _b64(data):
 
 
 def _hmac_token(key, claims):
-    """An HS256 token signed with `key` by hand (PyJWT refuses a PEM key as an HMAC secret)."""
-    signing_input = f"{_b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{_b64(json.dumps(claims).encode())}"
+    """An HS256 token signed with `key` by hand (PyJWT refuses a PEM key as an HMAC secret); `claims` may be
+    raw bytes."""
+    payload = claims if isinstance(claims, bytes) else json.dumps(claims).encode()
+    signing_input = f"{_b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{_b64(payload)}"
     return f"{signing_input}.{_b64(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())}"
 
 
@@ -78,6 +84,11 @@ def rsa_keys(tmp_path):
 def _bad_tokens():
     now = int(time.time())
     header_none = _b64(b'{"alg":"none","typ":"JWT"}')
+    good = _sign()
+    header, claims, signature = good.split(".")
+    # the signature's last character carries 2 unused bits: flipping one keeps the bytes but not the encoding
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    non_canonical = signature[:-1] + last[last.index(signature[-1]) ^ 1]
     return {
         "bad signature": _sign(secret="another secret of sixty-four bytes or more, as RFC 7518 asks for HS512"),
         "alg none": f"{header_none}.{_b64(json.dumps(_claims()).encode())}.",
@@ -91,6 +102,11 @@ def _bad_tokens():
         "no sub": _sign(sub=None),
         "garbage": "garbage",
         "three dot parts of garbage": "abc.def.ghi",
+        "a character outside base64url": f"{header}.{claims[:5]}!{claims[6:]}.{signature}",
+        "padding inside a segment": f"{header}.{claims[:4]}={claims[5:]}.{signature}",
+        "a non-canonical signature encoding": f"{header}.{claims}.{non_canonical}",
+        "claims that are not JSON": _hmac_token(SECRET.encode(), b"{'sub': 'alice'}"),
+        "claims that are a JSON array": _hmac_token(SECRET.encode(), ["alice"]),
     }
 
 
@@ -229,3 +245,53 @@ def test_the_flask_examples_config_starts_with_its_secret_file(tmp_path):
     (tmp_path / "jwt.secret").write_text(SECRET + "\n")
     config = load_config(str(tmp_path / "zbifrost.yaml"), environ={})
     assert (config.require_auth, config.jwt.key, config.jwt.audience) == (True, SECRET, "my-app")
+
+
+def _segment_outcome(decode, segment):
+    try:
+        return decode(segment, "payload")
+    except jwt.DecodeError as err:
+        return str(err)
+
+
+def test_the_fast_segment_check_refuses_and_decodes_exactly_what_pyjwts_own_does():
+    """zbifrost.jwt_decoder replaces PyJWT's per-character base64url check (GHSA-hxm8-2xgr-2p9m) with a
+    C one: every segment of up to 5 characters over a hostile alphabet, and long random ones, agree."""
+    ours, pyjwts = jwt_decoder._Segments._decode_base64url_segment, jwt.PyJWS._decode_base64url_segment
+    symbols = b"AQgw_-=!+/ \x80"
+    segments = [bytes(chars) for length in range(6) for chars in itertools.product(symbols, repeat=length)]
+    rng = random.Random(1)
+    segments += [bytes(rng.choice(symbols + b"BCDEFabcdef0123456789") for _ in range(rng.randrange(6, 90)))
+                 for _ in range(3000)]
+    segments += [part.encode() for token in _bad_tokens().values() for part in token.split(".")]
+    disagreeing = [s for s in segments if _segment_outcome(ours, s) != _segment_outcome(pyjwts, s)]
+    assert disagreeing == []
+    decoded = sum(isinstance(_segment_outcome(ours, s), bytes) for s in segments)
+    assert 1000 < decoded < len(segments) - 1000  # both outcomes are well represented
+
+
+def test_the_prepared_decoder_verifies_every_listed_algorithm_with_its_key_prepared_once(rsa_keys):
+    hmac_decoder = jwt_decoder.PreparedDecoder(JwtSettings(key=SECRET, algorithms=("HS256", "HS512")))
+    for algorithm in ("HS256", "HS512"):
+        assert hmac_decoder.verify(_sign(algorithm=algorithm, aud=None))["sub"] == "alice"
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        hmac_decoder.verify(_sign(algorithm="HS384", aud=None))
+    private, public_pem = rsa_keys
+    rsa_decoder = jwt_decoder.PreparedDecoder(JwtSettings(key=public_pem.decode(), algorithms=("RS256", "PS256")))
+    for algorithm in ("RS256", "PS256"):
+        assert rsa_decoder.verify(jwt.encode(_claims(aud=None), private, algorithm=algorithm))["sub"] == "alice"
+    with pytest.raises(jwt.InvalidAlgorithmError):  # the public key used as an HMAC secret
+        rsa_decoder.verify(_hmac_token(public_pem, _claims(aud=None)))
+
+
+def test_a_short_secret_is_logged_once_at_start_and_not_warned_about_for_every_token(log_events):
+    decoder = jwt_decoder.PreparedDecoder(JwtSettings(key="short secret"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT warns when it signs with a short secret, too
+        tokens = [_sign(secret="short secret", aud=None) for _ in range(3)]
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert [decoder.verify(token)["sub"] for token in tokens] == ["alice"] * 3
+    assert warned == []
+    lines = [formatEvent(event) for event in log_events if event["log_level"] == LogLevel.warn]
+    assert len(lines) == 1 and "12 bytes long" in lines[0] and "short secret" not in lines[0]

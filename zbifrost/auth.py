@@ -1,7 +1,7 @@
 """Who may connect: the token store (hashes only), signed tokens (JWT) and the Origin policy.
 
 Tokens-file tokens are looked up by their SHA-256; a token of three dot-separated parts is
-verified as a JWT when the config has a `jwt` section (PyJWT). No token is ever stored or logged. The store
+verified as a JWT when the config has a `jwt` section (PyJWT, through zbifrost.jwt_decoder). No token is ever stored or logged. The store
 re-reads its file when it changes (checked at each new connection), so a token minted or revoked with `python -m
 zbifrost.tokens` takes effect without a restart. Nothing here knows about WebSocket frames.
 """
@@ -19,6 +19,7 @@ import yaml
 from twisted.logger import Logger
 
 from .config import unknown_key
+from .jwt_decoder import PreparedDecoder
 
 log = Logger()
 
@@ -151,14 +152,13 @@ class JwtVerifier:
 
     def __init__(self, settings):
         self.settings = settings
+        self.decoder = PreparedDecoder(settings)
 
     def identify(self, token):
         """The Identity a JWT names; raises InvalidToken saying why it is refused."""
         settings = self.settings
         try:
-            claims = jwt.decode(token, settings.key, algorithms=list(settings.algorithms),
-                                audience=settings.audience, issuer=settings.issuer, leeway=settings.leeway,
-                                options={"require": ["exp", "sub"], "verify_aud": settings.audience is not None})
+            claims = self.decoder.verify(token)
         except jwt.InvalidTokenError as err:
             raise InvalidToken(f"JWT {type(err).__name__}: {err}") from None
         role = claims.get(settings.role_claim, "user")
