@@ -92,7 +92,7 @@ class PreparedDecoder(jwt.PyJWT):
         """The verified claims of `token`; raises jwt.InvalidTokenError saying why it is refused."""
         settings = self.settings
         return self.decode(token, self.key, algorithms=self.algorithms, audience=settings.audience,
-                              issuer=settings.issuer, leeway=settings.leeway)
+                           issuer=settings.issuer, leeway=settings.leeway)
 
     def _decode_payload(self, decoded):
         try:
