@@ -82,8 +82,15 @@ def workers(redis_server, tmp_path):
         process.wait()
 
 
-def open_client(port):
-    ws = ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10)
+@pytest.fixture
+def clients():
+    """Where open_client's connections go; they are closed when the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def open_client(port, clients):
+    ws = clients.enter_context(ws_connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10))
     assert json.loads(ws.recv(timeout=10))["event"] == "connection_info"
     return ws
 
@@ -98,11 +105,11 @@ def clients_per_worker(port, process, total):
     return {worker["worker"]: worker["clients"] for worker in state["workers"]}
 
 
-def clients_on_two_workers(port, process):
+def clients_on_two_workers(port, process, clients):
     """Connections opened one at a time until two workers serve some: {worker: [ws, ...]}."""
     by_worker, before = {}, {}
     for opened in range(1, MOST_CONNECTIONS + 1):
-        ws = open_client(port)
+        ws = open_client(port, clients)
         after = clients_per_worker(port, process, opened)
         (worker,) = [index for index, count in after.items() if count > before.get(index, 0)]
         by_worker.setdefault(worker, []).append(ws)
@@ -128,27 +135,25 @@ def test_a_worker_that_cannot_start_stops_the_parent_with_its_error_and_exit_1(t
     assert "Traceback" not in output
 
 
-def test_connections_reach_both_workers_all_get_answers_and_healthz_and_metrics_count_them_all(workers):
+def test_connections_reach_both_workers_all_get_answers_and_healthz_and_metrics_count_them_all(workers, clients):
     process, port = workers
-    by_worker = clients_on_two_workers(port, process)
-    clients = [ws for connections in by_worker.values() for ws in connections]
-    for request_id, ws in enumerate(clients):
+    by_worker = clients_on_two_workers(port, process, clients)
+    everyone = [ws for connections in by_worker.values() for ws in connections]
+    for request_id, ws in enumerate(everyone):
         assert ping(ws, request_id) == {"result": {"message": "Pong!"}, "_requestId": request_id}
     # whichever worker answers, it counts every worker's clients (as of their last write)
-    state = wait_for(lambda state: state["clients"] == len(clients), port, process)
+    state = wait_for(lambda state: state["clients"] == len(everyone), port, process)
     assert {worker["worker"]: worker["clients"] for worker in state["workers"]} == \
         {index: len(connections) for index, connections in by_worker.items()}
     connections = {str(index): len(connections) for index, connections in by_worker.items()}
     metrics = wait_for(lambda samples: {labels["worker"]: value for labels, value in samples["zbifrost_connections"]}
                        == connections, port, process, read=metric_samples)
-    assert sum(value for _, value in metrics["zbifrost_connections_accepted_total"]) == len(clients)
-    for ws in clients:
-        ws.close()
+    assert sum(value for _, value in metrics["zbifrost_connections_accepted_total"]) == len(everyone)
 
 
-def test_a_message_published_through_one_worker_reaches_a_subscriber_on_the_other(workers):
+def test_a_message_published_through_one_worker_reaches_a_subscriber_on_the_other(workers, clients):
     process, port = workers
-    (subscriber, *_), (publisher, *_) = clients_on_two_workers(port, process).values()
+    (subscriber, *_), (publisher, *_) = clients_on_two_workers(port, process, clients).values()
     subscriber.send(json.dumps({"event": "subscribe", "channel": "chat", "_requestId": 1}))
     assert json.loads(subscriber.recv(timeout=10))["result"]["subscribed"] is True
     publisher.send(json.dumps({"event": "publish", "channel": "chat", "data": {"text": "hi"}, "_requestId": 2}))
@@ -157,15 +162,14 @@ def test_a_message_published_through_one_worker_reaches_a_subscriber_on_the_othe
     assert (message["event"], message["channel"], message["data"]) == ("message", "chat", {"text": "hi"})
 
 
-def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(workers):
+def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(workers, clients):
     process, port = workers
     before = {worker["worker"]: worker["pid"] for worker in health(port)["workers"]}
     os.kill(before[0], signal.SIGKILL)
     after = wait_for(lambda state: len(state["workers"]) == 2 and state["workers"][0]["pid"] != before[0],
                      port, process)
     assert after["workers"][1]["pid"] == before[1]
-    with contextlib.closing(open_client(port)) as ws:
-        assert ping(ws)["result"] == {"message": "Pong!"}
+    assert ping(open_client(port, clients))["result"] == {"message": "Pong!"}
     # the replaced worker is really gone
     with pytest.raises(ProcessLookupError):
         os.kill(before[0], 0)
@@ -183,9 +187,9 @@ def test_sighup_to_the_parent_reaches_every_worker(workers, tmp_path):
     assert health(port)["status"] == "ok"
 
 
-def test_sigterm_to_the_parent_shuts_every_worker_down_gracefully_and_the_parent_exits(workers, tmp_path):
+def test_sigterm_to_the_parent_shuts_every_worker_down_gracefully_and_the_parent_exits(workers, tmp_path, clients):
     process, port = workers
-    by_worker = clients_on_two_workers(port, process)
+    by_worker = clients_on_two_workers(port, process, clients)
     pids = [worker["pid"] for worker in health(port)["workers"]]
     process.send_signal(signal.SIGTERM)
     for connections in by_worker.values():
