@@ -11,7 +11,8 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.logger import LogLevel, formatEvent
 
-from tests.helpers import RawWebSocket, close_code, http_get, in_thread, refused_status, websockets_exchange
+from tests.helpers import (RawWebSocket, close_code, http_get, in_thread, refused_status, websockets_exchange,
+                           write_tokens)
 from zbifrost.testing import connect
 
 UPGRADE_HEAD = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -92,6 +93,29 @@ def test_connections_in_their_handshake_count_toward_max_connections(make_server
         yield task.deferLater(reactor, 0.05, lambda: None)
     info, _ = yield in_thread(websockets_exchange, server.url, [])
     assert info["event"] == "connection_info"
+
+
+@pytest_twisted.inlineCallbacks
+def test_refused_connections_waiting_for_their_close_answer_count_toward_max_connections(make_server, tmp_path):
+    """A refused token gets 101 then a 1008 close, and up to 10 s to answer it; a client that never
+    answers must not hold sockets beyond max_connections that way."""
+    tokens = write_tokens(tmp_path / "tokens.yaml", ("good-token", "alice", "user"))
+    server = yield make_server(max_connections=2, require_auth=True, tokens_file=tokens)
+    silent = []
+    for _ in range(2):
+        ws = yield in_thread(RawWebSocket, server.port, "/ws?token=wrong")
+        silent.append(ws)
+    try:
+        assert (yield in_thread(refused_status, server.url + "?token=good-token")) == 503
+    finally:
+        for ws in silent:
+            ws.sock.close()
+    for _ in range(100):  # bounded wait for the server to notice the closes
+        if not server.factory.refused_closing:
+            break
+        yield task.deferLater(reactor, 0.05, lambda: None)
+    info, _ = yield in_thread(websockets_exchange, server.url + "?token=good-token", [])
+    assert info["event"] == "connection_info" and info["data"]["auth"]["user"] == "alice"
 
 
 # -- 4. HTTP request bodies --------------------------------------------------------------------

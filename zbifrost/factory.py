@@ -89,6 +89,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.started = time.time()
         self.clients = {}  # client_id -> protocol, for open sessions
         self.handshakes = Handshakes(reactor, config.handshake_timeout)
+        self.refused_closing = set()  # connections refused at auth, given time to answer their close
         self.authenticated_clients = 0
         self.stopping = False
         self._all_closed = None
@@ -168,7 +169,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         if self.stopping:
             return "stopping", 503, "Server is shutting down"
         # the connection asking is one of the handshakes still in progress
-        if len(self.clients) + len(self.handshakes) > self.config.max_connections:
+        if len(self.clients) + len(self.handshakes) + len(self.refused_closing) > self.config.max_connections:
             return "max_connections", 503, "Too many connections"
         if not self.origin_policy.allows(origin, host):
             return "origin", 403, "Origin not allowed"

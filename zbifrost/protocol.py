@@ -250,6 +250,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
             for name in _HANDSHAKE_LEFTOVERS:
                 setattr(self, name, None)
             if self._refusal is not None:
+                self.factory.refused_closing.add(self)  # it still holds a socket: max_connections counts it
                 self.closeHandshakeTimeout = CLOSE_ANSWER_TIMEOUT
                 self.close(*self._refusal)
                 return
@@ -544,6 +545,7 @@ class BifrostServerProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason=connectionDone):
         self.factory.handshakes.end(self.transport)  # a connection lost before it opened
+        self.factory.refused_closing.discard(self)
         super().connectionLost(reason)
         # Autobahn resolves is_closed with the protocol itself: a reference cycle that would
         # keep a closed connection for the collector's full passes (see _WebSocketOnly.render)
