@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import pytest_twisted
+from twisted.logger import LogLevel, formatEvent
 
 from zbifrost.auth import TokenStore
 from zbifrost.config import ConfigError
@@ -59,6 +60,20 @@ def test_a_running_server_sees_minted_and_revoked_tokens_without_a_restart(make_
         assert (closed.code, closed.reason) == (1008, "Invalid token")
     else:
         raise AssertionError("a revoked token was accepted")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_tokens_file_without_tokens_is_logged_at_start_and_its_first_token_works_without_a_restart(
+        make_server, tmp_path, log_events):
+    path = tmp_path / "tokens.yaml"
+    path.write_text("tokens: []\n")
+    server = yield make_server(require_auth=True, tokens_file=str(path))
+    warnings = [formatEvent(event) for event in log_events if event["log_level"] == LogLevel.warn]
+    assert warnings == [f"tokens file {path} has no tokens: none of its tokens can connect"]
+    token = tokens("add", "alice", "--file", str(path)).strip()
+    client = yield connect(server.url, token=token)
+    assert client.info["auth"]["user"] == "alice"
+    yield client.close()
 
 
 def test_revoking_a_user_without_a_token_to_revoke_fails_and_says_so(tmp_path):

@@ -136,6 +136,9 @@ class TokenStore:
             if strict:
                 raise
             log.error("{error}; keeping the tokens loaded before", error=str(err))
+        else:
+            if not self._table:
+                log.warn("tokens file {path} has no tokens: none of its tokens can connect", path=self.path)
         self._stamp = stamp
 
     def identify(self, token):
