@@ -243,6 +243,8 @@ def test_a_page_with_get_token_and_5_second_tokens_stays_connected_15_seconds(ma
     assert (seen["user"], before["connected"], before["disconnects"], seen["pong"]) == ("alice", 1, [], True)
     assert before["tokens"] >= 4  # the first connection and a refresh before each 5-second token expired
     assert seen["lastExpires"] > seen["expires"][0] + 10
+    # its first token said role user, the refreshed ones admin: the client knows the new role
+    assert (seen["roles"][0], seen["lastRole"]) == ("user", "admin")
     # dropped after its first token expired, it reconnects with a token fresh from getToken
     assert seen["connected"] == 2 and seen["tokens"] > before["tokens"] and seen["pongAfter"] is True
     assert len(seen["disconnects"]) == 1 and "Token expired" not in seen["disconnects"][0]

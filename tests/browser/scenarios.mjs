@@ -295,15 +295,20 @@ const scenarios = {
       const text = (value) => encode(new TextEncoder().encode(JSON.stringify(value)));
       const key = await crypto.subtle.importKey('raw', new TextEncoder().encode(secret),
         {name: 'HMAC', hash: 'SHA-256'}, false, ['sign']);
-      const probe = {tokens: 0, connected: 0, disconnects: [], expires: []};
+      const probe = {tokens: 0, connected: 0, disconnects: [], expires: [], roles: []};
       const getToken = async () => {
         probe.tokens++;
-        const body = `${text({alg: 'HS256', typ: 'JWT'})}.${text({sub: 'alice', exp: Math.floor(Date.now() / 1000) + 5})}`;
+        // the first token says role user, every later one admin: a refresh changes the role
+        const role = probe.tokens === 1 ? 'user' : 'admin';
+        const claims = {sub: 'alice', role, exp: Math.floor(Date.now() / 1000) + 5};
+        const body = `${text({alg: 'HS256', typ: 'JWT'})}.${text(claims)}`;
         return `${body}.${encode(await crypto.subtle.sign('HMAC', key, new TextEncoder().encode(body)))}`;
       };
       let reconnected;
       const client = new BifrostClient(undefined, {getToken, hooks: {
-        onConnected: (info) => { probe.connected++; probe.expires.push(info.auth.expires); reconnected?.(); },
+        onConnected: (info) => {
+          probe.connected++; probe.expires.push(info.auth.expires); probe.roles.push(info.auth.role); reconnected?.();
+        },
         onDisconnected: ({code, reason}) => probe.disconnects.push(`${code} ${reason}`),
       }});
       const info = await client.connect();
@@ -311,6 +316,7 @@ const scenarios = {
       probe.pong = await client.request('ping').then(() => true, (err) => err.message);
       probe.user = info.auth.user;
       probe.lastExpires = client.info?.auth.expires;
+      probe.lastRole = client.info?.auth.role;
       probe.before = {tokens: probe.tokens, connected: probe.connected, disconnects: [...probe.disconnects]};
       const back = new Promise((resolve) => { reconnected = resolve; });
       client._socket.close(); // the connection drops (here from the page's side)

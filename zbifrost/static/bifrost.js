@@ -25,7 +25,8 @@
 // as a JWT that the application's own server signs for its logged-in user), is called for
 // the first connection, for every reconnection, and shortly before the token expires
 // (connection_info's auth.expires), when its answer is sent as `refresh` on the open
-// connection. A page that uses it never sees 1008 "Token expired".
+// connection; `client.info.auth` then follows the new token (its role may differ). A page
+// that uses it never sees 1008 "Token expired".
 //
 // Channels: the client keeps each channel's epoch and latest offset (`position(channel)`),
 // re-subscribes with `since` after a reconnection, and the server replays what was missed.
@@ -302,9 +303,11 @@ export class BifrostClient {
   async _refresh() {
     const info = this.info;
     try {
-      const result = await this.request('refresh', {token: await this.getToken()});
+      await this.request('refresh', {token: await this.getToken()});
+      // the new token may carry another role: connection_info tells the current auth
+      const current = await this.request('connection_info');
       if (this.info === info) { // still the same connection
-        info.auth = {...info.auth, expires: result.expires};
+        info.auth = current.auth;
         this._scheduleRefresh();
       }
     } catch (err) {
