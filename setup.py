@@ -47,7 +47,9 @@ setup(
         # txredisapi's C reply parser when installed; its pure-Python one takes a reactor turn
         # per element of a reply, so a pub/sub backlog never drains (bench/fanout.py)
         "hiredis>=2",
-        "pyjwt[crypto]>=2.14,<3",  # websocket.jwt: signed tokens; cryptography for RS256, ES256, EdDSA (zbifrost.auth)
+        # websocket.jwt; cryptography for RS256, ES256, EdDSA. zbifrost.jwt_decoder mirrors PyJWT 2.15.1's
+        # segment rules (2.14 and 2.15.0 refuse all padding): widen only once tests/test_auth_jwt.py passes
+        "pyjwt[crypto]>=2.15.1,<2.16",
     ],
     extras_require={
         "tls": ["twisted[tls]"],

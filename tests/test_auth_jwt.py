@@ -16,7 +16,7 @@ import jwt
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.internet import reactor, task
 from twisted.logger import LogLevel, formatEvent
 
@@ -102,8 +102,9 @@ def _bad_tokens():
         "no sub": _sign(sub=None),
         "garbage": "garbage",
         "three dot parts of garbage": "abc.def.ghi",
-        "a character outside base64url": f"{header}.{claims[:5]}!{claims[6:]}.{signature}",
-        "padding inside a segment": f"{header}.{claims[:4]}={claims[5:]}.{signature}",
+        # the signature segment is not signed: only the segment check refuses these two
+        "a character outside base64url": f"{header}.{claims}.{signature[:5]}!{signature[5:]}",
+        "padding inside a segment": f"{header}.{claims}.{signature[:4]}=={signature[4:]}",
         "a non-canonical signature encoding": f"{header}.{claims}.{non_canonical}",
         "claims that are not JSON": _hmac_token(SECRET.encode(), b"{'sub': 'alice'}"),
         "claims that are a JSON array": _hmac_token(SECRET.encode(), ["alice"]),
@@ -295,3 +296,17 @@ def test_a_short_secret_is_logged_once_at_start_and_not_warned_about_for_every_t
     assert warned == []
     lines = [formatEvent(event) for event in log_events if event["log_level"] == LogLevel.warn]
     assert len(lines) == 1 and "12 bytes long" in lines[0] and "short secret" not in lines[0]
+
+
+@pytest.mark.parametrize("make_private, algorithm", [
+    (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256"),
+    (lambda: ec.generate_private_key(ec.SECP256R1()), "ES256"),
+], ids=["RSA", "EC"])
+def test_a_private_key_as_public_key_file_stops_the_start_with_one_line(tmp_path, make_private, algorithm):
+    pem = make_private().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
+    (tmp_path / "key.pem").write_bytes(pem)
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, ["public_key_file: key.pem", f"algorithms: [{algorithm}]"]), environ={})
+    assert "public_key_file: holds a private key; give its public key" in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -314,9 +314,12 @@ def _jwt_settings(where, raw, config_path):
             raise ConfigError(f"{where}.algorithms: {algorithm} does not go with {source} (HS256, HS384 and "
                               "HS512 take secret or secret_file; the others take public_key_file)")
         try:
-            jwt.get_algorithm_by_name(algorithm).prepare_key(key)
+            prepared = jwt.get_algorithm_by_name(algorithm).prepare_key(key)
         except (jwt.exceptions.InvalidKeyError, ValueError, TypeError) as err:
             raise ConfigError(f"{where}.{source}: not a key for {algorithm} ({err})") from None
+        if hasattr(prepared, "private_bytes"):  # PyJWT loads it, but an RSA private key cannot verify
+            raise ConfigError(f"{where}.{source}: holds a private key; give its public key (openssl pkey -pubout), "
+                              "and keep the private key with the application that signs")
     settings = {"key": key, "algorithms": tuple(algorithms)}
     for name in ("audience", "issuer", "role_claim"):
         if name in raw:

@@ -10,8 +10,9 @@ check. Three of its per-token costs are moved or cut, and nothing it refuses is 
   subclasses.
 
 Together these take verifying a token from about 30 us to about 12 us per token here (bench/auth_connect.py has the
-effect on the connection rate). The segment check and the replaced `PyJWS` are PyJWT internals, so
-setup.py keeps PyJWT within 2.14 (the release that added the check) and 3.0.
+effect on the connection rate). The segment check and the replaced `PyJWS` are PyJWT internals, and
+the rules are those of PyJWT 2.15.1 (2.14 and 2.15.0 refused every '='), so setup.py keeps PyJWT at
+2.15.x; tests/test_auth_jwt.py compares the two checks segment by segment.
 """
 
 import binascii
