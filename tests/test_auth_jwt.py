@@ -258,7 +258,7 @@ def _segment_outcome(decode, segment):
 def test_the_fast_segment_check_refuses_and_decodes_exactly_what_pyjwts_own_does():
     """zbifrost.jwt_decoder replaces PyJWT's per-character base64url check (GHSA-hxm8-2xgr-2p9m) with a
     C one: every segment of up to 5 characters over a hostile alphabet, and long random ones, agree."""
-    ours, pyjwts = jwt_decoder._Segments._decode_base64url_segment, jwt.PyJWS._decode_base64url_segment
+    ours, pyjwts = jwt_decoder._CompactForm._decode_base64url_segment, jwt.PyJWS._decode_base64url_segment
     symbols = b"AQgw_-=!+/ \x80"
     segments = [bytes(chars) for length in range(6) for chars in itertools.product(symbols, repeat=length)]
     rng = random.Random(1)
@@ -310,3 +310,39 @@ def test_a_private_key_as_public_key_file_stops_the_start_with_one_line(tmp_path
         load_config(_config(tmp_path, ["public_key_file: key.pem", f"algorithms: [{algorithm}]"]), environ={})
     assert "public_key_file: holds a private key; give its public key" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def _load_outcome(parser, token):
+    """What a PyJWS parser makes of a token: its parts, or the kind of error (JSON parsers word their
+    details differently)."""
+    try:
+        return parser._load(token)
+    except jwt.DecodeError as err:
+        return str(err).split(":")[0]
+
+
+def test_the_orjson_reader_of_the_compact_form_agrees_with_pyjwts_or_is_stricter():
+    """zbifrost.jwt_decoder._CompactForm._load replaces PyJWS._load to parse the header with orjson: for
+    every header below, in str and bytes tokens, with and without a payload, it gives PyJWT's result or
+    refuses; it refuses only what orjson is stricter about (NaN, a byte-order mark, UTF-16)."""
+    headers = [b'{"alg":"HS256"}', b'{"alg":"HS256","typ":"JWT"}', b'{"alg":"none"}', b'{"alg":null}', b"{}",
+               b'{"alg":"HS256","kid":1}', b'{"alg":"HS256","crit":["b64"],"b64":false}', b'{"alg":"HS256","b64":false}',
+               b'{"alg":"HS256","alg":"none"}', b'{"alg":"\\u0048S256"}', b'{"alg":"HS256"} ', b"[]", b'"HS256"', b"1",
+               b"null", b"", b"{", b'{"a":' * 2000 + b"1" + b"}" * 2000, b'{"alg":"HS256","x":NaN}',
+               b'\xef\xbb\xbf{"alg":"HS256"}', '{"alg":"HS256"}'.encode("utf-16"), b'{"alg":"\xff"}']
+    stricter = {b'{"alg":"HS256","x":NaN}', b'\xef\xbb\xbf{"alg":"HS256"}', '{"alg":"HS256"}'.encode("utf-16")}
+    ours, pyjwts = jwt_decoder._CompactForm(), jwt.PyJWS()
+    claims, signature = _b64(json.dumps(_claims()).encode()), _b64(b"s" * 32)
+    accepted = 0
+    for header in headers:
+        for payload in (claims, ""):
+            for token in (f"{_b64(header)}.{payload}.{signature}", f"{_b64(header)}.{payload}.{signature}".encode()):
+                theirs, mine = _load_outcome(pyjwts, token), _load_outcome(ours, token)
+                if header in stricter:
+                    assert isinstance(mine, str) and not isinstance(theirs, str), header
+                else:
+                    assert mine == theirs, (header, payload)
+                accepted += not isinstance(mine, str)
+    for token in ("", "a", "a.b", "a.b.c.d", "..", b"\xff.\xff.\xff", 17, None):
+        assert _load_outcome(ours, token) == _load_outcome(pyjwts, token)
+    assert accepted >= 20  # both outcomes are well represented

@@ -1,18 +1,20 @@
 """PyJWT, set up once per `websocket.jwt` section so that verifying a token at connect stays cheap.
 
-PyJWT still does all the work of verification: the signature, the allowed algorithms, and every claim
-check. Three of its per-token costs are moved or cut, and nothing it refuses is accepted:
+PyJWT still does the work of verification: the signature, the allowed algorithms, the header checks
+(`kid`, `crit`, `b64`) and every claim check. Its per-token costs that are not verification are moved or
+cut, and nothing it refuses is accepted:
 
 - the key is prepared (and checked not to be a public key) once, at start-up, not for every token;
 - the base64url check of each segment (GHSA-hxm8-2xgr-2p9m) is one `bytes.translate` instead of a Python
   loop over every character, with the same rules and the same errors;
-- the claims are parsed with orjson, through PyJWT's `_decode_payload` hook, which it documents for
-  subclasses.
+- the header and the claims are parsed with orjson instead of the standard library's `json`, whose
+  Python layers cost more than the parsing itself when they run once per connection.
 
-Together these take verifying a token from about 30 us to about 12 us per token here (bench/auth_connect.py has the
-effect on the connection rate). The segment check and the replaced `PyJWS` are PyJWT internals, and
-the rules are those of PyJWT 2.15.1 (2.14 and 2.15.0 refused every '='), so setup.py keeps PyJWT at
-2.15.x; tests/test_auth_jwt.py compares the two checks segment by segment.
+Together these take verifying a token from 29.5 us to 9.5 us here in a tight loop, and from about 33 to
+about 23 us inside a server whose other work between connections has evicted it from the CPU's caches
+(bench/auth_connect.py has the effect on the connection rate). The segment check and `_load` override
+PyJWT internals with the rules of PyJWT 2.15.1 (2.14 and 2.15.0 refused every '='), so setup.py keeps
+PyJWT at 2.15.x; tests/test_auth_jwt.py compares the two segment checks and the two parsers.
 """
 
 import binascii
@@ -30,8 +32,40 @@ _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _STANDARD_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-class _Segments(jwt.PyJWS):
-    """PyJWS whose segment check runs in C."""
+def _json_object(data, name):
+    """The JSON object `data` holds, as PyJWT requires of a header and of claims; orjson is stricter than
+    `json` (no NaN or Infinity, no lone surrogates, UTF-8 only), never more lenient."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise DecodeError(f"Invalid {name} string: {err}") from err
+    if not isinstance(value, dict):
+        raise DecodeError(f"Invalid {name} string: must be a json object")
+    return value
+
+
+class _CompactForm(jwt.PyJWS):
+    """PyJWS whose reading of `header.payload.signature` runs in C where PyJWT 2.15.1 loops in Python."""
+
+    def _load(self, jwt):
+        # PyJWS._load with orjson for the header: the same steps, in the same order, with the same errors
+        if isinstance(jwt, str):
+            jwt = jwt.encode("utf-8")
+        if not isinstance(jwt, bytes):
+            raise DecodeError(f"Invalid token type. Token must be a {bytes}")
+        try:
+            signing_input, crypto_segment = jwt.rsplit(b".", 1)
+            header_segment, payload_segment = signing_input.split(b".", 1)
+        except ValueError as err:
+            raise DecodeError("Not enough segments") from err
+        header = _json_object(self._decode_base64url_segment(header_segment, "header"), "header")
+        if header.get("b64", True) is False:  # a detached payload (RFC 7797), which decode_complete refuses
+            if payload_segment:
+                raise DecodeError("Payload segment must be empty when 'b64' is false.")
+            payload = b""
+        else:
+            payload = self._decode_base64url_segment(payload_segment, "payload")
+        return payload, signing_input, header, self._decode_base64url_segment(crypto_segment, "crypto")
 
     @staticmethod
     def _decode_base64url_segment(segment, name):
@@ -79,7 +113,7 @@ class PreparedDecoder(jwt.PyJWT):
         self.algorithms = list(settings.algorithms)
         # one prepared key serves every listed algorithm: the config refuses a key that does not fit them all
         self.key = jwt.get_algorithm_by_name(self.algorithms[0]).prepare_key(settings.key)
-        self._jws = _Segments(algorithms=self.algorithms, options=self._get_sig_options())
+        self._jws = _CompactForm(algorithms=self.algorithms, options=self._get_sig_options())
         for name in self.algorithms:
             algorithm = self._jws.get_algorithm_by_name(name)
             too_short = algorithm.check_key_length(self.key)
@@ -96,10 +130,4 @@ class PreparedDecoder(jwt.PyJWT):
                            issuer=settings.issuer, leeway=settings.leeway)
 
     def _decode_payload(self, decoded):
-        try:
-            payload = orjson.loads(decoded["payload"])
-        except orjson.JSONDecodeError as err:
-            raise DecodeError(f"Invalid payload string: {err}") from err
-        if not isinstance(payload, dict):
-            raise DecodeError("Invalid payload string: must be a json object")
-        return payload
+        return _json_object(decoded["payload"], "payload")
