@@ -10,13 +10,9 @@ Autobahn options are the echo baseline's (zbifrost's).
     python bench/broadcast_server.py --port 18776
 """
 
-import argparse
-
 import orjson
-from autobahn.twisted.websocket import WebSocketServerFactory
-from twisted.internet import reactor
 
-from echo_server import EchoProtocol, set_zbifrost_options  # bench/ is on sys.path when run as a script
+from echo_server import EchoProtocol, serve  # bench/ is on sys.path when run as a script
 
 
 class BroadcastProtocol(EchoProtocol):  # its first frame is the echo's
@@ -40,15 +36,7 @@ class BroadcastProtocol(EchoProtocol):  # its first frame is the echo's
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Autobahn/Twisted broadcast baseline")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    factory = WebSocketServerFactory()
-    factory.protocol = BroadcastProtocol
-    factory.subscribers = set()
-    set_zbifrost_options(factory)
-    reactor.listenTCP(args.port, factory, interface="127.0.0.1", backlog=2048)
-    reactor.run()
+    serve(BroadcastProtocol, "Autobahn/Twisted broadcast baseline", backlog=2048, subscribers=set())
 
 
 if __name__ == "__main__":

@@ -47,15 +47,22 @@ def set_zbifrost_options(factory):
     )
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Autobahn/Twisted JSON echo baseline")
+def serve(protocol, description, backlog, **factory_attributes):
+    """Run an Autobahn server of `protocol`, with zbifrost's options, on 127.0.0.1:--port."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     factory = WebSocketServerFactory()
-    factory.protocol = EchoProtocol
+    factory.protocol = protocol
+    for name, value in factory_attributes.items():
+        setattr(factory, name, value)
     set_zbifrost_options(factory)
-    reactor.listenTCP(args.port, factory, interface="127.0.0.1", backlog=1024)
+    reactor.listenTCP(args.port, factory, interface="127.0.0.1", backlog=backlog)
     reactor.run()
+
+
+def main():
+    serve(EchoProtocol, "Autobahn/Twisted JSON echo baseline", backlog=1024)
 
 
 if __name__ == "__main__":
