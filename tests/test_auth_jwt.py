@@ -4,10 +4,8 @@
 import base64
 import hashlib
 import hmac
-import itertools
 import json
 import os
-import random
 import shutil
 import time
 import warnings
@@ -20,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.internet import reactor, task
 from twisted.logger import LogLevel, formatEvent
 
-from zbifrost import jwt_decoder
+from zbifrost.auth import InvalidToken, JwtVerifier
 from zbifrost.config import ConfigError, JwtSettings, load_config
 from zbifrost.testing import BifrostError, ConnectionClosed, connect
 
@@ -248,53 +246,28 @@ def test_the_flask_examples_config_starts_with_its_secret_file(tmp_path):
     assert (config.require_auth, config.jwt.key, config.jwt.audience) == (True, SECRET, "my-app")
 
 
-def _outcome(call, *args):
-    """What a PyJWT step makes of its input: its result, or its error message up to any ':' (the
-    details after it are the JSON parser's own wording, which differs between json and orjson)."""
-    try:
-        return call(*args)
-    except jwt.DecodeError as err:
-        return str(err).split(":")[0]
-
-
-def test_the_fast_segment_check_refuses_and_decodes_exactly_what_pyjwts_own_does():
-    """zbifrost.jwt_decoder replaces PyJWT's per-character base64url check (GHSA-hxm8-2xgr-2p9m) with a
-    C one: every segment of up to 5 characters over a hostile alphabet, and long random ones, agree."""
-    ours, pyjwts = jwt_decoder._CompactForm._decode_base64url_segment, jwt.PyJWS._decode_base64url_segment
-    symbols = b"AQgw_-=!+/ \x80"
-    segments = [bytes(chars) for length in range(6) for chars in itertools.product(symbols, repeat=length)]
-    rng = random.Random(1)
-    segments += [bytes(rng.choice(symbols + b"BCDEFabcdef0123456789") for _ in range(rng.randrange(6, 90)))
-                 for _ in range(3000)]
-    segments += [part.encode() for token in _bad_tokens().values() for part in token.split(".")]
-    disagreeing = [s for s in segments if _outcome(ours, s, "payload") != _outcome(pyjwts, s, "payload")]
-    assert disagreeing == []
-    decoded = sum(isinstance(_outcome(ours, s, "payload"), bytes) for s in segments)
-    assert 1000 < decoded < len(segments) - 1000  # both outcomes are well represented
-
-
-def test_the_prepared_decoder_verifies_every_listed_algorithm_with_its_key_prepared_once(rsa_keys):
-    hmac_decoder = jwt_decoder.PreparedDecoder(JwtSettings(key=SECRET, algorithms=("HS256", "HS512")))
+def test_the_verifier_accepts_every_listed_algorithm_and_loads_a_public_key_once(rsa_keys):
+    hmac_verifier = JwtVerifier(JwtSettings(key=SECRET, algorithms=("HS256", "HS512")))
     for algorithm in ("HS256", "HS512"):
-        assert hmac_decoder.verify(_sign(algorithm=algorithm, aud=None))["sub"] == "alice"
-    with pytest.raises(jwt.InvalidAlgorithmError):
-        hmac_decoder.verify(_sign(algorithm="HS384", aud=None))
+        assert hmac_verifier.identify(_sign(algorithm=algorithm, aud=None)).user == "alice"
+    with pytest.raises(InvalidToken, match="InvalidAlgorithmError"):
+        hmac_verifier.identify(_sign(algorithm="HS384", aud=None))
     private, public_pem = rsa_keys
-    rsa_decoder = jwt_decoder.PreparedDecoder(JwtSettings(key=public_pem.decode(), algorithms=("RS256", "PS256")))
+    rsa_verifier = JwtVerifier(JwtSettings(key=public_pem.decode(), algorithms=("RS256", "PS256")))
+    assert isinstance(rsa_verifier.key, rsa.RSAPublicKey)  # not the PEM text, parsed again for every token
     for algorithm in ("RS256", "PS256"):
-        assert rsa_decoder.verify(jwt.encode(_claims(aud=None), private, algorithm=algorithm))["sub"] == "alice"
-    with pytest.raises(jwt.InvalidAlgorithmError):  # the public key used as an HMAC secret
-        rsa_decoder.verify(_hmac_token(public_pem, _claims(aud=None)))
+        assert rsa_verifier.identify(jwt.encode(_claims(aud=None), private, algorithm=algorithm)).user == "alice"
+    with pytest.raises(InvalidToken, match="InvalidAlgorithmError"):  # the public key used as an HMAC secret
+        rsa_verifier.identify(_hmac_token(public_pem, _claims(aud=None)))
 
 
 def test_a_short_secret_is_logged_once_at_start_and_not_warned_about_for_every_token(log_events):
-    decoder = jwt_decoder.PreparedDecoder(JwtSettings(key="short secret"))
+    verifier = JwtVerifier(JwtSettings(key="short secret"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PyJWT warns when it signs with a short secret, too
         tokens = [_sign(secret="short secret", aud=None) for _ in range(3)]
-    with warnings.catch_warnings(record=True) as warned:
-        warnings.simplefilter("always")
-        assert [decoder.verify(token)["sub"] for token in tokens] == ["alice"] * 3
+    with warnings.catch_warnings(record=True) as warned:  # the filters in force, recording what they let through
+        assert [verifier.identify(token).user for token in tokens] == ["alice"] * 3
     assert warned == []
     lines = [formatEvent(event) for event in log_events if event["log_level"] == LogLevel.warn]
     assert len(lines) == 1 and "12 bytes long" in lines[0] and "short secret" not in lines[0]
@@ -314,28 +287,99 @@ def test_a_private_key_as_public_key_file_stops_the_start_with_one_line(tmp_path
     assert "\n" not in str(caught.value)
 
 
-def test_the_orjson_reader_of_the_compact_form_agrees_with_pyjwts_or_is_stricter():
-    """zbifrost.jwt_decoder._CompactForm._load replaces PyJWS._load to parse the header with orjson: for
-    every header below, in str and bytes tokens, with and without a payload, it gives PyJWT's result or
-    refuses; it refuses only what orjson is stricter about (NaN, a byte-order mark, UTF-16)."""
-    headers = [b'{"alg":"HS256"}', b'{"alg":"HS256","typ":"JWT"}', b'{"alg":"none"}', b'{"alg":null}', b"{}",
-               b'{"alg":"HS256","kid":1}', b'{"alg":"HS256","crit":["b64"],"b64":false}', b'{"alg":"HS256","b64":false}',
-               b'{"alg":"HS256","alg":"none"}', b'{"alg":"\\u0048S256"}', b'{"alg":"HS256"} ', b"[]", b'"HS256"', b"1",
-               b"null", b"", b"{", b'{"a":' * 2000 + b"1" + b"}" * 2000, b'{"alg":"HS256","x":NaN}',
-               b'\xef\xbb\xbf{"alg":"HS256"}', '{"alg":"HS256"}'.encode("utf-16"), b'{"alg":"\xff"}']
-    stricter = {b'{"alg":"HS256","x":NaN}', b'\xef\xbb\xbf{"alg":"HS256"}', '{"alg":"HS256"}'.encode("utf-16")}
-    ours, pyjwts = jwt_decoder._CompactForm(), jwt.PyJWS()
-    claims, signature = _b64(json.dumps(_claims()).encode()), _b64(b"s" * 32)
-    accepted = 0
-    for header in headers:
-        for payload in (claims, ""):
-            for token in (f"{_b64(header)}.{payload}.{signature}", f"{_b64(header)}.{payload}.{signature}".encode()):
-                theirs, mine = _outcome(pyjwts._load, token), _outcome(ours._load, token)
-                if header in stricter:
-                    assert isinstance(mine, str) and not isinstance(theirs, str), header
-                else:
-                    assert mine == theirs, (header, payload)
-                accepted += not isinstance(mine, str)
-    for token in ("", "a", "a.b", "a.b.c.d", "..", b"\xff.\xff.\xff", 17, None):
-        assert _outcome(ours._load, token) == _outcome(pyjwts._load, token)
-    assert accepted >= 20  # both outcomes are well represented
+def _raw_claims(**raw):
+    """The claims of a good token as JSON text, with `raw` values written as given (NaN, 1e20, ...)."""
+    fields = {"sub": '"alice"', "role": '"admin"', "exp": str(int(time.time()) + 60), "aud": f'"{AUDIENCE}"',
+              "iss": json.dumps(ISSUER)}
+    fields.update(raw)
+    return ("{" + ",".join(f'"{name}":{value}' for name, value in fields.items() if value is not None) + "}").encode()
+
+
+def _hmac_header_token(header, claims):
+    """An HS256 token with a header of our own, `header` given as JSON text."""
+    signing_input = f"{_b64(header.encode())}.{_b64(claims)}"
+    return f"{signing_input}.{_b64(hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest())}"
+
+
+# Tokens the signer signed but whose claims break the identity rules of docs/protocol.md section 7a; before
+# them, an exp of 1e20 closed with 1011 and an empty or 300-character sub connected.
+BAD_CLAIMS = {
+    "exp 1e20": _raw_claims(exp="1e20"),
+    "exp 2^64": _raw_claims(exp=str(2 ** 64)),
+    "exp 10^400": _raw_claims(exp="1" + "0" * 400),
+    "exp as a string": _raw_claims(exp=f'"{int(time.time()) + 60}"'),
+    "exp NaN": _raw_claims(exp="NaN"),
+    "exp Infinity": _raw_claims(exp="Infinity"),
+    "exp an object": _raw_claims(exp='{"a": 1}'),
+    "exp true": _raw_claims(exp="true"),
+    "nbf as a string": _raw_claims(nbf='"0"'),
+    "nbf -Infinity": _raw_claims(nbf="-Infinity"),
+    "iat negative": _raw_claims(iat="-1"),
+    "iat -1e300": _raw_claims(iat="-1e300"),
+    "sub empty": _raw_claims(sub='""'),
+    "sub of 257 characters": _raw_claims(sub=json.dumps("a" * 257)),
+    "sub of 300 characters": _raw_claims(sub=json.dumps("a" * 300)),
+    "sub a lone surrogate": _raw_claims(sub='"\\ud800"'),
+    "sub a number": _raw_claims(sub="5"),
+    "sub an object": _raw_claims(sub='{"name": "alice"}'),
+    "sub null": _raw_claims(sub="null"),
+    "role empty": _raw_claims(role='""'),
+    "role of 65 characters": _raw_claims(role=json.dumps("r" * 65)),
+    "role with a space": _raw_claims(role='"ad min"'),
+    "role with a newline": _raw_claims(role='"admin\\n"'),
+    "role with ESC": _raw_claims(role='"\\u001b[31madmin"'),
+    "role a list": _raw_claims(role='["admin"]'),
+    "role a number": _raw_claims(role="7"),
+    "role null": _raw_claims(role="null"),
+    "claims nested 3000 deep": _raw_claims(x="[" * 3000 + "]" * 3000),
+}
+BAD_HEADERS = {
+    "kid a number": '{"alg":"HS256","kid":5}',
+    "kid an object": '{"alg":"HS256","kid":{"a":[]}}',
+    "crit not a list": '{"alg":"HS256","crit":"b64"}',
+    "crit with ESC": '{"alg":"HS256","crit":["\\u001b[2J\\r\\nforged"]}',
+    "alg a list": '{"alg":["HS256"]}',
+    "alg null": '{"alg":null}',
+    "header nested 3000 deep": '{"alg":"HS256","x":' + "[" * 3000 + "]" * 3000 + "}",
+    "header an array": '["HS256"]',
+}
+
+
+def _bad_claim_tokens():
+    tokens = {case: _hmac_token(SECRET.encode(), claims) for case, claims in BAD_CLAIMS.items()}
+    tokens.update((case, _hmac_header_token(header, _raw_claims())) for case, header in BAD_HEADERS.items())
+    return tokens
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_jwt_with_claims_or_a_header_of_the_wrong_shape_closes_1008_with_one_warning_naming_the_rule(
+        jwt_server, log_events):
+    for case, token in _bad_claim_tokens().items():
+        del log_events[:]
+        with pytest.raises(ConnectionClosed) as caught:
+            yield connect(jwt_server.url, token=token)
+        assert (caught.value.code, caught.value.reason) == (1008, "Invalid token"), case
+        warned = [formatEvent(e) for e in log_events if e["log_level"] == LogLevel.warn]
+        assert len(warned) == 1 and "invalid_token: JWT" in warned[0], (case, warned)
+        assert not [e for e in log_events if e["log_level"] >= LogLevel.error or e.get("log_failure")], case
+    assert jwt_server.factory.metrics.connections_refused["invalid_token"] == len(_bad_claim_tokens())
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_longest_sub_and_role_the_rules_allow_connect(jwt_server):
+    user, role = "u" * 256, "Role_1.a:b-" + "r" * 53
+    client = yield connect(jwt_server.url, token=_hmac_token(SECRET.encode(), _raw_claims(
+        sub=json.dumps(user), role=json.dumps(role), iat="0", nbf=str(int(time.time())))))
+    assert (client.info["auth"]["user"], client.info["auth"]["role"]) == (user, role)
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_refresh_with_a_token_of_bad_claims_is_invalid_token_and_the_connection_stays(jwt_server):
+    client = yield connect(jwt_server.url, token=_sign())
+    for case in ("exp 1e20", "sub empty", "role with a newline"):
+        with pytest.raises(BifrostError) as caught:
+            yield client.request("refresh", token=_hmac_token(SECRET.encode(), BAD_CLAIMS[case]))
+        assert caught.value.code == "invalid_token", case
+    assert (yield client.request("connection_info"))["auth"]["user"] == "alice"
+    yield client.close()

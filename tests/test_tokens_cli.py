@@ -13,6 +13,8 @@ from zbifrost.auth import TokenStore
 from zbifrost.config import ConfigError
 from zbifrost.testing import ConnectionClosed, connect
 
+from .helpers import write_tokens
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -112,3 +114,42 @@ def test_an_unknown_key_in_a_tokens_file_stops_the_server_and_the_command(make_s
     assert str(refused.value) == expected
     listed = run_tokens("list", "--file", str(path))
     assert (listed.returncode, listed.stderr) == (2, f"{expected}\n")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('user: ""', "the user must be a non-empty string"),
+    (f'user: {"a" * 257}', "the user is longer than 256 characters"),
+    ('user: "\\ud800"', "the user is not valid Unicode text"),
+    ("user: [alice]", "the user must be a non-empty string"),
+    ("user: alice, role: ''", "the role must be 1-64 characters"),
+    (f"user: alice, role: {'r' * 65}", "the role must be 1-64 characters"),
+    ('user: alice, role: "ad\\nmin"', "the role must be 1-64 characters"),
+    ("user: alice, role: ad min", "the role must be 1-64 characters"),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_tokens_file_user_or_role_breaking_the_identity_rules_stops_the_start_naming_file_and_entry(
+        make_server, tmp_path, entry, message):
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f'tokens:\n  - {{user: bob, sha256: "{"1" * 64}"}}\n  - {{{entry}, sha256: "{"0" * 64}"}}\n')
+    with pytest.raises(ConfigError) as refused:
+        yield make_server(require_auth=True, tokens_file=str(path))
+    assert str(refused.value).startswith(f"tokens file {path}: entry 2: {message}")
+
+
+def test_a_tokens_file_user_of_256_characters_and_a_role_of_64_load(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    write_tokens(path, ("long-token", "u" * 256, "Role_1.a:b-" + "r" * 53))
+    identity = TokenStore(str(path)).identify("long-token")
+    assert (identity.user, identity.role) == ("u" * 256, "Role_1.a:b-" + "r" * 53)
+
+
+def test_add_refuses_a_user_or_role_the_server_would_refuse_and_leaves_the_file_alone(tmp_path):
+    path = tmp_path / "tokens.yaml"
+    tokens("add", "alice", "--file", str(path))
+    before = path.read_text()
+    for args, message in ((["a" * 257], "the user is longer than 256 characters"),
+                          (["bob", "--role", "ad min"], "the role must be 1-64 characters")):
+        refused = run_tokens("add", *args, "--file", str(path))
+        assert (refused.returncode, refused.stderr.startswith(message)) == (2, True), refused.stderr
+    assert path.read_text() == before
+    assert tokens("list", "--file", str(path)).splitlines() == ["alice\tuser"]

@@ -1,25 +1,32 @@
-"""Who may connect: the token store (hashes only), signed tokens (JWT) and the Origin policy.
+"""Who may connect: the token store (hashes only), signed tokens (JWT), the rules every identity
+follows, and the Origin policy.
 
 Tokens-file tokens are looked up by their SHA-256; a token of three dot-separated parts is
-verified as a JWT when the config has a `jwt` section (PyJWT, through zbifrost.jwt_decoder). No token is ever stored or logged. The store
-re-reads its file when it changes (checked at each new connection), so a token minted or revoked with `python -m
-zbifrost.tokens` takes effect without a restart. Nothing here knows about WebSocket frames.
+verified as a JWT when the config has a `jwt` section, through PyJWT's public API only, so that
+zbifrost takes PyJWT's security releases as they come. Whatever names a user, a JWT or a tokens-file
+entry, follows `identity_problem` (docs/protocol.md section 7a). No token is ever stored or logged.
+The store re-reads its file when it changes (checked at each new connection), so a token minted or
+revoked with `python -m zbifrost.tokens` takes effect without a restart. Nothing here knows about
+WebSocket frames.
 """
 
 import hashlib
 import ipaddress
+import math
 import os
+import re
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import jwt
 import yaml
+from jwt.warnings import InsecureKeyLengthWarning
 from twisted.logger import Logger
 
 from .config import unknown_key
-from .jwt_decoder import PreparedDecoder
 
 log = Logger()
 
@@ -46,6 +53,31 @@ class Identity:
 
     def usable(self, now):
         return not self.revoked and (self.expires is None or now < self.expires)
+
+
+MAX_USER_LENGTH = 256
+MAX_ROLE_LENGTH = 64
+_ROLE = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % MAX_ROLE_LENGTH)
+_LARGEST_TIME = 2 ** 53  # seconds; JSON numbers past this lose integer precision in a browser
+
+
+def identity_problem(user, role):
+    """What is wrong with a user and role that a token names (docs/protocol.md section 7a), or None.
+
+    The user is a non-empty string of at most 256 characters that UTF-8 can carry (no lone surrogate);
+    the role a string of 1-64 characters of `[A-Za-z0-9_.:-]`.
+    """
+    if not isinstance(user, str) or not user:
+        return "the user must be a non-empty string"
+    if len(user) > MAX_USER_LENGTH:
+        return f"the user is longer than {MAX_USER_LENGTH} characters"
+    try:
+        user.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the user is not valid Unicode text (a lone surrogate)"
+    if not isinstance(role, str) or not _ROLE.fullmatch(role):
+        return f"the role must be 1-{MAX_ROLE_LENGTH} characters of A-Z a-z 0-9 _ . : -"
+    return None
 
 
 def bearer_token(authorization):
@@ -102,10 +134,10 @@ def read_token_file(path):
         digest = str(entry.get("sha256", "")).lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise TokenFileError(f"{where}: sha256 must be 64 hex digits")
-        user, role = entry.get("user"), entry.get("role", "user")
-        if not isinstance(user, str) or not user or not isinstance(role, str) or not role:
-            raise TokenFileError(f"{where}: user and role must be non-empty strings")
-        table[digest] = Identity(user=user, role=role, expires=_expiry(entry.get("expires"), where),
+        problem = identity_problem(entry.get("user"), entry.get("role", "user"))
+        if problem is not None:
+            raise TokenFileError(f"{where}: {problem}")
+        table[digest] = Identity(user=entry["user"], role=entry.get("role", "user"), expires=_expiry(entry.get("expires"), where),
                                  revoked=bool(entry.get("revoked", False)))
     return table
 
@@ -151,25 +183,51 @@ class TokenStore:
 
 
 class JwtVerifier:
-    """Checks signed tokens against a `JwtSettings` (PROTOCOL.md section 2, signed tokens)."""
+    """Checks signed tokens against a `JwtSettings` (docs/protocol.md sections 2 and 7a).
+
+    PyJWT makes every check it makes (signature, allowed algorithms, headers, `exp`, `nbf`, `iat`,
+    audience, issuer); zbifrost then holds the claims to the identity rules. A public key is loaded
+    once, here, and handed to PyJWT as a key object; an HMAC secret PyJWT prepares for each token.
+    """
 
     def __init__(self, settings):
         self.settings = settings
-        self.decoder = PreparedDecoder(settings)
+        self.algorithms = list(settings.algorithms)
+        self._decoder = jwt.PyJWT(options={"require": ["exp", "sub"], "verify_aud": settings.audience is not None})
+        # one key serves every listed algorithm: the config refuses a key that does not fit them all
+        first = jwt.get_algorithm_by_name(self.algorithms[0])
+        prepared = first.prepare_key(settings.key)
+        self.key = settings.key if isinstance(prepared, bytes) else prepared  # a secret, or a public key object
+        for name in self.algorithms:
+            too_short = jwt.get_algorithm_by_name(name).check_key_length(prepared)
+            if too_short:
+                log.warn("websocket.jwt: {advice}", advice=too_short)
+                # said once, here, instead of a warning for every token PyJWT verifies with a key this short
+                warnings.filterwarnings("ignore", message=re.escape(too_short), category=InsecureKeyLengthWarning)
 
     def identify(self, token):
-        """The Identity a JWT names; raises InvalidToken saying why it is refused."""
+        """The Identity a JWT names; raises InvalidToken saying which rule it fails."""
         settings = self.settings
         try:
-            claims = self.decoder.verify(token)
+            claims = self._decoder.decode(token, self.key, algorithms=self.algorithms, audience=settings.audience,
+                                          issuer=settings.issuer, leeway=settings.leeway)
         except jwt.InvalidTokenError as err:
             raise InvalidToken(f"JWT {type(err).__name__}: {err}") from None
-        role = claims.get(settings.role_claim, "user")
-        if not isinstance(role, str) or not role:
-            raise InvalidToken(f"JWT claim {settings.role_claim!r} is not a non-empty string")
-        if not isinstance(claims["exp"], (int, float)) or isinstance(claims["exp"], bool):
-            raise InvalidToken("JWT exp is not a number")
-        return Identity(user=claims["sub"], role=role, expires=float(claims["exp"]), leeway=settings.leeway)
+        except (ValueError, TypeError, OverflowError, RecursionError) as err:  # odd input PyJWT does not map
+            raise InvalidToken(f"JWT unreadable ({type(err).__name__})") from None
+        for name in ("exp", "nbf", "iat"):
+            if name in claims and not _is_time(claims[name]):
+                raise InvalidToken(f"JWT claim {name!r} is not a number of seconds from 0 to 2^53")
+        problem = identity_problem(claims["sub"], claims.get(settings.role_claim, "user"))
+        if problem is not None:
+            raise InvalidToken(f"JWT claims: {problem} (claims 'sub' and {settings.role_claim!r})")
+        return Identity(user=claims["sub"], role=claims.get(settings.role_claim, "user"),
+                        expires=float(claims["exp"]), leeway=settings.leeway)
+
+
+def _is_time(value):
+    """A JSON number of seconds that zbifrost can hold and send back: 0 to 2^53, finite, not a bool."""
+    return (type(value) is int or (type(value) is float and math.isfinite(value))) and 0 <= value <= _LARGEST_TIME
 
 
 def _looks_like_jwt(token):

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import yaml
 
-from .auth import TokenFileError, hash_token, read_token_file
+from .auth import TokenFileError, hash_token, identity_problem, read_token_file
 
 
 def _load(path):
@@ -55,6 +55,9 @@ def main(argv=None):
     except TokenFileError as err:
         parser.exit(2, f"{err}\n")
     if args.command == "add":
+        problem = identity_problem(args.user, args.role)
+        if problem is not None:  # the server would refuse to load the file
+            parser.exit(2, f"{problem}\n")
         token = secrets.token_urlsafe(32)
         entry = {"user": args.user, "role": args.role, "sha256": hash_token(token)}
         if args.expires:
