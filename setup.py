@@ -37,11 +37,11 @@ setup(
         "twisted.plugins": ["zbifrost_plugin.py"],
     },
     install_requires=[
-        "twisted>=24.7",
+        "twisted>=26.4",  # 25.5 and older break TLS with pyOpenSSL 25.1+ ("Context has already been used")
         "autobahn>=26.7.1",
         "pyyaml>=6.0",
         "orjson>=3.9",
-        "zope.interface>=5",  # zbifrost.channels.IChannelBackend (Twisted depends on it too)
+        "zope.interface>=6.2",  # zbifrost.channels.IChannelBackend; autobahn.twisted needs 6.2 (it joins interfaces with |)
         "prometheus_client>=0.17",
         "txredisapi>=1.6",  # --broker: Redis on the reactor (zbifrost.channels.redis)
         # txredisapi's C reply parser when installed; its pure-Python one takes a reactor turn
