@@ -24,7 +24,7 @@ from twisted.web.pages import notFound
 
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token
-from .channels import valid_channel
+from .channels import channel_of
 from .logs import stdout_is_the_journal
 
 PUBLISH_PATH = b"/api/publish"
@@ -229,11 +229,9 @@ def _publish_body(body):
         raise messages.RequestError(messages.BAD_JSON, "The body must be a JSON object") from None
     if type(message) is not dict or "data" not in message:
         raise messages.RequestError(messages.MISSING_FIELD, 'The body must be {"channel": ..., "data": ...}')
-    if not valid_channel(message.get("channel")):
-        raise messages.RequestError(messages.MISSING_FIELD,
-                                    "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/@|+=")
+    channel = channel_of(message)
     messages.check_depth(message, body)
-    return message["channel"], message["data"]
+    return channel, message["data"]
 
 
 class Root(resource.Resource):
