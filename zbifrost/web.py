@@ -25,7 +25,7 @@ from twisted.web.pages import notFound
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token
 from .channels import channel_of
-from .logs import stdout_is_the_journal
+from .logs import escape, stdout_is_the_journal
 
 PUBLISH_PATH = b"/api/publish"
 
@@ -267,9 +267,10 @@ class Root(resource.Resource):
 
 
 def _access_log_line(timestamp, request):
-    """An access-log line without the query string, where a `?token=` would otherwise land, and
-    without its time on the systemd journal, which has its own."""
-    path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
+    """An access-log line without the query string, where a `?token=` would otherwise land, with
+    the path escaped and cut like any log field (twisted.web refuses control characters in it),
+    and without its time on the systemd journal, which has its own."""
+    path = escape(request.uri.split(b"?", 1)[0].decode("ascii", "replace"))
     peer = request.getClientAddress()
     host = getattr(peer, "host", None)
     client = "-" if host is None else request.site.trusted_proxies.client_address(host, request.getHeader)
