@@ -20,6 +20,10 @@ from zbifrost.auth import hash_token
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"  # Debian's package (.ci/run installs it)
 ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 
+# bad channel names (PROTOCOL.md section 7a): a name is matched in full, so a trailing newline
+# (which a `re.match` with `$` lets through) or a 129th character is refused like any other
+FORGED_CHANNELS = ["chat\n", "chat\r", "chat\0", "chat\n\n", "\nchat", "a" * 128 + "\n", "a" * 129]
+
 
 def start_engine(make_server, **settings):
     """A server for the zUI engine's test workspace (tests/workspaces/engine, @.zUI.main)."""

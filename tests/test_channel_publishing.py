@@ -6,9 +6,10 @@ import tempfile
 
 import pytest_twisted
 
+from zbifrost.channels import INVALID_CHANNEL
 from zbifrost.testing import connect
 
-from .helpers import ENGINE, http_request, in_thread, write_tokens
+from .helpers import ENGINE, FORGED_CHANNELS, http_request, in_thread, write_tokens
 
 TOKENS = (("t-alice", "alice", "user"), ("t-root", "root", "admin"))
 
@@ -66,6 +67,16 @@ def test_the_api_answers_400_for_a_bad_body_or_channel(make_server, tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
+def test_the_api_matches_channel_names_in_full(make_server, tmp_path):
+    server = yield make_server(tokens_file=_tokens(tmp_path))
+    for channel in FORGED_CHANNELS:
+        status, _, reply = yield _post(server, {"channel": channel, "data": 1}, token="t-root")
+        assert (status, json.loads(reply)["error"]) == (400, INVALID_CHANNEL), channel
+    status, _, reply = yield _post(server, {"channel": "a" * 128, "data": 1}, token="t-root")
+    assert (status, json.loads(reply)["offset"]) == (200, 1)
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_body_of_exactly_max_message_size_is_read_from_memory_and_one_byte_more_is_413(make_server, tmp_path,
                                                                                        monkeypatch):
     size = 150_000  # past the 100 kB at which twisted.web spools a body to a temporary file
@@ -116,6 +127,7 @@ def test_ctx_publish_on_the_reactor_and_a_bad_channel_name_is_the_commands_failu
     yield alice.request("subscribe", channel="news")
     yield alice.dispatch("Announce On Reactor")
     assert (yield alice.next_event("message"))["data"] == "from the reactor"
-    failed = yield alice.request_frame("dispatch", zKey="Announce Badly")
-    assert failed["code"] == "command_failed"
+    for zkey in ("Announce Badly", "Announce On A Newline"):  # "news\n": names are matched in full
+        failed = yield alice.request_frame("dispatch", zKey=zkey)
+        assert failed["code"] == "command_failed", zkey
     yield alice.close()

@@ -129,6 +129,8 @@ def test_history_max_bytes_defaults_to_64_mib_and_must_be_positive(tmp_path):
     ("channels: {pattern: x}", "channels: expected a list of rules"),
     ("channels:\n  - patern: x\n", "channels[0]: unknown key 'patern' (did you mean 'pattern'?)"),
     ("channels:\n  - subscribe: [user]\n", "channels[0].pattern: expected a glob"),
+    ("channels:\n  - pattern: |\n      chat.*\n", "channels[0].pattern: expected a glob"),  # 'chat.*\n'
+    ("channels:\n  - pattern: 'chat room'\n", "channels[0].pattern: expected a glob"),
     ("channels:\n  - pattern: '*'\n    publish: admin\n", "channels[0].publish: expected a list of roles"),
     ("channels:\n  - pattern: '*'\n    history: {size: -1}\n", "channels[0].history.size: expected an integer of 0"),
     ("channels:\n  - pattern: '*'\n    history: {ttl: 0}\n", "channels[0].history.ttl: expected a number of seconds"),

@@ -7,6 +7,8 @@ import pytest_twisted
 from zbifrost.protocol import BATCHES_PER_TURN, TurnBatches
 from zbifrost.testing import connect
 
+from .helpers import FORGED_CHANNELS
+
 
 def _messages(client):
     return [f for f in client.frames if f.get("event") == "message"]
@@ -65,6 +67,19 @@ def test_bad_channel_names_and_missing_data_are_refused(channel_server):
         assert reply["code"] == "missing_field", channel
     assert (yield client.request("subscribe", channel="ok_name-1.2:x/y"))["subscribed"] is True
     assert (yield client.request_frame("publish", channel="ok_name-1.2:x/y"))["code"] == "missing_field"
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_channel_names_are_matched_in_full_and_128_characters_are_the_most(channel_server):
+    client = yield connect(channel_server.url)
+    for channel in FORGED_CHANNELS:
+        for event, fields in (("subscribe", {}), ("unsubscribe", {}), ("publish", {"data": 1}), ("presence", {})):
+            reply = yield client.request_frame(event, channel=channel, **fields)
+            assert reply.get("code") == "missing_field", (event, channel)
+    longest = "a" * 128
+    assert (yield client.request("subscribe", channel=longest))["subscribed"] is True
+    assert (yield client.request("publish", channel=longest, data=1))["offset"] == 1
     yield client.close()
 
 

@@ -17,7 +17,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 
 from .channels import History
-from .channels.rules import ChannelRule
+from .channels.rules import ChannelRule, valid_pattern
 from .proxies import parse_networks
 from .zui.zpath import zui_files
 
@@ -242,8 +242,9 @@ def _check_mapping(where, raw, keys, example):
 def _channel_rule(where, raw):
     _check_mapping(where, raw, _CHANNEL_RULE_KEYS, '{pattern: "chat.*", subscribe: [user]}')
     pattern = raw.get("pattern")
-    if not isinstance(pattern, str) or not pattern:
-        raise ConfigError(f"{where}.pattern: expected a glob such as \"chat.*\", got {pattern!r}")
+    if not valid_pattern(pattern):
+        raise ConfigError(f"{where}.pattern: expected a glob such as \"chat.*\" of channel-name characters "
+                          f"and *?[]!, got {pattern!r}")
     rule = {"pattern": pattern}
     for action in ("subscribe", "publish"):
         if action in raw:

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import threadable
 
-from .channels import valid_channel
+from .channels import INVALID_CHANNEL, valid_channel
 from .messages import encode, event_frame
 
 log = Logger()
@@ -131,7 +131,7 @@ class RequestContext:
         returns at once and delivery continues on the reactor. Raises ValueError for a bad
         channel name and TypeError for data that JSON cannot hold."""
         if not valid_channel(channel):
-            raise ValueError(f"Invalid channel name {channel!r}: 1-128 characters of letters, digits and _-.:/@|+=")
+            raise ValueError(INVALID_CHANNEL)
         # checks the data now, and copies it so that a thread may go on changing its own
         data = orjson.loads(encode(data))
         server = self._asker.conn.server

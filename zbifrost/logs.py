@@ -1,19 +1,35 @@
-"""Log observers for twistd's `--logger` option: `zbifrost.logs.json` and `zbifrost.logs.text`.
+"""Log observers for twistd's `--logger` option: `zbifrost.logs.json` and `zbifrost.logs.text`;
+and the one escaping step that every log line goes through (PROTOCOL.md section 7a).
 
 `json` writes one JSON object per line: time, level, namespace, message (the formatted text),
 the event's own fields (client_id, error_id, ...), and traceback when the event carries a
 failure. `text` is twistd's usual text without twistd's own timestamp when it must go. Both
 write to stdout and leave the time out when stdout is the systemd journal (JOURNAL_STREAM names
-it), which stamps every line itself (the access log, zbifrost.web, then leaves out its own). Built from twisted.logger's FileLogObserver, formatEvent
-and eventAsText; what an event holds is decided where it is logged (tokens never are).
+it), which stamps every line itself (the access log, zbifrost.web, then leaves out its own).
+Built from twisted.logger's FileLogObserver, formatEvent and eventAsText; what an event holds is
+decided where it is logged (tokens never are).
+
+Any field may hold text a client chose (a token's header, a zKey, a channel name, an origin),
+so observers see events only through `EscapingObserver`: every text field escaped and cut
+(`escape`), the formatted message's control characters escaped, and so the exception message at
+the end of a failure's traceback (the rest of a traceback is the server's own text, one frame a
+line). It wraps both observers here, and under twistd without `--logger` twistd's own
+(`escape_twistd_default`), so that no format lets a client forge a line or flood one.
 """
 
 import os
+import re
 import sys
 from datetime import datetime, timezone
 
 import orjson
-from twisted.logger import FileLogObserver, eventAsText, formatEvent
+from twisted.logger import FileLogObserver, ILogObserver, eventAsText, formatEvent
+from twisted.python.failure import Failure
+from twisted.python.reflect import safe_str
+from zope.interface import implementer
+
+FIELD_LIMIT = 200  # characters of a field, escapes included, before its cut
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 # keys of twisted.python.log's legacy events, which formatEvent already turns into the message
 _LEGACY_KEYS = {"message", "format", "isError", "system", "time", "why", "failure"}
@@ -28,6 +44,72 @@ def stdout_is_the_journal():
     return os.environ.get("JOURNAL_STREAM") == f"{status.st_dev}:{status.st_ino}"
 
 
+def escape(text, limit=FIELD_LIMIT):
+    """`text` fit for a log line: control characters (below U+0020, U+007F and the C1 range)
+    written as `\\xNN`, and past `limit` characters (None: no limit) cut, with a marker saying
+    how long the text was."""
+    shown = _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    if limit is None or len(shown) <= limit:
+        return shown
+    cut = shown[:limit]
+    broken = cut.rfind("\\", limit - 3)  # an escape cut in two goes whole
+    return f"{cut if broken < 0 else cut[:broken]}...[cut: {len(text)} characters]"
+
+
+def escaped(event):
+    """A copy of `event` that cannot forge or flood a log line: its text fields escaped and cut,
+    its message (as formatted from them) escaped whole, and its failure's exception message
+    escaped and cut. `log_*` keys are the logging system's own and are kept."""
+    copy = {key: escape(value) if isinstance(value, str) and not key.startswith("log_") else value
+            for key, value in event.items()}
+    copy.pop("log_flattened", None)  # formatted from the fields as they were
+    failure = event.get("log_failure")
+    if failure is None and event.get("isError") and isinstance(event.get("failure"), Failure):
+        failure = event["failure"]  # twisted.python.log.err, whose text would hold the traceback
+        message = copy.get("why") or "Unhandled Error"
+    else:
+        message = formatEvent(copy)
+    copy["log_text"], copy["log_format"] = escape(message, limit=None), "{log_text}"
+    if failure is not None:
+        copy["log_failure"] = _with_escaped_message(failure)
+    return copy
+
+
+def _with_escaped_message(failure):
+    """`failure`, or a copy of it whose value is its exception message escaped and cut: the one
+    line of its traceback that may carry a client's text."""
+    said = safe_str(failure.value)
+    shown = escape(said)
+    if shown == said:
+        return failure
+    copy = Failure(failure)  # a Failure of a Failure copies it, traceback included
+    copy.value = shown
+    return copy
+
+
+@implementer(ILogObserver)
+class EscapingObserver:
+    """Hands `observer` the `escaped` copy of each event."""
+
+    def __init__(self, observer):
+        self.observer = observer
+
+    def __call__(self, event):
+        self.observer(escaped(event))
+
+
+def escape_twistd_default(application, twistd_options):
+    """Under twistd without `--logger`, make twistd's own observer (stdout, `--logfile` or
+    `--syslog`, as twistd chooses it) an `EscapingObserver`'s: twistd takes the application's
+    ILogObserver when no `--logger` is given, and builds its own with UnixAppLogger."""
+    if twistd_options is None or twistd_options.get("logger"):
+        return
+    from twisted.scripts._twistd_unix import UnixAppLogger  # twistd's own, as it would choose it
+
+    default = UnixAppLogger(twistd_options)._getLogObserver()
+    application.setComponent(ILogObserver, EscapingObserver(default))
+
+
 def _as_json(event, stamped):
     record = {}
     if stamped:
@@ -38,7 +120,7 @@ def _as_json(event, stamped):
     for key, value in event.items():
         if not key.startswith("log_") and key not in _LEGACY_KEYS and key not in record:
             record[key] = value
-    failure = event.get("log_failure") or event.get("failure")
+    failure = event.get("log_failure")  # a legacy event's too, once `escaped`
     if failure is not None:
         record["traceback"] = failure.getTraceback()
     return orjson.dumps(record, default=repr, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE).decode()
@@ -47,11 +129,12 @@ def _as_json(event, stamped):
 def json():
     """twistd --logger=zbifrost.logs.json: one JSON object per line on stdout."""
     stamped = not stdout_is_the_journal()
-    return FileLogObserver(sys.stdout, lambda event: _as_json(event, stamped))
+    return EscapingObserver(FileLogObserver(sys.stdout, lambda event: _as_json(event, stamped)))
 
 
 def text():
     """twistd --logger=zbifrost.logs.text: twistd's text lines on stdout, without their
     timestamp when stdout is the journal."""
     stamped = not stdout_is_the_journal()
-    return FileLogObserver(sys.stdout, lambda event: eventAsText(event, includeTimestamp=stamped) + "\n")
+    return EscapingObserver(FileLogObserver(sys.stdout,
+                                            lambda event: eventAsText(event, includeTimestamp=stamped) + "\n"))

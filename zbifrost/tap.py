@@ -25,6 +25,7 @@ from twisted.python import usage
 
 from . import __version__
 from .config import ConfigError, load_config
+from .logs import escape_twistd_default
 from .reload import reload_config
 from .service import BifrostService
 from .systemd import inherited_sockets
@@ -166,7 +167,16 @@ class _OneLineBindFailure:
             _fail(f"cannot listen on {err.interface or '*'}:{err.port}: {err.socketError}", self.twistd_options)
 
 
-class _TwistdWorkersParent(_OneLineBindFailure, WorkersParent):
+class _EscapedTwistdLog:
+    """Under twistd without `--logger`, twistd's own log observer gets escaped events too
+    (zbifrost.logs): twistd asks the application for one after this service has joined it."""
+
+    def setServiceParent(self, parent):
+        escape_twistd_default(parent, self.twistd_options)
+        super().setServiceParent(parent)
+
+
+class _TwistdWorkersParent(_EscapedTwistdLog, _OneLineBindFailure, WorkersParent):
     """A parent that gives up (a worker could not start) exits with status 1 once every worker
     has stopped, like a bad setting (twistd itself would exit 0)."""
 
@@ -188,7 +198,7 @@ class _TwistdWorkersParent(_OneLineBindFailure, WorkersParent):
         os._exit(1)
 
 
-class _TwistdService(_OneLineBindFailure, BifrostService):
+class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
     """The server of twistd: SIGHUP reloads the config file."""
 
     def __init__(self, config, twistd_options, reactor=None, inherited_sockets=(), config_file=None,

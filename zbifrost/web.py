@@ -24,8 +24,8 @@ from twisted.web.pages import notFound
 
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token
-from .channels import valid_channel
-from .logs import stdout_is_the_journal
+from .channels import channel_of
+from .logs import escape, stdout_is_the_journal
 
 PUBLISH_PATH = b"/api/publish"
 
@@ -229,11 +229,9 @@ def _publish_body(body):
         raise messages.RequestError(messages.BAD_JSON, "The body must be a JSON object") from None
     if type(message) is not dict or "data" not in message:
         raise messages.RequestError(messages.MISSING_FIELD, 'The body must be {"channel": ..., "data": ...}')
-    if not valid_channel(message.get("channel")):
-        raise messages.RequestError(messages.MISSING_FIELD,
-                                    "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/@|+=")
+    channel = channel_of(message)
     messages.check_depth(message, body)
-    return message["channel"], message["data"]
+    return channel, message["data"]
 
 
 class Root(resource.Resource):
@@ -269,9 +267,10 @@ class Root(resource.Resource):
 
 
 def _access_log_line(timestamp, request):
-    """An access-log line without the query string, where a `?token=` would otherwise land, and
-    without its time on the systemd journal, which has its own."""
-    path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
+    """An access-log line without the query string, where a `?token=` would otherwise land, with
+    the path escaped and cut like any log field (twisted.web refuses control characters in it),
+    and without its time on the systemd journal, which has its own."""
+    path = escape(request.uri.split(b"?", 1)[0].decode("ascii", "replace"))
     peer = request.getClientAddress()
     host = getattr(peer, "host", None)
     client = "-" if host is None else request.site.trusted_proxies.client_address(host, request.getHeader)

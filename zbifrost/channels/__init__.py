@@ -10,6 +10,8 @@ fan-out of a publication, a join or a leave: goes out from the end of the reacto
 Presence (1.2): a subscribe may carry a `Membership`, which the backend keeps until the
 unsubscribe (or the connection's end) for `presence` and announces with `join` / `leave` to the
 channel's other subscribers.
+Channel names are checked here, by `valid_channel` alone, wherever they come from (client
+events, `ctx.publish`, `POST /api/publish`), with one error text (`INVALID_CHANNEL`).
 """
 
 import re
@@ -19,13 +21,25 @@ from zope.interface import Attribute, Interface
 
 from .. import messages
 
-CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_\-.:/@|+=]{1,128}$")  # @|+= for user:<name> (1.2)
+CHANNEL_CHARACTERS = r"A-Za-z0-9_\-.:/@|+="  # @|+= for user:<name> (1.2)
+CHANNEL_NAME = re.compile(f"[{CHANNEL_CHARACTERS}]{{1,128}}")
+INVALID_CHANNEL = "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/@|+="
 MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
 SERVER_SENDER = "server"  # the `from` of messages published by the backend
 
 
 def valid_channel(name):
-    return type(name) is str and CHANNEL_NAME.match(name) is not None
+    """True for a channel name (PROTOCOL.md sections 6 and 7a), matched in full: a trailing
+    newline or a 129th character is not one (as a `re.match` with `$` would let through)."""
+    return type(name) is str and CHANNEL_NAME.fullmatch(name) is not None
+
+
+def channel_of(message):
+    """The `channel` of a client's event or of an API body, or RequestError(missing_field)."""
+    channel = message.get("channel")
+    if not valid_channel(channel):
+        raise messages.RequestError(messages.MISSING_FIELD, INVALID_CHANNEL)
+    return channel
 
 
 @dataclass(frozen=True)

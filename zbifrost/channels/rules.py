@@ -1,21 +1,25 @@
 """Channel rules of the config file's `channels:` section: who may subscribe and publish where,
 how much history a channel keeps, and whether it has presence and join/leave (PROTOCOL.md section 6).
 
-The first rule whose glob `pattern` matches a channel's name applies. With no rules every
-channel is open to every role; with rules, a channel that matches none is closed to clients.
-`user:<name>` channels are private before any rule: only the authenticated user `<name>` may
-subscribe, and no client may publish. The backend (plugins, `POST /api/publish`) is trusted
-and is not asked. Nothing here knows about connections or backends: callers pass the role
-and the user.
+The first rule whose glob `pattern` matches a channel's whole name applies (`fnmatchcase`
+anchors at the very end: `chat` does not match `chat\n`, which `valid_channel` refuses anyway);
+a pattern holds only the characters of channel names and the glob's `*?[]!` (`valid_pattern`).
+With no rules every channel is open to every role; with rules, a channel that matches none
+is closed to clients. `user:<name>` channels are private before any rule: only the
+authenticated user `<name>` may subscribe, and no client may publish. The backend (plugins,
+`POST /api/publish`) is trusted and is not asked. Nothing here knows about connections or
+backends: callers pass the role and the user.
 """
 
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from . import DEFAULT_HISTORY, History, Membership
+from . import CHANNEL_CHARACTERS, DEFAULT_HISTORY, History, Membership
 
 EVERY_ROLE = "*"
 PRIVATE_PREFIX = "user:"
+_PATTERN = re.compile(f"[{CHANNEL_CHARACTERS}*?\\[\\]!]+")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,12 @@ class ChannelRule:
     history: History = DEFAULT_HISTORY
     presence: bool = False  # `presence` / `presence_stats` answer (1.2)
     join_leave: bool = False  # subscribers get `join` / `leave` events (1.2)
+
+
+def valid_pattern(pattern):
+    """True for a glob that can match channel names: a str of their characters and `*?[]!`,
+    matched in full (a YAML block scalar's trailing newline is not part of a pattern)."""
+    return type(pattern) is str and _PATTERN.fullmatch(pattern) is not None
 
 
 def _allows(roles, role):

@@ -6,16 +6,8 @@ an `IChannelBackend`), whichever it is, and turn what it answers into replies.
 """
 
 from .. import messages
-from ..channels import MAX_SUBSCRIPTIONS_PER_CLIENT, valid_channel
+from ..channels import MAX_SUBSCRIPTIONS_PER_CLIENT, channel_of
 from ..messages import FORBIDDEN, MISSING_FIELD, NO_REPLY, NOT_AVAILABLE, RequestError
-
-
-def _channel(message):
-    channel = message.get("channel")
-    if not valid_channel(channel):
-        raise RequestError(MISSING_FIELD,
-                           "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/@|+=")
-    return channel
 
 
 def _since(message):
@@ -41,7 +33,7 @@ def _check_may_subscribe(conn, channel, action):
 
 
 def subscribe(conn, message, request_id):
-    channel = _channel(message)
+    channel = channel_of(message)
     since = _since(message)
     server = conn.server
     _check_may_subscribe(conn, channel, "subscribe")
@@ -67,7 +59,7 @@ def subscribe(conn, message, request_id):
 
 
 def unsubscribe(conn, message, request_id):
-    channel = _channel(message)
+    channel = channel_of(message)
     if conn.subscriptions:
         conn.subscriptions.discard(channel)
     return conn.server.channels.unsubscribe(channel, conn).addCallback(
@@ -75,7 +67,7 @@ def unsubscribe(conn, message, request_id):
 
 
 def publish(conn, message, request_id):
-    channel = _channel(message)
+    channel = channel_of(message)
     if "data" not in message:
         raise RequestError(MISSING_FIELD, "Missing field 'data'")
     rules = conn.server.channel_rules
@@ -88,7 +80,7 @@ def publish(conn, message, request_id):
 def _presence_of(conn, message):
     """The channel asked about and a Deferred of its presence; `forbidden` first, then
     `not_available` (PROTOCOL.md section 6)."""
-    channel = _channel(message)
+    channel = channel_of(message)
     _check_may_subscribe(conn, channel, "see presence")
     if not conn.server.channel_rules.has_presence(channel):
         raise RequestError(NOT_AVAILABLE, f"Presence is not turned on for channel {messages.quote(channel)}")
