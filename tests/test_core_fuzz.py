@@ -173,7 +173,8 @@ HEADER = Field(one({"alg": "HS256", "typ": "JWT"}), {"alg": "none"}, {"alg": "HS
 JWTS = st.builds(
     signed_token, weighted((3, HEADER.good), (1, HEADER.bad)),
     spoiled({"sub": Field(one(USER), "someone", "", 1),
-             "exp": Field(one(NOW + 86400, NOW + 86400.5), NOW - 60, 2**53, 2**53 + 1, 0, -1, "9999999999")},
+             "exp": Field(one(NOW + 86400, NOW + 86400.5), NOW - 60, 2**53, 2**53 + 1, 2**64 - 1, 1e20, 1e308, 0, -1,
+                          "9999999999")},
             {"role": Field(one("admin"), "user", "", "r" * 65, "bad role"),
              "nbf": Field(one(NOW - 60), NOW + 3600, 2**64), "iat": Field(one(NOW - 60), NOW + 3600, -1)}))
 TOKEN_FIELD = Field(weighted((1, one(TOKEN)), (3, JWTS)), OTHER_TOKEN, "garbage", "a.b.c", "a.b", "\x00\n")
@@ -396,7 +397,7 @@ SIGN_UP = {"zKey": "Sign Up", "zBlock": "root"}
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(frame=frames())
 # the brief's own cases, and what is met at random only by luck: a zDialog answered well, badly
-# and not as an object; a good refresh
+# and not as an object; a good refresh, and one whose exp is past 2^63
 @example(frame=Frame("dispatch", {"zKey": Raw(b"NaN")}))
 @example(frame=Frame("publish", {"channel": "chat", "data": Raw(rb'"\ud800"')}))
 @example(frame=Frame("publish", {"channel": "chat", "data": Raw(b'"\xed\xa0\x80"')}, binary=True))
@@ -406,6 +407,7 @@ SIGN_UP = {"zKey": "Sign Up", "zBlock": "root"}
 @example(frame=Frame("dispatch", SIGN_UP, answer=[1]))
 @example(frame=Frame("refresh", {"token": signed_token({"alg": "HS256"}, {"sub": USER, "role": "admin",
                                                                           "exp": NOW + 86400})}))
+@example(frame=Frame("refresh", {"token": signed_token({"alg": "HS256"}, {"sub": USER, "exp": 1e20})}))
 @pytest_twisted.inlineCallbacks  # pytest-twisted runs each example in the reactor's greenlet
 def test_every_event_with_random_values_gets_a_documented_reply_or_close(fuzzing, frame):
     yield fuzzing.send(frame)
