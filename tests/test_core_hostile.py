@@ -60,6 +60,7 @@ def trickle(port, count, gap, padding):
     return cut_off, finished
 
 
+@pytest.mark.slow  # about 4 s
 @pytest_twisted.inlineCallbacks
 def test_a_trickled_handshake_is_dropped_at_its_deadline_from_accept_and_healthz_still_answers(make_server):
     server = yield make_server(handshake_timeout=1)
@@ -176,6 +177,7 @@ def subscribe_then_read_slowly(port, subscribed, go_on, pace):
         client.close()
 
 
+@pytest.mark.slow  # about 3 s
 @pytest_twisted.inlineCallbacks
 def test_a_slow_reader_sees_the_1013_close_frame_after_its_queued_data_not_a_reset(make_server):
     import threading

@@ -241,6 +241,7 @@ def clocked_factory():
     return factory, clock
 
 
+@pytest.mark.slow  # 600 examples, about 3 s
 @settings(max_examples=600, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stream=st.lists(st.tuples(frames, read_ends), max_size=12),

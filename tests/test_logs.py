@@ -7,10 +7,13 @@ import os
 import re
 import subprocess
 
+import pytest
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import ENGINE, http_get
 from tests.test_core_twistd import REPO, TWISTD, free_port, stop_process, wait_until_listening
+
+pytestmark = pytest.mark.slow  # twistd runs as a subprocess
 
 
 def run_server(tmp_path, logger, journal=False, args=()):
