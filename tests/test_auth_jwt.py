@@ -1,5 +1,5 @@
 """Signed tokens (JWT), token expiry on an open connection and `refresh`, over real sockets
-(PROTOCOL.md section 2, version 1.2)."""
+(docs/protocol.md section 2, version 1.2)."""
 
 import base64
 import hashlib

@@ -1,4 +1,4 @@
-"""Presence and join/leave (PROTOCOL.md section 6, 1.2) on each backend, over real sockets:
+"""Presence and join/leave (docs/protocol.md section 6, 1.2) on each backend, over real sockets:
 `presence` and `presence_stats`, `join` / `leave` to the other subscribers, `forbidden` before
 `not_available`, a leave for a connection that ends in any way; with Redis, presence across
 processes, and a killed twistd's members gone within `presence_ttl`."""

@@ -1,4 +1,4 @@
-"""Hostile clients (PROTOCOL.md sections 1 and 7): trickled handshakes, request bodies, slow
+"""Hostile clients (docs/protocol.md sections 1 and 7): trickled handshakes, request bodies, slow
 readers, deep JSON, fragment floods, client-id collisions, and what the log says of them."""
 
 import json
