@@ -13,9 +13,9 @@ from zbifrost.auth import TokenStore
 from zbifrost.config import ConfigError
 from zbifrost.testing import ConnectionClosed, connect
 
-pytestmark = pytest.mark.slow  # every test runs the command as a subprocess, about 0.3 s a run
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.slow  # every test runs the command as a subprocess, about 0.3 s a run
 
 
 def run_tokens(*args):
