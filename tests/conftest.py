@@ -19,6 +19,16 @@ DEMO_WORKSPACE = os.path.join(REPO, "zui")
 # `pytest -p no:twisted`, each in a process of its own.
 collect_ignore = ["test_testing_helpers_trial.py"]
 
+# Fixtures that start a process of their own: every test using one, directly or through another
+# fixture, is marked `slow` (pytest.ini), so that `-m "not slow"` leaves it out.
+PROCESS_FIXTURES = {"redis_server"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def make_server():
@@ -64,10 +74,10 @@ def redis_server(tmp_path):
     redis.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def backend_settings(request):
     """Server settings for each channel backend: the embedded one, then a broker on a fresh
-    redis-server; tests of channel semantics run against both."""
+    redis-server (marked `slow`); tests of channel semantics run against both."""
     if request.param == "memory":
         return {}
     return {"broker": request.getfixturevalue("redis_server").url}

@@ -154,6 +154,22 @@ class RawWebSocket:
         self.sock.close()
 
 
+def fragmented_ping(port, fragments):
+    """Send `^Ping` as a text message of `fragments` frames (all but the last empty) over a
+    RawWebSocket; returns the next frame: (opcode, payload)."""
+    client = RawWebSocket(port)
+    try:
+        client.read_json()  # connection_info
+        message = json.dumps({"zKey": "^Ping", "_requestId": 1}).encode()
+        client.send_frame(b"", opcode=0x1, fin=False)
+        for _ in range(fragments - 2):
+            client.send_frame(b"", opcode=0x0, fin=False)
+        client.send_frame(message, opcode=0x0, fin=True)
+        return client.read_frame()
+    finally:
+        client.close()
+
+
 def close_code(payload):
     """(code, reason) of a close frame's payload."""
     return int.from_bytes(payload[:2], "big"), payload[2:].decode()

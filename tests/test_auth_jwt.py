@@ -1,5 +1,5 @@
 """Signed tokens (JWT), token expiry on an open connection and `refresh`, over real sockets
-(PROTOCOL.md section 2, version 1.2)."""
+(docs/protocol.md section 2, version 1.2)."""
 
 import base64
 import hashlib
@@ -155,6 +155,7 @@ def test_public_key_jwts_are_accepted_and_the_public_key_is_never_an_hmac_secret
     assert (caught.value.code, caught.value.reason) == (1008, "Invalid token")
 
 
+@pytest.mark.slow  # about 1.5 s
 @pytest_twisted.inlineCallbacks
 def test_a_jwt_closes_1008_token_expired_when_it_expires(jwt_server):
     client = yield connect(jwt_server.url, token=_sign(exp=int(time.time()) + 2))
@@ -162,6 +163,7 @@ def test_a_jwt_closes_1008_token_expired_when_it_expires(jwt_server):
     assert (code, reason) == (1008, "Token expired")
 
 
+@pytest.mark.slow  # about 2 s
 @pytest_twisted.inlineCallbacks
 def test_a_tokens_file_token_expiring_on_an_open_connection_closes_it(make_server, tmp_path):
     expires = int(time.time()) + 2
@@ -173,6 +175,7 @@ def test_a_tokens_file_token_expiring_on_an_open_connection_closes_it(make_serve
     assert (code, reason) == (1008, "Token expired")
 
 
+@pytest.mark.slow  # about 3 s
 @pytest_twisted.inlineCallbacks
 def test_a_refresh_in_time_keeps_the_connection_open_with_the_new_role(jwt_server):
     old_expiry = int(time.time()) + 2

@@ -41,7 +41,7 @@ def _missing_browser():
 
 
 MISSING_BROWSER = _missing_browser()
-pytestmark = pytest.mark.skipif(MISSING_BROWSER is not None, reason=MISSING_BROWSER or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING_BROWSER is not None, reason=MISSING_BROWSER or "")]
 
 
 class Scenario(protocol.ProcessProtocol):

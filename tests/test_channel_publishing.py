@@ -1,5 +1,5 @@
 """Backend publishing, over real sockets: `ctx.publish` from plugins (worker thread and reactor)
-and `POST /api/publish` with a bearer token of a role in `api_roles` (PROTOCOL.md section 6)."""
+and `POST /api/publish` with a bearer token of a role in `api_roles` (docs/protocol.md section 6)."""
 
 import json
 import tempfile

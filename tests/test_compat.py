@@ -1,4 +1,4 @@
-"""zBifrost 1.5.4 clients keep working (PROTOCOL.md sections 2-4): a client that resolves a
+"""zBifrost 1.5.4 clients keep working (docs/protocol.md sections 2-4): a client that resolves a
 request on the first frame carrying its `_requestId`, the legacy `{"action": ...}` form,
 `set_cache_ttl`, `get_schema`, `realtime_sync` and real `schema_cache` figures."""
 

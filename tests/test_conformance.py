@@ -13,6 +13,8 @@ from twisted.internet import utils
 CASES_AT_A_TIME = 4
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
 
+pytestmark = pytest.mark.slow  # a kosoku process per run, about 5 s each
+
 # Runs in a process of its own: kosoku's runner is asyncio, the server needs the Twisted reactor.
 # It leaves with os._exit: kosoku 0.1.0's native runtime now and then aborts (SIGABRT) while
 # the interpreter shuts down, after every result is out.

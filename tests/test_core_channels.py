@@ -36,6 +36,12 @@ def test_publish_reaches_other_subscribers_but_not_the_publisher(channel_server,
     yield outsider.request("ping")
     assert _messages(alice) == []
     assert _messages(outsider) == []
+    # control: the same two clients do get a message once it is theirs to get
+    yield outsider.request("subscribe", channel="chat")
+    yield bob.request("publish", channel="chat", data="back")
+    for client in (alice, outsider):
+        yield client.next_event("message")
+        assert [message["data"] for message in _messages(client)] == ["back"]
     for client in (alice, bob, carol, outsider):
         yield client.close()
 
@@ -54,6 +60,11 @@ def test_unsubscribed_and_disconnected_clients_stop_receiving(channel_server):
     yield alice.request("publish", channel="news", data="x")
     yield witness.next_event("message")  # the publish was delivered to this process's subscribers
     assert _messages(bob) == []
+    # control: subscribed again, bob gets the next publish
+    yield bob.request("subscribe", channel="news")
+    yield alice.request("publish", channel="news", data="y")
+    yield bob.next_event("message")
+    assert [message["data"] for message in _messages(bob)] == ["y"]
     for client in (alice, bob, witness):
         yield client.close()
 
@@ -138,6 +149,10 @@ def test_a_client_that_missed_nothing_is_recovered_with_no_messages(channel_serv
     assert reply["recovered"] is True
     yield client.request("ping")
     assert _messages(client) == []
+    # control: from one offset earlier, the same exchange recovers the one publication
+    yield client.request("subscribe", channel="quiet", since={"epoch": seen["epoch"], "offset": 0})
+    yield client.request("ping")
+    assert [message["data"] for message in _messages(client)] == [1]
     yield client.close()
 
 

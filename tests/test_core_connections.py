@@ -116,9 +116,9 @@ def test_auth_with_an_unknown_expired_or_revoked_token_closes_1008_invalid_token
 
 @pytest_twisted.inlineCallbacks
 def test_a_refused_connection_gets_no_frames_and_nothing_it_sends_is_processed(auth_server):
-    def exchange():
+    def exchange(token):
         from websockets.sync.client import connect as ws_connect
-        with ws_connect(auth_server.url + "?token=wrong", open_timeout=10) as ws:
+        with ws_connect(auth_server.url + "?token=" + token, open_timeout=10) as ws:
             try:
                 ws.send(json.dumps({"zKey": "^Ping", "_requestId": 1}))
             except WsClosed:
@@ -128,8 +128,12 @@ def test_a_refused_connection_gets_no_frames_and_nothing_it_sends_is_processed(a
             except WsClosed as closed:
                 return closed.rcvd.code, closed.rcvd.reason
 
-    assert (yield in_thread(exchange)) == (1008, "Invalid token")
+    assert (yield in_thread(exchange, "wrong")) == (1008, "Invalid token")
     assert auth_server.factory.metrics.messages_in == 0
+    # control: the same exchange with a good token gets a frame, and its message is counted
+    # (the client's close follows the message, and the server handles frames in order)
+    assert json.loads((yield in_thread(exchange, "alice-token")))["event"] == "connection_info"
+    assert auth_server.factory.metrics.messages_in == 1
 
 
 @pytest_twisted.inlineCallbacks

@@ -1,6 +1,7 @@
 """The receive fast path (protocol.BifrostServerProtocol.dataReceived): the common frame skips
 Autobahn's general frame parser, and everything else gets exactly the outcome it gets there."""
 
+import json
 from types import SimpleNamespace
 
 import autobahn.twisted.websocket as autobahn_twisted
@@ -16,6 +17,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from tests.conftest import DEMO_WORKSPACE
+from tests.helpers import fragmented_ping, in_thread
 from zbifrost import protocol
 from zbifrost.config import load_config
 from zbifrost.protocol import BifrostServerProtocol
@@ -38,6 +40,9 @@ def test_whole_masked_text_and_binary_messages_skip_autobahns_frame_parser(make_
     client.send_raw(b"not json")
     assert (yield client.next_frame(lambda frame: "code" in frame))["code"] == "bad_json"
     assert parsed == []
+    # control: a message in two fragments is not whole, and does take Autobahn's parser
+    opcode, payload = yield in_thread(fragmented_ping, server.port, 2)
+    assert json.loads(payload)["result"] == {"message": "Pong!"} and parsed
     yield client.close()
 
 
@@ -67,7 +72,12 @@ def test_with_debug_logging_off_no_read_builds_autobahns_debug_log_arguments(ser
     for _ in range(5):
         assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
     assert not [protocol for protocol in built if isinstance(protocol, BifrostServerProtocol)]
+    # control: Autobahn's connectionMade builds them regardless, and the record sees it
+    other = yield connect(server.url)
+    assert [protocol for protocol in built if isinstance(protocol, BifrostServerProtocol)] == [
+        server.factory.clients[other.info["client_id"]]]
     yield client.close()
+    yield other.close()
 
 
 @pytest_twisted.inlineCallbacks
@@ -241,6 +251,7 @@ def clocked_factory():
     return factory, clock
 
 
+@pytest.mark.slow  # 600 examples, about 3 s
 @settings(max_examples=600, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stream=st.lists(st.tuples(frames, read_ends), max_size=12),

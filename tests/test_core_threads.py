@@ -1,4 +1,4 @@
-"""Worker threads (PROTOCOL.md section 7): the fair pool of thread-run plugin functions, written-off
+"""Worker threads (docs/protocol.md section 7): the fair pool of thread-run plugin functions, written-off
 threads, and a SIGTERM that ends the process although a plugin thread never returns."""
 
 import json
@@ -143,6 +143,7 @@ def test_the_queued_jobs_of_a_client_that_disconnects_never_run(make_server):
     yield holder.close()
 
 
+@pytest.mark.slow  # about 2 s
 @pytest_twisted.inlineCallbacks
 def test_written_off_threads_are_replaced_until_threads_max_then_the_log_says_so_at_error(make_server, logged):
     server = yield start_threads(make_server, threads=1, threads_max=2, threads_per_client=1)
@@ -174,6 +175,7 @@ def test_written_off_threads_are_replaced_until_threads_max_then_the_log_says_so
         yield client.close()
 
 
+@pytest.mark.slow  # twistd runs as a subprocess
 def test_sigterm_ends_the_process_although_a_plugin_thread_never_returns(tmp_path):
     port = free_port()
     config = tmp_path / "zbifrost.yaml"

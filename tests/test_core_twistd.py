@@ -14,6 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+pytestmark = pytest.mark.slow  # twistd runs as a subprocess
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [os.path.join(os.path.dirname(sys.executable), "twistd")]
 

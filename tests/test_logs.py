@@ -20,6 +20,8 @@ from zbifrost import logs as zbifrost_logs
 
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every control character but the newline
 
+pytestmark = pytest.mark.slow  # twistd runs as a subprocess
+
 
 def run_server(tmp_path, logger, journal=False, args=()):
     """Start twistd with `--logger=logger` (None: twistd's own) and its output going to a file (the

@@ -39,6 +39,7 @@ def test_the_service_units_start_the_readme_command_as_a_notify_service_with_rel
         assert "\nSockets=zbifrost.socket\n" in handle.read()
 
 
+@pytest.mark.slow  # runs systemd-analyze
 @needs_systemd_analyze
 def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path):
     units = installed_units(tmp_path)
@@ -48,6 +49,7 @@ def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path):
     assert "zbifrost" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow  # runs systemd-analyze
 @needs_systemd_analyze
 @pytest.mark.parametrize("name", ["zbifrost.service", "zbifrost@1.service"])
 def test_systemd_analyze_security_rates_the_service_units_2_or_lower(tmp_path, name):

@@ -16,6 +16,8 @@ from websockets.sync.client import connect as ws_connect
 from tests.helpers import http_request
 from tests.test_core_twistd import REPO, TWISTD, free_port, wait_until_listening
 
+pytestmark = pytest.mark.slow  # twistd runs as a subprocess
+
 
 class Output:
     """The lines a process prints, read in a thread so that a test can wait for one."""

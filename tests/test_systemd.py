@@ -14,6 +14,8 @@ import pytest
 from tests.test_core_twistd import (REPO, TWISTD, free_port, ping_over_websocket, serve_and_ping, stop_process,
                                     wait_until_listening)
 
+pytestmark = pytest.mark.slow  # twistd runs as a subprocess
+
 
 def twistd_environment(**extra):
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("WEBSOCKET_", "LISTEN_", "NOTIFY_"))}

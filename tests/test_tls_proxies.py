@@ -43,6 +43,7 @@ def write_self_signed_certificate(folder):
     return key_path, cert_path
 
 
+@pytest.mark.slow  # twistd runs as a subprocess
 def test_wss_through_listen_ssl_answers_ping_with_a_self_signed_certificate(tmp_path):
     pytest.importorskip("OpenSSL", reason="pyOpenSSL is missing: pip install 'zbifrost[tls]'")
     key_path, cert_path = write_self_signed_certificate(tmp_path)
@@ -94,6 +95,7 @@ def readme_nginx_location():
     return re.search(r"```nginx\n(.*?)```", text, re.S).group(1)
 
 
+@pytest.mark.slow  # twistd and nginx run as subprocesses
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (Debian's nginx-light)")
 def test_the_readme_nginx_example_proxies_websockets_and_names_the_client(tmp_path):
     zbifrost_port, nginx_port = free_port(), free_port()

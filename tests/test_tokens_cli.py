@@ -17,6 +17,8 @@ from .helpers import write_tokens
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+pytestmark = pytest.mark.slow  # every test runs the command as a subprocess, about 0.3 s a run
+
 
 def run_tokens(*args):
     return subprocess.run([sys.executable, "-m", "zbifrost.tokens", *args], capture_output=True, text=True,

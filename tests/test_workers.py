@@ -23,6 +23,8 @@ from zbifrost.workers import WorkersParent, state_file
 
 from .test_core_twistd import REPO, TWISTD, free_port, one_line_error, run_twistd
 
+pytestmark = pytest.mark.slow  # twistd --workers runs as a subprocess
+
 MOST_CONNECTIONS = 40  # opened one by one until two workers have some (the kernel picks the worker)
 
 

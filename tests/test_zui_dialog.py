@@ -88,9 +88,13 @@ def test_an_unanswered_input_request_times_out_and_a_late_or_foreign_answer_is_i
     conn = server.factory.clients[client.info["client_id"]]
     assert conn.pending_inputs == {}
     client.send({"event": "input_response", "requestId": asked["requestId"], "value": {"answer": 1}})
-    assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}  # no reply to the late answer
+    assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
     assert asked["_forRequestId"] == reply["_requestId"]
-    assert [frame for frame in client.frames if frame.get("_requestId") == reply["_requestId"]] == [reply]
+    # nothing answered the late answer: the reply to the ping sent after it follows the timeout
+    assert client.frames[-2:] == [reply, {"result": {"message": "Pong!"}, "_requestId": 2}]
+    # nor the foreign one: after connection_info, the other client's only frame is its ping's reply
+    assert (yield other.dispatch("^Ping")) == {"message": "Pong!"}
+    assert other.frames[1:] == [{"result": {"message": "Pong!"}, "_requestId": 1}]
     yield client.close()
     yield other.close()
 
