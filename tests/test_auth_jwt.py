@@ -117,7 +117,7 @@ def test_every_kind_of_bad_jwt_closes_1008_invalid_token(jwt_server):
         with pytest.raises(ConnectionClosed) as caught:
             yield connect(jwt_server.url, token=token)
         assert (caught.value.code, caught.value.reason) == (1008, "Invalid token"), case
-    assert jwt_server.factory.metrics.connections_refused["invalid_token"] == len(_bad_tokens())
+    assert jwt_server.hub.metrics.connections_refused["invalid_token"] == len(_bad_tokens())
 
 
 @pytest_twisted.inlineCallbacks
