@@ -22,7 +22,7 @@ from .channels.memory import MemoryBackend
 from .channels.redis import RedisBackend
 from .channels.rules import ChannelRules
 from .config import broker_address
-from .dispatch import Dispatcher
+from .dispatcher import Dispatcher
 from .metrics import Metrics
 from .proxies import TrustedProxies
 from .session import CLOSE_SHUTDOWN

@@ -25,7 +25,6 @@ class Metrics:
         self.errors = {}  # code -> count
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
-        self.latency_count = 0
 
     def error(self, code):
         self.errors[code] = self.errors.get(code, 0) + 1
@@ -36,7 +35,6 @@ class Metrics:
     def observe_command(self, seconds):
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
-        self.latency_count += 1
 
     def registry(self, hub):
         """A prometheus_client registry for `hub`: these counters, the live gauges and the
