@@ -115,7 +115,7 @@ def test_every_kind_of_bad_jwt_closes_1008_invalid_token(jwt_server):
         with pytest.raises(ConnectionClosed) as caught:
             yield connect(jwt_server.url, token=token)
         assert (caught.value.code, caught.value.reason) == (1008, "Invalid token"), case
-    assert jwt_server.factory.metrics.connections_refused["invalid_token"] == len(_bad_tokens())
+    assert jwt_server.hub.metrics.connections_refused["invalid_token"] == len(_bad_tokens())
 
 
 @pytest_twisted.inlineCallbacks
@@ -365,7 +365,7 @@ def test_a_jwt_with_claims_or_a_header_of_the_wrong_shape_closes_1008_with_one_w
         warned = [formatEvent(e) for e in log_events if e["log_level"] == LogLevel.warn]
         assert len(warned) == 1 and "invalid_token: JWT" in warned[0], (case, warned)
         assert not [e for e in log_events if e["log_level"] >= LogLevel.error or e.get("log_failure")], case
-    assert jwt_server.factory.metrics.connections_refused["invalid_token"] == len(_bad_claim_tokens())
+    assert jwt_server.hub.metrics.connections_refused["invalid_token"] == len(_bad_claim_tokens())
 
 
 @pytest_twisted.inlineCallbacks

@@ -315,17 +315,17 @@ def test_client_reconnects_and_resubscribes_after_the_server_restarts(make_serve
 @pytest_twisted.inlineCallbacks
 def test_a_tab_that_lost_its_connection_gets_the_missed_messages_and_is_told_it_recovered(make_server):
     server = yield make_server()
-    factory = server.factory
+    hub = server.hub
     scenario = Scenario.start("recovery", server)
     yield scenario.step("subscribed")
-    yield factory.publish_from_backend("orders", "first")
+    yield hub.publish_from_backend("orders", "first")
     yield scenario.step("first")
     yield scenario.step("published")  # the tab's own "mine", offset 2
-    [tab] = [conn for conn in factory.clients.values() if conn.subscriptions and "orders" in conn.subscriptions]
+    [tab] = [session for session in hub.clients.values() if session.subscriptions and "orders" in session.subscriptions]
     # in one reactor turn: the tab's connection is cut, then two messages are published that it misses
-    tab.transport.abortConnection()
+    tab.connection.abort()
     for text in ("missed 1", "missed 2"):
-        factory.publish_from_backend("orders", text)
+        hub.publish_from_backend("orders", text)
     seen = yield scenario.result()
     probe = seen["probe"]
     assert probe["disconnects"] == 1
@@ -344,12 +344,12 @@ def test_a_subscribe_the_server_refused_is_not_sent_again_after_a_reconnection(m
     server = yield make_server(config_file=str(config))
     scenario = Scenario.start("refused_subscribe", server)
     yield scenario.step("refused")
-    assert server.factory.metrics.errors == {"forbidden": 1}
-    for conn in list(server.factory.clients.values()):  # the page's own client and the probe's
+    assert server.hub.metrics.errors == {"forbidden": 1}
+    for conn in list(server.hub.clients.values()):  # the page's own client and the probe's
         conn.transport.abortConnection()
     seen = yield scenario.result()
     assert seen == {"outcome": "forbidden", "errors": []}
-    assert server.factory.metrics.errors == {"forbidden": 1}
+    assert server.hub.metrics.errors == {"forbidden": 1}
 
 
 @pytest_twisted.inlineCallbacks
@@ -382,10 +382,10 @@ def test_two_tabs_see_each_other_arrive_and_go_in_the_channel_panel(make_server,
 def _cut_and_publish(server, channel, texts):
     """In one reactor turn: the connection subscribed to `channel` is cut, then `texts` are
     published from the backend, so that the tab misses them."""
-    [tab] = [conn for conn in server.factory.clients.values() if conn.subscriptions and channel in conn.subscriptions]
+    [tab] = [conn for conn in server.hub.clients.values() if conn.subscriptions and channel in conn.subscriptions]
     tab.transport.abortConnection()
     for text in texts:
-        server.factory.publish_from_backend(channel, text)
+        server.hub.publish_from_backend(channel, text)
 
 
 @pytest_twisted.inlineCallbacks
@@ -395,13 +395,13 @@ def test_the_channel_panel_shows_missed_messages_after_a_reconnection_or_says_th
     server = yield make_server(config_file=str(config))
     scenario = Scenario.start("channel_recovery", server)
     yield scenario.step("subscribed")
-    yield server.factory.publish_from_backend("orders", "first")
+    yield server.hub.publish_from_backend("orders", "first")
     yield scenario.step("published")  # the tab's own "mine" is offset 2
     _cut_and_publish(server, "orders", ["missed 1", "missed 2"])
     yield scenario.step("recovered")
     _cut_and_publish(server, "orders", [f"lost {n}" for n in range(1, 5)])  # more than the 3 kept
     yield scenario.step("lost")
-    yield server.factory.publish_from_backend("orders", "after")
+    yield server.hub.publish_from_backend("orders", "after")
     seen = yield scenario.result()
     lost_connection = ["note:info", "Connection lost: the messages missed meanwhile will be asked for on reconnection."]
     assert seen["log"] == [

@@ -122,6 +122,6 @@ def test_connection_info_lists_realtime_sync_and_counts_zui_files_and_reloads(ma
     assert "realtime_sync" in client.info["features"] and "channels" in client.info["features"]
     assert client.info["cache_stats"]["schema_cache"] == {"files": 2, "reloads": 0}
     rewrite(tmp_path / "zUI.main.yaml", 'root:\n  "Version": "two"\n')
-    server.factory.workspace.refresh()
+    server.hub.workspace.refresh()
     assert (yield client.request("cache_stats"))["schema_cache"] == {"files": 2, "reloads": 1}
     yield client.close()

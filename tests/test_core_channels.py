@@ -4,7 +4,7 @@ with `since`."""
 
 import pytest_twisted
 
-from zbifrost.protocol import BATCHES_PER_TURN, TurnBatches
+from zbifrost.wire.frames import BATCHES_PER_TURN, TurnBatches
 from zbifrost.testing import connect
 
 from .helpers import FORGED_CHANNELS
@@ -201,12 +201,12 @@ def test_deliveries_of_one_reactor_turn_go_out_in_one_write_in_order_and_before_
     order, and a close made in the same turn comes after them."""
     bob = yield connect(server.url)
     yield bob.request("subscribe", channel="burst")
-    conn = server.factory.clients[bob.info["client_id"]]
+    conn = server.hub.clients[bob.info["client_id"]].connection
     writes = []
     write = conn._write
     conn._write = lambda data: writes.append(data) or write(data)
     for n in range(5):
-        server.factory.publish_from_backend("burst", n)
+        server.hub.publish_from_backend("burst", n)
     assert writes == []  # not yet: at the end of this turn
     conn.close(1001, "Server shutdown")
     assert (yield bob.closed) == (1001, "Server shutdown")

@@ -129,11 +129,11 @@ def test_a_refused_connection_gets_no_frames_and_nothing_it_sends_is_processed(a
                 return closed.rcvd.code, closed.rcvd.reason
 
     assert (yield in_thread(exchange, "wrong")) == (1008, "Invalid token")
-    assert auth_server.factory.metrics.messages_in == 0
+    assert auth_server.hub.metrics.messages_in == 0
     # control: the same exchange with a good token gets a frame, and its message is counted
     # (the client's close follows the message, and the server handles frames in order)
     assert json.loads((yield in_thread(exchange, "alice-token")))["event"] == "connection_info"
-    assert auth_server.factory.metrics.messages_in == 1
+    assert auth_server.hub.metrics.messages_in == 1
 
 
 @pytest_twisted.inlineCallbacks
@@ -264,7 +264,7 @@ def test_metrics_parse_with_prometheus_client_with_unique_names_and_process_metr
 @pytest_twisted.inlineCallbacks
 def test_metrics_listen_serves_metrics_and_healthz_apart_from_the_websocket_port(make_server):
     server = yield make_server(metrics_listen=["tcp:0:interface=127.0.0.1"])
-    metrics_port = server.service.metrics_listeners[0]._waitingForPort.result.getHost().port
+    metrics_port = server.service.metrics_listeners[0].port.getHost().port
     families = yield in_thread(scrape, metrics_port)
     assert "zbifrost_connections" in families
     assert (yield in_thread(http_get, metrics_port, "/healthz"))[0] == 200
@@ -284,7 +284,7 @@ def test_graceful_shutdown_sends_server_shutdown_then_closes_1001(make_server):
         shutdown = yield client.next_event("server_shutdown")
         assert shutdown == {"event": "server_shutdown", "message": "Server is shutting down"}
         assert (yield client.closed) == (1001, "Server shutdown")
-    assert server.factory.clients == {}
+    assert server.hub.clients == {}
 
 
 @pytest_twisted.inlineCallbacks
@@ -294,8 +294,8 @@ def test_a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected(ma
 
     from twisted.internet import defer, reactor, task
 
-    from zbifrost import protocol
-    from zbifrost.protocol import CLOSE_SLOW
+    from zbifrost.wire import protocol
+    from zbifrost.wire.protocol import CLOSE_SLOW
     from websockets.sync.client import connect as ws_connect
 
     # it never reads: the TCP link is dropped once its time to read through to the close frame is up
@@ -316,21 +316,21 @@ def test_a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected(ma
 
     finished = in_thread(subscribe_then_stop_reading)
     slow_id = yield subscribed
-    slow_conn = server.factory.clients[slow_id]
+    slow_conn = server.hub.clients[slow_id].connection
     publisher = yield connect(server.url)
     listener = yield connect(server.url)
     yield listener.request("subscribe", channel="firehose")
     chunk = "x" * 50_000
     for _ in range(400):
-        if slow_id not in server.factory.clients:
+        if slow_id not in server.hub.clients:
             break
         yield publisher.request("publish", channel="firehose", data=chunk)
         yield listener.next_event("message")  # the reading subscriber keeps up
     for _ in range(200):  # the close handshake times out: bounded wait for the drop
-        if slow_id not in server.factory.clients:
+        if slow_id not in server.hub.clients:
             break
-        yield task.deferLater(server.factory.reactor, 0.05, lambda: None)
-    assert slow_id not in server.factory.clients
+        yield task.deferLater(server.hub.reactor, 0.05, lambda: None)
+    assert slow_id not in server.hub.clients
     assert (slow_conn.localCloseCode, slow_conn.localCloseReason) == (CLOSE_SLOW[0], CLOSE_SLOW[1].encode())
     assert (yield publisher.dispatch("^Ping")) == {"message": "Pong!"}
     yield publisher.close()
@@ -484,10 +484,11 @@ def test_a_closed_connection_is_freed_without_waiting_for_the_cycle_collector(se
         channels_before = http_channels()
         client = yield connect(server.url)
         yield client.request("subscribe", channel="news")
-        conn = weakref.ref(server.factory.clients[client.info["client_id"]])
+        session = server.hub.clients[client.info["client_id"]]
+        session, conn = weakref.ref(session), weakref.ref(session.connection)
         yield client.close()
         yield deferLater(reactor, 0.1, lambda: None)  # past the server's connectionLost
-        assert conn() is None
+        assert session() is None and conn() is None
         assert http_channels() == channels_before
     finally:
         gc.enable()

@@ -70,7 +70,7 @@ def test_a_trickled_handshake_is_dropped_at_its_deadline_from_accept_and_healthz
     assert status == 200 and json.loads(body)["status"] == "ok"
     cut_off, finished = yield trickling
     assert (cut_off, finished) == (200, 0)
-    assert len(server.factory.handshakes) == 0
+    assert len(server.hub.handshakes) == 0
 
 
 @pytest_twisted.inlineCallbacks
@@ -89,7 +89,7 @@ def test_connections_in_their_handshake_count_toward_max_connections(make_server
         for sock in pending:
             sock.close()
     for _ in range(100):  # bounded wait for the server to notice the closes
-        if not len(server.factory.handshakes):
+        if not len(server.hub.handshakes):
             break
         yield task.deferLater(reactor, 0.05, lambda: None)
     info, _ = yield in_thread(websockets_exchange, server.url, [])
@@ -112,7 +112,7 @@ def test_refused_connections_waiting_for_their_close_answer_count_toward_max_con
         for ws in silent:
             ws.sock.close()
     for _ in range(100):  # bounded wait for the server to notice the closes
-        if not server.factory.refused_closing:
+        if not server.hub.refused_closing:
             break
         yield task.deferLater(reactor, 0.05, lambda: None)
     info, _ = yield in_thread(websockets_exchange, server.url + "?token=good-token", [])
@@ -189,7 +189,7 @@ def test_a_slow_reader_sees_the_1013_close_frame_after_its_queued_data_not_a_res
     reading = in_thread(subscribe_then_read_slowly, server.port,
                         lambda: reactor.callFromThread(subscribed.callback, None), go_on, 32 * 1024)
     yield subscribed
-    (slow,) = server.factory.clients.values()
+    (slow,) = [session.connection for session in server.hub.clients.values()]
     publisher = yield connect(server.url)
     chunk = "x" * 50_000
     for _ in range(400):
@@ -244,12 +244,12 @@ def test_messages_nesting_past_64_levels_get_bad_message_and_log_no_traceback(ma
 
 @pytest_twisted.inlineCallbacks
 def test_client_ids_carry_64_random_bits_and_never_repeat(server, monkeypatch):
-    from zbifrost import factory
+    from zbifrost import hub
 
     first = yield connect(server.url)
     assert len(first.info["client_id"]) == len("c-") + 16
     repeats = iter(["00000000feedbeef", "00000000feedbeef", "00000000feedbeef", "0000000012345678"])
-    monkeypatch.setattr(factory.secrets, "token_hex", lambda size: next(repeats))
+    monkeypatch.setattr(hub.secrets, "token_hex", lambda size: next(repeats))
     second = yield connect(server.url)
     third = yield connect(server.url)
     assert (second.info["client_id"], third.info["client_id"]) == ("c-00000000feedbeef", "c-0000000012345678")

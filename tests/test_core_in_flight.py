@@ -11,7 +11,7 @@ from zbifrost.testing import connect
 
 def plugin_module(server):
     """The engine workspace's plugin module as this server imported it (fresh per server)."""
-    return server.factory.workspace.file("@.zUI.main").blocks["root"].find("Held").action.module.module
+    return server.hub.workspace.file("@.zUI.main").blocks["root"].find("Held").action.module.module
 
 
 def held_deferreds(server):
@@ -94,8 +94,8 @@ def test_closing_while_a_dialog_waits_for_input_unregisters_the_client(make_serv
         client.send({"event": "dispatch", "zKey": "^Quick Form", "_requestId": 1})
         yield client.next_event("input_request")
         yield client.close()
-    yield from wait_until(lambda: not server.factory.clients, server.factory.reactor)
-    assert server.factory.clients == {}
+    yield from wait_until(lambda: not server.hub.clients, server.hub.reactor)
+    assert server.hub.clients == {}
     assert (yield (yield connect(server.url)).dispatch("^Ping")) == {"message": "Pong!"}
 
 
@@ -111,9 +111,9 @@ def test_threads_that_outlive_their_timeout_keep_their_in_flight_slot_until_they
         assert refused["code"] == "too_many_requests"  # both threads are still running
     finally:
         gate.set()
-    conn = server.factory.clients[client.info["client_id"]]
-    pool = server.factory.thread_pool
-    yield from wait_until(lambda: not pool.held_by(conn), server.factory.reactor)
+    conn = server.hub.clients[client.info["client_id"]]
+    pool = server.hub.thread_pool
+    yield from wait_until(lambda: not pool.held_by(conn), server.hub.reactor)
     assert pool.held_by(conn) == 0
     assert (yield client.request_frame("dispatch", zKey="^Slow Thread"))["result"] == {"gate": "slow"}
     yield client.close()

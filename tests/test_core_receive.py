@@ -1,4 +1,4 @@
-"""The receive fast path (protocol.BifrostServerProtocol.dataReceived): the common frame skips
+"""The receive fast path (compat.FastPath.dataReceived): the common frame skips
 Autobahn's general frame parser, and everything else gets exactly the outcome it gets there."""
 
 import json
@@ -18,9 +18,9 @@ from twisted.python.failure import Failure
 
 from tests.conftest import DEMO_WORKSPACE
 from tests.helpers import fragmented_ping, in_thread
-from zbifrost import protocol
+from zbifrost import compat
 from zbifrost.config import load_config
-from zbifrost.protocol import BifrostServerProtocol
+from zbifrost.wire.protocol import WireProtocol
 from zbifrost.service import BifrostService
 from zbifrost.testing import connect
 
@@ -71,11 +71,11 @@ def test_with_debug_logging_off_no_read_builds_autobahns_debug_log_arguments(ser
     monkeypatch.setattr(autobahn_twisted, "hltype", lambda method: built.append(method.__self__) or "")
     for _ in range(5):
         assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
-    assert not [protocol for protocol in built if isinstance(protocol, BifrostServerProtocol)]
+    assert not [protocol for protocol in built if isinstance(protocol, WireProtocol)]
     # control: Autobahn's connectionMade builds them regardless, and the record sees it
     other = yield connect(server.url)
-    assert [protocol for protocol in built if isinstance(protocol, BifrostServerProtocol)] == [
-        server.factory.clients[other.info["client_id"]]]
+    assert [protocol for protocol in built if isinstance(protocol, WireProtocol)] == [
+        server.hub.clients[other.info["client_id"]].connection]
     yield client.close()
     yield other.close()
 
@@ -98,7 +98,7 @@ def test_with_debug_logging_on_autobahn_logs_every_read(server, log_events):
 
 # -- the differential fuzz test: the same bytes to a connection with and without the fast path --
 
-MAX_MESSAGE_SIZE = protocol._SMALL_PAYLOAD + 200  # both ways of unmasking are met
+MAX_MESSAGE_SIZE = compat.SMALL_PAYLOAD + 200  # both ways of unmasking are met
 
 PAYLOADS = [
     b'{"event": "dispatch", "zKey": "^Ping", "_requestId": 7}',
@@ -112,7 +112,7 @@ PAYLOADS = [
     b'{"event": "dispatch", "zKey": "\xc3',  # ends inside a code point
     b"x" * (MAX_MESSAGE_SIZE + 1),
     b"y" * 130,  # a 16-bit length
-    b'{"event": "%s"}' % (b"z" * protocol._SMALL_PAYLOAD),  # unmasked by Autobahn's NVX masker
+    b'{"event": "%s"}' % (b"z" * compat.SMALL_PAYLOAD),  # unmasked by Autobahn's NVX masker
 ]
 
 
@@ -201,9 +201,18 @@ class _Connection:
         class Recording(factory.protocol):
             receive_fast_path = fast_path
 
-            def onMessage(self, payload, isBinary):
+            def onOpen(self):
+                super().onOpen()
+                receive = self.onMessage  # the session's, while the connection is open
+
+                def recording(payload, isBinary):
+                    delivered.append((payload, isBinary))
+                    receive(payload, isBinary)
+
+                self.onMessage = recording
+
+            def onMessage(self, payload, isBinary):  # once closed
                 delivered.append((payload, isBinary))
-                super().onMessage(payload, isBinary)
 
         self.protocol = Recording()
         self.protocol.factory = factory

@@ -26,7 +26,7 @@ def start_threads(make_server, **settings):
 
 def plugin_module(server):
     """tests/workspaces/threads/plugins/work.py as this server imported it (fresh per server)."""
-    return server.factory.workspace.file("@.zUI.main").blocks["root"].find("Quick").action.module.module
+    return server.hub.workspace.file("@.zUI.main").blocks["root"].find("Quick").action.module.module
 
 
 def jobs_of(work, client):
@@ -89,7 +89,7 @@ def test_one_client_never_holds_more_than_threads_per_client_threads(make_server
     other = yield connect(server.url)
     try:
         hanging = [greedy.dispatch("Hang") for _ in range(6)]
-        yield from wait_until(lambda: len(jobs_of(work, greedy)) >= 2, server.factory.reactor)
+        yield from wait_until(lambda: len(jobs_of(work, greedy)) >= 2, server.hub.reactor)
         assert (yield other.dispatch("Quick")) == "quick"  # threads were free...
         assert jobs_of(work, greedy) == ["hang", "hang"]  # ...yet the greedy client's other jobs wait
     finally:
@@ -133,8 +133,8 @@ def test_the_queued_jobs_of_a_client_that_disconnects_never_run(make_server):
             leaver.send({"event": "dispatch", "zKey": "Record", "_requestId": request_id})
         yield leaver.request("ping")
         yield leaver.close()
-        yield from wait_until(lambda: len(server.factory.clients) == 1, server.factory.reactor)
-        assert len(server.factory.clients) == 1
+        yield from wait_until(lambda: len(server.hub.clients) == 1, server.hub.reactor)
+        assert len(server.hub.clients) == 1
     finally:
         work.RELEASE.set()
     assert (yield held) == "released"
@@ -148,7 +148,7 @@ def test_the_queued_jobs_of_a_client_that_disconnects_never_run(make_server):
 def test_written_off_threads_are_replaced_until_threads_max_then_the_log_says_so_at_error(make_server, logged):
     server = yield start_threads(make_server, threads=1, threads_max=2, threads_per_client=1)
     work = plugin_module(server)
-    pool = server.factory.thread_pool
+    pool = server.hub.thread_pool
     first, second, third = yield defer.gatherResults([connect(server.url) for _ in range(3)])
     try:
         assert (yield first.request_frame("dispatch", zKey="Hang Briefly"))["code"] == "timeout"
@@ -163,7 +163,7 @@ def test_written_off_threads_are_replaced_until_threads_max_then_the_log_says_so
     finally:
         work.RELEASE.set()
     assert (yield third.dispatch("Quick")) == "quick"  # a thread that returns works again
-    yield from wait_until(lambda: pool.alive == 1, server.factory.reactor)
+    yield from wait_until(lambda: pool.alive == 1, server.hub.reactor)
     assert (pool.alive, pool.working) == (1, 1)  # the other one left the pool
     assert [name for _, name in work.RAN] == ["hang", "quick", "hang", "quick"]
     warnings = [formatEvent(event) for event in logged if event.get("log_level") == LogLevel.warn

@@ -15,7 +15,7 @@ from zbifrost.testing import BifrostError, connect
 
 def plugin_module(server, key="Blocking"):
     """The module object the server imported for the function behind `key`."""
-    zfile = server.factory.workspace.file("@.zUI.main")
+    zfile = server.hub.workspace.file("@.zUI.main")
     return zfile.blocks["root"].find(key).action.module.module
 
 
@@ -34,8 +34,8 @@ def test_plain_strings_and_zdisplay_answer_synchronously_with_their_shapes(make_
     client = yield connect(server.url)
     assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
     assert (yield client.dispatch("Level")) == {"message": "Careful", "level": "warning"}
-    assert server.factory.dispatcher.dispatch(
-        server.factory.clients[client.info["client_id"]], {"zKey": "^Ping"}, None) == {"message": "Pong!"}
+    assert server.hub.dispatcher.dispatch(
+        server.hub.clients[client.info["client_id"]], {"zKey": "^Ping"}, None) == {"message": "Pong!"}
     yield client.close()
 
 
@@ -137,8 +137,8 @@ def test_a_slow_thread_gets_timeout_and_its_late_result_is_never_sent(make_serve
     reply = yield client.request_frame("dispatch", zKey="Slow Thread")
     assert reply["code"] == "timeout"
     gate.set()  # the thread finishes in the background now
-    conn = server.factory.clients[client.info["client_id"]]
-    while server.factory.thread_pool.held_by(conn):
+    conn = server.hub.clients[client.info["client_id"]]
+    while server.hub.thread_pool.held_by(conn):
         yield client.request("ping")
     yield client.request("ping")
     assert [frame for frame in client.frames if frame.get("_requestId") == reply["_requestId"]] == [reply]

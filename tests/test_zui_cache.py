@@ -42,7 +42,7 @@ def test_entries_are_per_arguments_and_data(make_server):
 
 @pytest_twisted.inlineCallbacks
 def test_calls_with_large_arguments_run_uncached_so_one_client_cannot_fill_memory(make_server):
-    from zbifrost.dispatch import MAX_CACHED_ARGUMENTS
+    from zbifrost.dispatcher import MAX_CACHED_ARGUMENTS
 
     server = yield start_engine(make_server)
     client = yield connect(server.url)

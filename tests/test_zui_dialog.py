@@ -85,7 +85,7 @@ def test_an_unanswered_input_request_times_out_and_a_late_or_foreign_answer_is_i
     other.send({"event": "input_response", "requestId": asked["requestId"], "value": {"answer": 1}})
     reply = yield answered
     assert reply["code"] == "timeout"
-    conn = server.factory.clients[client.info["client_id"]]
+    conn = server.hub.clients[client.info["client_id"]]
     assert conn.pending_inputs == {}
     client.send({"event": "input_response", "requestId": asked["requestId"], "value": {"answer": 1}})
     assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}

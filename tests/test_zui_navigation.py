@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 
 from tests.helpers import start_engine
-from zbifrost.context import MAX_HISTORY, Session
+from zbifrost.context import MAX_HISTORY, Place
 from zbifrost.testing import BifrostError, connect
 
 
@@ -84,7 +84,7 @@ def test_zblock_in_a_dispatch_runs_a_key_of_another_block_without_moving(make_se
 
 
 def test_session_history_is_bounded_so_a_zlink_loop_cannot_grow_it():
-    session = Session("@.zUI.main", "root")
+    session = Place("@.zUI.main", "root")
     for _ in range(MAX_HISTORY * 3):
         session.move_to("@.zUI.main", "Shop")
     assert len(session.history) == MAX_HISTORY

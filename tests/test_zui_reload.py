@@ -121,7 +121,7 @@ def test_a_plugin_function_and_the_zui_key_using_it_can_be_removed_together(make
     rewrite(workspace / "zUI.main.yaml", 'root:\n  "Version": "one"\n  "Renamed": "&live.renamed()"\n')
     yield eventually(lambda: client.request_frame("dispatch", zKey="Renamed").addCallback(
         lambda reply: reply.get("result") == 3))
-    assert server.factory.workspace.plugins.reloads == 1
+    assert server.hub.workspace.plugins.reloads == 1
     assert [error for error in logged_errors if "live.py" in error] == []
     # control: a later edit that does not load is logged, and the same capture holds it
     rewrite(workspace / "plugins" / "live.py", "def renamed(:\n    return 3\n")

@@ -1,9 +1,9 @@
 """What a client's session and one of its requests carry.
 
-`Session` is a client's place in the zUI (file, block, history for zBack). `RequestContext`
+`Place` is a client's place in the zUI (file, block, history for zBack). `RequestContext`
 is the `ctx` of actions and plugin functions; its progress, display and input_request frames
 go through an `Asker`: built with `messages.event_frame`, naming the request in `_forRequestId`,
-handed to the asking connection's `send_frame` only, from any thread.
+handed to the asking session's `send_frame` only, from any thread.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ log = Logger()
 MAX_HISTORY = 100  # blocks a session remembers for zBack; older ones are forgotten
 
 
-class Session:
+class Place:
     """One client's place in the zUI: its file and block, and the blocks it came from."""
 
     __slots__ = ("zvafile", "zblock", "history")
@@ -53,10 +53,10 @@ class Asker:
     """The way back to the client that sent one request: its frames name the request in
     `_forRequestId`, go to that client only, and stop once the request has been answered."""
 
-    __slots__ = ("conn", "request_id", "reactor", "answered")
+    __slots__ = ("session", "request_id", "reactor", "answered")
 
-    def __init__(self, conn, request_id, reactor):
-        self.conn = conn
+    def __init__(self, session, request_id, reactor):
+        self.session = session
         self.request_id = request_id
         self.reactor = reactor
         self.answered = False
@@ -70,7 +70,7 @@ class Asker:
 
     def _send(self, frame):
         if not self.answered:
-            self.conn.send_frame(frame)
+            self.session.send_frame(frame)
 
     def finished(self, outcome):
         self.answered = True
@@ -96,16 +96,16 @@ class RequestContext:
     zHat: Any
     zConv: Any
 
-    def __init__(self, conn, command, args, data, asker, workspace):
-        self.user = conn.identity["user"]
-        self.role = conn.identity["role"]
-        self.client_id = conn.client_id
+    def __init__(self, session, command, args, data, asker, workspace):
+        self.user = session.identity["user"]
+        self.role = session.identity["role"]
+        self.client_id = session.client_id
         self.args = args
         self.data = data
         self.zHat = None
         self.zConv = None
         self.command = command
-        self.session = conn.session
+        self.session = session.place
         self.workspace = workspace
         self.reactor = asker.reactor
         self._asker = asker
@@ -134,11 +134,11 @@ class RequestContext:
             raise ValueError(INVALID_CHANNEL)
         # checks the data now, and copies it so that a thread may go on changing its own
         data = orjson.loads(encode(data))
-        server = self._asker.conn.server
+        hub = self._asker.session.hub
         if threadable.isInIOThread():
-            _publish_logged(server, channel, data)
+            _publish_logged(hub, channel, data)
         else:
-            self.reactor.callFromThread(_publish_logged, server, channel, data)
+            self.reactor.callFromThread(_publish_logged, hub, channel, data)
 
     def run_in_thread(self, function: Callable[..., Any], *args: Any, name: str) -> Deferred[Any]:
         """Run a blocking function in the server's fair thread pool (zbifrost.thread_pool) for
@@ -146,27 +146,27 @@ class RequestContext:
         command's zKey name the job in log lines. Cancelling the Deferred (the timeout does)
         unqueues a job that has not started, or writes off its thread and drops the late result.
         """
-        conn = self._asker.conn
-        description = f"command {self.command.key!r} (plugin function {name}, client {conn.client_id})"
-        return conn.server.thread_pool.submit(conn, description, function, *args)
+        session = self._asker.session
+        description = f"command {self.command.key!r} (plugin function {name}, client {session.client_id})"
+        return session.hub.thread_pool.submit(session, description, function, *args)
 
     def ask(self, prompt: str, fields: Any) -> Deferred[Any]:
         """Send an `input_request` and return a Deferred of the client's `input_response` value.
 
         Reactor thread only. Cancelling the Deferred (the command's timeout does) forgets it.
         """
-        conn = self._asker.conn
+        session = self._asker.session
         input_id = str(uuid.uuid4())
-        waiting: Deferred[Any] = Deferred(lambda _: conn.pending_inputs.pop(input_id, None))
-        if conn.pending_inputs is None:
-            conn.pending_inputs = {}
-        conn.pending_inputs[input_id] = waiting
+        waiting: Deferred[Any] = Deferred(lambda _: session.pending_inputs.pop(input_id, None))
+        if session.pending_inputs is None:
+            session.pending_inputs = {}
+        session.pending_inputs[input_id] = waiting
         self._asker.send(event_frame("input_request", self._asker.request_id, requestId=input_id, prompt=prompt,
                                      fields=fields))
         return waiting
 
 
-def _publish_logged(server, channel, data):
+def _publish_logged(hub, channel, data):
     """A plugin's publish, whose caller has moved on: a failure is logged, not returned."""
-    server.publish_from_backend(channel, data).addErrback(
+    hub.publish_from_backend(channel, data).addErrback(
         lambda failure: log.failure("A plugin's publish on {channel} failed", failure, channel=channel))

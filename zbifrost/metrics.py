@@ -15,7 +15,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class Metrics:
-    """What the connections count; `registry(factory)` exposes it."""
+    """What the connections count; `registry(hub)` exposes it."""
 
     def __init__(self):
         self.connections_total = 0
@@ -25,7 +25,6 @@ class Metrics:
         self.errors = {}  # code -> count
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
-        self.latency_count = 0
 
     def error(self, code):
         self.errors[code] = self.errors.get(code, 0) + 1
@@ -36,31 +35,30 @@ class Metrics:
     def observe_command(self, seconds):
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
-        self.latency_count += 1
 
-    def registry(self, factory):
-        """A prometheus_client registry for `factory`: these counters, the live gauges and the
-        standard process_* metrics (one registry per factory, so several servers can share a
+    def registry(self, hub):
+        """A prometheus_client registry for `hub`: these counters, the live gauges and the
+        standard process_* metrics (one registry per hub, so several servers can share a
         process, as in the tests)."""
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(_Collector(self, factory))
+        registry.register(_Collector(self, hub))
         ProcessCollector(registry=registry)
         return registry
 
 
 class _Collector:
-    """Turns Metrics and the factory's live state into metric families at scrape time."""
+    """Turns Metrics and the hub's live state into metric families at scrape time."""
 
-    def __init__(self, metrics, factory):
+    def __init__(self, metrics, hub):
         self.metrics = metrics
-        self.factory = factory
+        self.hub = hub
 
     def collect(self):
-        metrics, factory = self.metrics, self.factory
-        cache_stats = factory.cache.stats()
-        yield GaugeMetricFamily("zbifrost_connections", "Open WebSocket connections.", value=len(factory.clients))
+        metrics, hub = self.metrics, self.hub
+        cache_stats = hub.cache.stats()
+        yield GaugeMetricFamily("zbifrost_connections", "Open WebSocket connections.", value=len(hub.clients))
         yield GaugeMetricFamily("zbifrost_authenticated_connections", "Open connections with a valid token.",
-                                value=factory.authenticated_clients)
+                                value=hub.authenticated_clients)
         yield CounterMetricFamily("zbifrost_connections_accepted", "WebSocket connections accepted.",
                                   value=metrics.connections_total)
         yield _labelled(CounterMetricFamily("zbifrost_connections_refused", "Upgrades or sessions refused, by reason.",

@@ -1,6 +1,6 @@
 """SIGHUP: re-read the config file and apply the settings that can change while running.
 
-Origins, limits and channel rules (RELOADABLE) are applied to the running factory, and one log line says what
+Origins, limits and channel rules (RELOADABLE) are applied to the running hub, and one log line says what
 changed; a changed setting that needs a restart (the port, the workspace, ...) is named in
 that line and left as it is. A config that no longer loads is logged and the old one is kept.
 Nothing here exits the process. The tokens file and the zUI files are re-read by their own
@@ -19,9 +19,9 @@ RELOADABLE = ("allowed_origins", "max_connections", "max_message_size", "max_fra
               "max_in_flight", "max_outbound_buffer", "ping_interval", "ping_timeout", "channels")
 
 
-def reload_config(factory, config_file, overrides):
+def reload_config(hub, config_file, overrides):
     """Load `config_file` again with the same flags (`overrides`) and environment, and apply
-    its RELOADABLE settings to `factory`. Returns the applied changes {name: (old, new)}."""
+    its RELOADABLE settings to `hub`. Returns the applied changes {name: (old, new)}."""
     if not config_file:
         log.info("SIGHUP: no --config file, nothing to reload")
         return {}
@@ -30,12 +30,12 @@ def reload_config(factory, config_file, overrides):
     except ConfigError as err:
         log.error("SIGHUP: config not reloaded, the old one stays in force: {error}", error=str(err))
         return {}
-    current = factory.config
+    current = hub.config
     differs = [f.name for f in dataclasses.fields(Config) if getattr(loaded, f.name) != getattr(current, f.name)]
     changes = {name: (getattr(current, name), getattr(loaded, name)) for name in differs if name in RELOADABLE}
     needs_restart = [name for name in differs if name not in RELOADABLE]
     if changes:
-        factory.reconfigure(dataclasses.replace(current, **{name: new for name, (_, new) in changes.items()}))
+        hub.reconfigure(dataclasses.replace(current, **{name: new for name, (_, new) in changes.items()}))
     described = ", ".join(_describe(name, old, new) for name, (old, new) in changes.items()) or "nothing changed"
     restart = f"; needs a restart, not applied: {', '.join(needs_restart)}" if needs_restart else ""
     log.info("SIGHUP: reloaded {config_file}: {changes}{restart}", config_file=config_file, changes=described,

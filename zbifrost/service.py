@@ -12,16 +12,18 @@ seconds (with WATCHDOG=1 at half of `WatchdogSec=`, when that is set) and STOPPI
 starts to stop.
 """
 
-from twisted.application import internet, service, strports
-from twisted.internet import defer
+from twisted.application import internet, service
+from twisted.internet import defer, endpoints
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.logger import Logger
 
+from . import compat
 from .auth import Credentials, JwtVerifier, TokenFileError, TokenStore
 from .config import ConfigError
-from .factory import BifrostServerFactory
+from .hub import Hub
 from .systemd import Notifier
 from .web import build_metrics_site, build_site
+from .wire.factory import WireFactory
 from .zui.actions import ZuiError
 from .zui.workspace import Workspace
 from .zui.zpath import MissingZuiFile, ZPathError, zui_files
@@ -38,6 +40,43 @@ def listen_descriptions(config):
         return list(config.listen)
     interface = config.host.replace(":", "\\:")
     return [f"tcp:{config.port}:interface={interface}:backlog={config.backlog}"]
+
+
+class Listener(service.Service):
+    """An endpoint listening for `factory` while the service runs. As with strports.service,
+    a bind that fails at once raises from (privileged)startService; `port` is the IListeningPort."""
+
+    def __init__(self, endpoint, factory):
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port = None
+        self._binding = False
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        self._binding = True
+        failed = []
+        self.endpoint.listen(self.factory).addCallbacks(self._bound, failed.append)
+        if failed:
+            self._binding = False
+            failed[0].raiseException()
+
+    def _bound(self, port):
+        self.port = port
+
+    def startService(self):
+        super().startService()
+        if not self._binding:
+            self.privilegedStartService()
+
+    def stopService(self):
+        super().stopService()
+        port, self.port, self._binding = self.port, None, False
+        return port.stopListening() if port is not None else None
+
+
+def listen(description, factory, reactor):
+    return Listener(endpoints.serverFromString(reactor, description), factory)
 
 
 class BifrostService(service.MultiService):
@@ -59,26 +98,27 @@ class BifrostService(service.MultiService):
                                      JwtVerifier(config.jwt) if config.jwt else None)
             except TokenFileError as err:
                 raise ConfigError(str(err)) from None
-        self.factory = BifrostServerFactory(config, self.workspace, config.zvafile, zblock,
-                                            tokens if config.require_auth else None, reactor, api_tokens=tokens)
+        self.hub = Hub(config, self.workspace, config.zvafile, zblock, tokens if config.require_auth else None,
+                       reactor, api_tokens=tokens)
+        self.factory = WireFactory(self.hub)
         # an HTTP connection idle for handshake_timeout is dropped: before an upgrade that bounds
         # the opening handshake, after one Autobahn's own openHandshakeTimeout takes over
-        self.site = build_site(self.factory, config.handshake_timeout)
-        if service.IService.providedBy(self.factory.channels):  # a broker: connected while the server runs
-            self.factory.channels.setServiceParent(self)
+        self.site = build_site(self.hub, self.factory, config.handshake_timeout)
+        if service.IService.providedBy(self.hub.channels):  # a broker: connected while the server runs
+            self.hub.channels.setServiceParent(self)
         self.listeners = []
         if inherited_sockets:
             self.where = [f"systemd socket {descriptor}" for descriptor, _ in inherited_sockets]
             for descriptor, family in inherited_sockets:
                 endpoint = AdoptedStreamServerEndpoint(reactor, descriptor, family)
-                self.listeners.append(internet.StreamServerEndpointService(endpoint, self.site))
+                self.listeners.append(Listener(endpoint, self.site))
         else:
             self.where = listen_descriptions(config)
-            self.listeners = [strports.service(description, self.site, reactor=reactor) for description in self.where]
+            self.listeners = [listen(description, self.site, reactor) for description in self.where]
         for listener in self.listeners:
             listener.setServiceParent(self)
-        metrics_site = build_metrics_site(self.factory) if config.metrics_listen else None
-        self.metrics_listeners = [strports.service(description, metrics_site, reactor=reactor)
+        metrics_site = build_metrics_site(self.hub) if config.metrics_listen else None
+        self.metrics_listeners = [listen(description, metrics_site, reactor)
                                   for description in config.metrics_listen]
         for listener in self.metrics_listeners:
             listener.setServiceParent(self)
@@ -94,7 +134,7 @@ class BifrostService(service.MultiService):
 
     def _report_status(self):
         watchdog = {"WATCHDOG": 1} if self.notifier.watchdog_interval else {}
-        self.notifier.notify(STATUS=f"{len(self.factory.clients)} clients", **watchdog)
+        self.notifier.notify(STATUS=f"{len(self.hub.clients)} clients", **watchdog)
 
     def _check_zui(self):
         """Load the configured zUI file now, so that a bad one stops start-up; return the block."""
@@ -119,19 +159,20 @@ class BifrostService(service.MultiService):
 
     def startService(self):
         super().startService()
+        compat.report(log)
         log.info("zbifrost listening on {where}, serving {zvafile} from {workspace}",
-                 where=", ".join(self.where), zvafile=self.factory.zvafile, workspace=self.workspace.root)
+                 where=", ".join(self.where), zvafile=self.hub.zvafile, workspace=self.workspace.root)
         if self.config.metrics_listen:
             log.info("/metrics and /healthz on {metrics_where}", metrics_where=", ".join(self.config.metrics_listen))
         self.notifier.notify(READY=1, STATUS=f"listening on {', '.join(self.where)}")
 
     @defer.inlineCallbacks
     def stopService(self):
-        self.notifier.notify(STOPPING=1, STATUS=f"stopping: closing {len(self.factory.clients)} clients")
-        yield self.factory.shut_down(self.config.shutdown_grace)
-        self.factory.thread_pool.stop()  # its threads are daemons: a stuck one never holds up the exit
+        self.notifier.notify(STOPPING=1, STATUS=f"stopping: closing {len(self.hub.clients)} clients")
+        yield self.hub.shut_down(self.config.shutdown_grace)
+        self.hub.thread_pool.stop()  # its threads are daemons: a stuck one never holds up the exit
         yield super().stopService()
 
     def ports(self):
         """The bound ports (after start): a list of IListeningPort."""
-        return [listener._waitingForPort.result for listener in self.listeners]
+        return [listener.port for listener in self.listeners]

@@ -221,8 +221,9 @@ class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
 
     def reload(self):
         self.notifier.notify(RELOADING=1, STATUS="reloading the config file")
-        reload_config(self.factory, self.config_file, self.overrides)
-        self.notifier.notify(READY=1, STATUS=f"{len(self.factory.clients)} clients")
+        reload_config(self.hub, self.config_file, self.overrides)
+        self.factory.configure(self.hub.config)  # the protocol options of the next connections
+        self.notifier.notify(READY=1, STATUS=f"{len(self.hub.clients)} clients")
 
 
 def makeService(options, reactor=None):
@@ -242,8 +243,8 @@ def makeService(options, reactor=None):
         server = _TwistdService(config, twistd_options, reactor=reactor, inherited_sockets=activated,
                                 config_file=options["config"], overrides=options.overrides())
         if index is not None:
-            server.factory.worker_board = WorkerBoard(os.environ[BOARD_ENV], index, server.factory)
-            server._every(BOARD_INTERVAL, server.factory.worker_board.publish)
+            server.hub.worker_board = WorkerBoard(os.environ[BOARD_ENV], index, server.hub)
+            server._every(BOARD_INTERVAL, server.hub.worker_board.publish)
             server._every(BOARD_INTERVAL, OrphanWatch(server.reactor).check)
             ignore_sigterm_once_stopping(server.reactor)
         return server

@@ -48,10 +48,13 @@ class ConnectionClosed(Exception):
 
 
 class RunningServer:
-    """A started zbifrost: `url` (ws://.../ws), `http_url`, `port`, `service`, `factory`."""
+    """A started zbifrost: `url` (ws://.../ws), `http_url`, `port`, `service`, `hub` (its
+    zbifrost.hub.Hub: `clients`, `metrics`, `publish_from_backend`, ...) and `factory` (the
+    Autobahn factory building its connections' protocol)."""
 
     def __init__(self, service: BifrostService) -> None:
         self.service = service
+        self.hub = service.hub
         self.factory = service.factory
         self.port = service.ports()[0].getHost().port
         self.url = f"ws://127.0.0.1:{self.port}/ws"
@@ -85,7 +88,7 @@ def start_server(workspace: str | None = None, reactor: Any = None, port: int = 
     if not service.config.broker:
         return defer.succeed(running)
     # with a broker, once it is reached (or never, when a test's redis-server is down)
-    return service.factory.channels.when_up().addCallback(lambda _: running)
+    return service.hub.channels.when_up().addCallback(lambda _: running)
 
 
 class _ClientProtocol(WebSocketClientProtocol):

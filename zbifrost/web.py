@@ -46,9 +46,9 @@ class _WebSocketOnly(WebSocketResource):
     page asks here why. The Origin judged is the request's own, or, since browsers send none
     on a same-origin GET, the `origin` query parameter (`?origin=<location.origin>`)."""
 
-    def __init__(self, factory):
+    def __init__(self, hub, factory):
         super().__init__(factory)
-        self.bifrost = factory
+        self.hub = hub
 
     def render(self, request):
         if not _is_upgrade(request):
@@ -66,7 +66,7 @@ class _WebSocketOnly(WebSocketResource):
 
     def _explain(self, request):
         origin = request.getHeader("origin") or _first(request.args.get(b"origin"))
-        refusal = self.bifrost.refusal(origin, request.getHeader("host"))
+        refusal = self.hub.refusal(origin, request.getHeader("host"))
         if refusal is None:
             status, text = 426, "Upgrade Required: this path speaks WebSocket"
             request.setHeader(b"upgrade", b"websocket")
@@ -115,37 +115,37 @@ class StaticFile(_Page):
 
 
 class _StatusPage(_Page):
-    """A page computed from the factory's live state, never cached by proxies or browsers."""
+    """A page computed from the hub's live state, never cached by proxies or browsers."""
 
     content_type = None
 
-    def __init__(self, factory):
+    def __init__(self, hub):
         super().__init__()
-        self.factory = factory
+        self.hub = hub
 
     def render_GET(self, request):
         request.setHeader(b"content-type", self.content_type)
         request.setHeader(b"cache-control", b"no-store")
-        return self.body(request, self.factory)
+        return self.body(request, self.hub)
 
 
 class Healthz(_StatusPage):
     content_type = b"application/json"
 
-    def body(self, request, factory):
-        if factory.stopping:
+    def body(self, request, hub):
+        if hub.stopping:
             request.setResponseCode(503)
         health = {
-            "status": "stopping" if factory.stopping else "ok",
+            "status": "stopping" if hub.stopping else "ok",
             "version": __version__,
-            "uptime_s": round(time.time() - factory.started, 3),
-            "clients": len(factory.clients),
-            "authenticated_clients": factory.authenticated_clients,
-            "require_auth": factory.config.require_auth,
+            "uptime_s": round(time.time() - hub.started, 3),
+            "clients": len(hub.clients),
+            "authenticated_clients": hub.authenticated_clients,
+            "require_auth": hub.config.require_auth,
         }
-        if factory.config.broker:
-            health["broker"] = "up" if factory.channels.up else "unavailable"
-        board = getattr(factory, "worker_board", None)  # set in a worker of --workers (zbifrost.workers)
+        if hub.config.broker:
+            health["broker"] = "up" if hub.channels.up else "unavailable"
+        board = hub.worker_board  # set in a worker of --workers (zbifrost.workers)
         if board is not None:
             health = board.whole_server(health)
         return orjson.dumps(health)
@@ -154,12 +154,12 @@ class Healthz(_StatusPage):
 class Metrics(_StatusPage):
     content_type = CONTENT_TYPE_LATEST.encode("ascii")
 
-    def __init__(self, factory):
-        super().__init__(factory)
-        self.registry = factory.metrics.registry(factory)
+    def __init__(self, hub):
+        super().__init__(hub)
+        self.registry = hub.metrics.registry(hub)
 
-    def body(self, request, factory):
-        board = getattr(factory, "worker_board", None)  # set in a worker of --workers: every worker's metrics
+    def body(self, request, hub):
+        board = hub.worker_board  # set in a worker of --workers: every worker's metrics
         return generate_latest(self.registry if board is None else board.registry)
 
 
@@ -169,50 +169,53 @@ class PublishApi(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, factory):
+    def __init__(self, hub):
         super().__init__()
-        self.factory = factory
+        self.hub = hub
 
     def render_POST(self, request):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        factory = self.factory
+        hub = self.hub
         token = bearer_token(request.getHeader("authorization"))
         identity = None
-        if token and factory.api_tokens is not None:
+        if token and hub.api_tokens is not None:
             try:
-                identity = factory.api_tokens.identify(token)
+                identity = hub.api_tokens.identify(token)
             except InvalidToken:
                 pass  # answered 401 below
         if identity is None:
             request.setHeader(b"www-authenticate", b"Bearer")
             return _api_error(request, 401, "A valid bearer token is required")
-        if identity.role not in factory.config.api_roles:
+        if identity.role not in hub.config.api_roles:
             return _api_error(request, 403, f"Role {identity.role!r} may not publish through the API")
         try:
             channel, data = _publish_body(request.content.getvalue())
         except messages.RequestError as err:
             return _api_error(request, 400, err.message)
 
+        gone = []  # the client left before the answer
+        request.notifyFinish().addErrback(gone.append)
+
         def published(result):
-            if not request._disconnected:
+            if not gone:
                 request.write(orjson.dumps(result))
                 request.finish()
 
         def failed(failure):
             if failure.check(messages.RequestError):  # broker_unavailable
-                if not request._disconnected:
+                if not gone:
                     request.write(_api_error(request, 503, failure.value.message))
                     request.finish()
                 return
             error_id = uuid.uuid4().hex[:12]
             log.failure("POST /api/publish on {channel} failed (error id {error_id})", failure, channel=channel,
                         error_id=error_id)
-            if not request._disconnected:
+            if not gone:
                 request.write(_api_error(request, 500, f"The publish failed (error id {error_id})"))
                 request.finish()
 
-        factory.publish_from_backend(channel, data).addCallbacks(published, failed)
+        hub.publish_from_backend(channel, data).addCallbacks(published, failed)
         return server.NOT_DONE_YET
 
 
@@ -237,20 +240,20 @@ def _publish_body(body):
 class Root(resource.Resource):
     """`/`: the WebSocket endpoint for upgrades, the demo page otherwise; routes the rest."""
 
-    def __init__(self, factory):
+    def __init__(self, hub, factory):
         super().__init__()
-        self.websocket = _WebSocketOnly(factory)
+        self.websocket = _WebSocketOnly(hub, factory)
         self.page = StaticFile("index.html", b"text/html; charset=utf-8")
         self.routes = {
             b"ws": self.websocket,
-            b"healthz": Healthz(factory),
+            b"healthz": Healthz(hub),
             b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8", shared=True),
             b"demo.js": StaticFile("demo.js", b"text/javascript; charset=utf-8"),
             b"demo.css": StaticFile("demo.css", b"text/css; charset=utf-8"),
-            PUBLISH_PATH[1:]: PublishApi(factory),
+            PUBLISH_PATH[1:]: PublishApi(hub),
         }
-        if not factory.config.metrics_listen:
-            self.routes[b"metrics"] = Metrics(factory)
+        if not hub.config.metrics_listen:
+            self.routes[b"metrics"] = Metrics(hub)
 
     def getChildWithDefault(self, path, request):
         if path == b"" and not request.postpath:
@@ -295,6 +298,9 @@ class _Channel(http.HTTPChannel):
     (`Handshakes`), however slowly its bytes arrive, and no request body is read but that of a
     `POST /api/publish` within `max_message_size`."""
 
+    _request_line = ()  # method and target of the request whose headers are being received
+    _awaiting_request_line = True
+
     def connectionMade(self):
         super().connectionMade()
         self.site.handshakes.begin(self.transport)
@@ -303,7 +309,14 @@ class _Channel(http.HTTPChannel):
         self.site.handshakes.end(self.transport)
         super().connectionLost(reason)
 
+    def lineReceived(self, line):
+        if self._awaiting_request_line and line:  # twisted.web skips a blank line before it
+            self._awaiting_request_line = False
+            self._request_line = line.split(b" ", 2)[:2]
+        super().lineReceived(line)
+
     def allHeadersReceived(self):
+        self._awaiting_request_line = True
         # `length` is 0 without a body, None for a chunked one: refuse before twisted.web
         # allocates the body's buffer (a temporary file past 100 kB)
         if self.length != 0 and not self._may_send_body():
@@ -314,18 +327,22 @@ class _Channel(http.HTTPChannel):
 
     def _may_send_body(self):
         """A POST /api/publish whose Content-Length (chunked bodies have none) is within the limit."""
-        return (self._command == b"POST" and self._path.split(b"?", 1)[0] == PUBLISH_PATH
-                and self.length is not None and self.length <= self.site.bifrost.config.max_message_size)
+        if len(self._request_line) != 2:
+            return False
+        method, target = self._request_line
+        return (method == b"POST" and target.split(b"?", 1)[0] == PUBLISH_PATH
+                and self.length is not None and self.length <= self.site.hub.config.max_message_size)
 
 
-def build_site(factory, timeout):
-    """The Site serving everything on the port; `timeout` closes idle HTTP connections."""
-    site = server.Site(Root(factory), timeout=timeout, logFormatter=_access_log_line)
+def build_site(hub, factory, timeout):
+    """The Site serving everything on the port, upgrading to `factory`'s WebSocket protocol;
+    `timeout` closes idle HTTP connections."""
+    site = server.Site(Root(hub, factory), timeout=timeout, logFormatter=_access_log_line)
     site.protocol = _Channel  # HTTP/1.1 only: the WebSocket upgrade needs nothing else
     site.requestFactory = _Request
-    site.bifrost = factory  # its config, which SIGHUP replaces
-    site.handshakes = factory.handshakes
-    site.trusted_proxies = factory.trusted_proxies
+    site.hub = hub  # its config, which SIGHUP replaces
+    site.handshakes = hub.handshakes
+    site.trusted_proxies = hub.trusted_proxies
     site.timestamped = not stdout_is_the_journal()
     site.displayTracebacks = False
     site.noisy = False
@@ -339,12 +356,12 @@ class _MetricsRoot(resource.Resource):
         return notFound()
 
 
-def build_metrics_site(factory):
+def build_metrics_site(hub):
     """The Site of `--metrics-listen`: `/metrics` and `/healthz` only, without access-log lines
     (a scrape every few seconds would fill the log)."""
     root = _MetricsRoot()
-    root.putChild(b"metrics", Metrics(factory))
-    root.putChild(b"healthz", Healthz(factory))
+    root.putChild(b"metrics", Metrics(hub))
+    root.putChild(b"healthz", Healthz(hub))
     site = server.Site(root)
     site.log = lambda request: None
     site.displayTracebacks = False

@@ -56,20 +56,20 @@ class WorkerBoard:
     """The workers' shared folder, seen from one worker: `publish` writes this worker's state
     and metrics; `whole_server` (for /healthz) and `registry` (for /metrics) read every worker's."""
 
-    def __init__(self, folder, index, factory):
+    def __init__(self, folder, index, hub):
         self.folder = folder
         self.index = index
-        self.factory = factory
+        self.hub = hub
         self.path = state_file(folder, index)
-        self.own_metrics = factory.metrics.registry(factory)
+        self.own_metrics = hub.metrics.registry(hub)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_WholeServerMetrics(self))
 
     def snapshot(self):
         """This worker's live state and metric families, as JSON."""
-        factory = self.factory
-        return {"worker": self.index, "pid": os.getpid(), "clients": len(factory.clients),
-                "authenticated_clients": factory.authenticated_clients, "stopping": bool(factory.stopping),
+        hub = self.hub
+        return {"worker": self.index, "pid": os.getpid(), "clients": len(hub.clients),
+                "authenticated_clients": hub.authenticated_clients, "stopping": bool(hub.stopping),
                 "metrics": [[family.name, family.documentation, family.type,
                              [[sample.name, sample.labels, sample.value] for sample in family.samples]]
                             for family in self.own_metrics.collect()]}

@@ -1,9 +1,9 @@
 """Event handlers, one module per family; `HANDLERS` maps an event name to its handler.
 
-A handler is called as `handler(conn, message, request_id)` and returns the reply's `result`,
+A handler is called as `handler(session, message, request_id)` and returns the reply's `result`,
 a Deferred of it, or `messages.NO_REPLY`; it raises `messages.RequestError` for an error
-reply. `conn` is the client's protocol object seen through its plain attributes
-(`client_id`, `identity`, `session`, `server`, `send_frame`), never its frames.
+reply. `session` is the client's zbifrost.session.Session (`client_id`, `identity`, `place`,
+`hub`, `send_frame`, ...), never its connection or frames.
 """
 
 from . import cache, channels, discovery, dispatch, input, session

@@ -4,28 +4,28 @@ seen from a client."""
 from ..messages import FORBIDDEN, MISSING_FIELD, RequestError
 
 
-def cache_stats(conn, message, request_id):
-    return {"query_cache": conn.server.cache.stats(), "schema_cache": conn.server.workspace.stats()}
+def cache_stats(session, message, request_id):
+    return {"query_cache": session.hub.cache.stats(), "schema_cache": session.hub.workspace.stats()}
 
 
-def _require_admin(conn, event):
+def _require_admin(session, event):
     """With auth on, only the admin role may change the cache; with auth off, anyone may."""
-    if conn.server.config.require_auth and conn.identity["role"] != "admin":
+    if session.hub.config.require_auth and session.identity["role"] != "admin":
         raise RequestError(FORBIDDEN, f"{event} needs the admin role")
 
 
-def clear_cache(conn, message, request_id):
-    _require_admin(conn, "clear_cache")
-    return {"cleared": conn.server.cache.clear()}
+def clear_cache(session, message, request_id):
+    _require_admin(session, "clear_cache")
+    return {"cleared": session.hub.cache.clear()}
 
 
-def set_cache_ttl(conn, message, request_id):
+def set_cache_ttl(session, message, request_id):
     """zBifrost 1.5.4's event: one TTL for every command that declares caching (0: off)."""
-    _require_admin(conn, "set_cache_ttl")
+    _require_admin(session, "set_cache_ttl")
     ttl = message.get("ttl")
     if type(ttl) not in (int, float) or ttl < 0:
         raise RequestError(MISSING_FIELD, "Missing or invalid field 'ttl': expected a number of seconds >= 0")
-    cache = conn.server.cache
+    cache = session.hub.cache
     cache.ttl_override = ttl
     cache.clear()
     return {"message": f"Query cache TTL set to {ttl:g}s", "ttl": ttl}

@@ -1,7 +1,7 @@
 """`subscribe`, `unsubscribe` and `publish`: the only way one client reaches another; and
 `presence` / `presence_stats`: who is subscribed to a channel (1.2).
 
-The handlers check the message, then ask the server's channel backend (`conn.server.channels`,
+The handlers check the message, then ask the server's channel backend (`session.hub.channels`,
 an `IChannelBackend`), whichever it is, and turn what it answers into replies.
 """
 
@@ -26,74 +26,74 @@ def _forbidden(action, channel):
     return RequestError(FORBIDDEN, f"Not allowed to {action} on channel {messages.quote(channel)}")
 
 
-def _check_may_subscribe(conn, channel, action):
-    user = conn.identity["user"] if conn.server.tokens is not None else None  # nobody is authenticated with auth off
-    if not conn.server.channel_rules.may_subscribe(channel, conn.identity["role"], user):
+def _check_may_subscribe(session, channel, action):
+    user = session.identity["user"] if session.hub.tokens is not None else None  # nobody is authenticated with auth off
+    if not session.hub.channel_rules.may_subscribe(channel, session.identity["role"], user):
         raise _forbidden(action, channel)
 
 
-def subscribe(conn, message, request_id):
+def subscribe(session, message, request_id):
     channel = channel_of(message)
     since = _since(message)
-    server = conn.server
-    _check_may_subscribe(conn, channel, "subscribe")
-    if conn.subscriptions is None:
-        conn.subscriptions = set()
-    if channel not in conn.subscriptions and len(conn.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+    hub = session.hub
+    _check_may_subscribe(session, channel, "subscribe")
+    if session.subscriptions is None:
+        session.subscriptions = set()
+    if channel not in session.subscriptions and len(session.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
         raise RequestError(FORBIDDEN, f"Too many subscriptions: at most {MAX_SUBSCRIPTIONS_PER_CLIENT}")
-    conn.subscriptions.add(channel)
+    session.subscriptions.add(channel)
 
     def reply_then_missed(found):
         """The reply first, then the missed publications in order (PROTOCOL.md section 6)."""
         result = {"channel": channel, "subscribed": True, "epoch": found.epoch, "offset": found.offset}
         if found.recovered is not None:
             result["recovered"] = found.recovered
-        conn.send_frame(messages.result_frame(result, request_id))
+        session.send_frame(messages.result_frame(result, request_id))
         for frame in found.missed:
-            conn.send_frame(frame)
+            session.send_frame(frame)
         return NO_REPLY
 
-    info = {"client_id": conn.client_id, "user": conn.identity["user"], "role": conn.identity["role"]}
-    membership = server.channel_rules.membership(channel, info)
-    return server.channels.subscribe(channel, conn, since, membership).addCallback(reply_then_missed)
+    info = {"client_id": session.client_id, "user": session.identity["user"], "role": session.identity["role"]}
+    membership = hub.channel_rules.membership(channel, info)
+    return hub.channels.subscribe(channel, session, since, membership).addCallback(reply_then_missed)
 
 
-def unsubscribe(conn, message, request_id):
+def unsubscribe(session, message, request_id):
     channel = channel_of(message)
-    if conn.subscriptions:
-        conn.subscriptions.discard(channel)
-    return conn.server.channels.unsubscribe(channel, conn).addCallback(
+    if session.subscriptions:
+        session.subscriptions.discard(channel)
+    return session.hub.channels.unsubscribe(channel, session).addCallback(
         lambda _: {"channel": channel, "subscribed": False})
 
 
-def publish(conn, message, request_id):
+def publish(session, message, request_id):
     channel = channel_of(message)
     if "data" not in message:
         raise RequestError(MISSING_FIELD, "Missing field 'data'")
-    rules = conn.server.channel_rules
-    if not rules.may_publish(channel, conn.identity["role"]):
+    rules = session.hub.channel_rules
+    if not rules.may_publish(channel, session.identity["role"]):
         raise _forbidden("publish", channel)
-    return conn.server.channels.publish(channel, message["data"], conn.client_id, rules.history(channel)).addCallback(
+    return session.hub.channels.publish(channel, message["data"], session.client_id, rules.history(channel)).addCallback(
         lambda published: dict(channel=channel, **published))
 
 
-def _presence_of(conn, message):
+def _presence_of(session, message):
     """The channel asked about and a Deferred of its presence; `forbidden` first, then
     `not_available` (PROTOCOL.md section 6)."""
     channel = channel_of(message)
-    _check_may_subscribe(conn, channel, "see presence")
-    if not conn.server.channel_rules.has_presence(channel):
+    _check_may_subscribe(session, channel, "see presence")
+    if not session.hub.channel_rules.has_presence(channel):
         raise RequestError(NOT_AVAILABLE, f"Presence is not turned on for channel {messages.quote(channel)}")
-    return channel, conn.server.channels.presence(channel)
+    return channel, session.hub.channels.presence(channel)
 
 
-def presence(conn, message, request_id):
-    channel, clients = _presence_of(conn, message)
+def presence(session, message, request_id):
+    channel, clients = _presence_of(session, message)
     return clients.addCallback(lambda found: {"channel": channel, "clients": found})
 
 
-def presence_stats(conn, message, request_id):
-    channel, clients = _presence_of(conn, message)
+def presence_stats(session, message, request_id):
+    channel, clients = _presence_of(session, message)
     return clients.addCallback(lambda found: {"channel": channel, "clients": len(found),
                                               "users": len({entry["user"] for entry in found.values()})})
 

@@ -4,9 +4,9 @@
 from ..messages import FORBIDDEN, NOT_AVAILABLE, RequestError, optional_field, quote, require_string
 
 
-def discover(conn, message, request_id):
-    role = conn.identity["role"]
-    zfile = conn.server.workspace.file(conn.session.zvafile)
+def discover(session, message, request_id):
+    role = session.identity["role"]
+    zfile = session.hub.workspace.file(session.place.zvafile)
     blocks = {}
     for name, block in zfile.blocks.items():
         commands = [{"key": command.key, "kind": command.action.kind, "description": command.description}
@@ -15,18 +15,18 @@ def discover(conn, message, request_id):
     return {"zVaFile": zfile.zpath, "blocks": blocks}
 
 
-def introspect(conn, message, request_id):
+def introspect(session, message, request_id):
     zkey = require_string(message, "zKey", alias="cmd")
     zblock = optional_field(message, "zBlock", str, "a string")
-    _, block, command = conn.server.dispatcher.resolve(conn.session, zkey, zblock)
-    if not command.allows(conn.identity["role"]):
+    _, block, command = session.hub.dispatcher.resolve(session.place, zkey, zblock)
+    if not command.allows(session.identity["role"]):
         raise RequestError(FORBIDDEN, f"Your role may not run {quote(zkey)}")
-    info = command.describe(block.name if block is not None else conn.session.zblock)
-    info["cache_ttl"] = conn.server.cache.ttl_for(command.cache_ttl)  # after any set_cache_ttl
+    info = command.describe(block.name if block is not None else session.place.zblock)
+    info["cache_ttl"] = session.hub.cache.ttl_for(command.cache_ttl)  # after any set_cache_ttl
     return info
 
 
-def get_schema(conn, message, request_id):
+def get_schema(session, message, request_id):
     raise RequestError(NOT_AVAILABLE, "get_schema is not available: zbifrost has no data models")
 
 

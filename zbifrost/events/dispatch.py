@@ -1,4 +1,4 @@
-"""`dispatch`: run a zUI command for the asking client (the work is in zbifrost.dispatch).
+"""`dispatch`: run a zUI command for the asking client (the work is in zbifrost.dispatcher).
 
 A client may have `max_in_flight` commands unanswered, and as many worker-thread jobs still
 running: a thread that outlived its command's timeout keeps its slot until it returns.
@@ -7,14 +7,14 @@ running: a thread that outlived its command's timeout keeps its slot until it re
 from ..messages import SHUTTING_DOWN, TOO_MANY_REQUESTS, RequestError
 
 
-def dispatch(conn, message, request_id):
-    server = conn.server
-    if server.stopping:
+def dispatch(session, message, request_id):
+    hub = session.hub
+    if hub.stopping:
         raise RequestError(SHUTTING_DOWN, "The server is shutting down and accepts no new commands")
-    if max(conn.in_flight, server.thread_pool.held_by(conn)) >= server.config.max_in_flight:
+    if max(session.in_flight, hub.thread_pool.held_by(session)) >= hub.config.max_in_flight:
         raise RequestError(TOO_MANY_REQUESTS,
-                           f"Too many commands running: at most {server.config.max_in_flight} at once")
-    return server.dispatcher.dispatch(conn, message, request_id)
+                           f"Too many commands running: at most {hub.config.max_in_flight} at once")
+    return hub.dispatcher.dispatch(session, message, request_id)
 
 
 HANDLERS = {"dispatch": dispatch}

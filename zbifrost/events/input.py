@@ -3,9 +3,9 @@
 from ..messages import NO_REPLY, require_string
 
 
-def input_response(conn, message, request_id):
+def input_response(session, message, request_id):
     input_id = require_string(message, "requestId")
-    waiting = conn.pending_inputs.pop(input_id, None) if conn.pending_inputs else None
+    waiting = session.pending_inputs.pop(input_id, None) if session.pending_inputs else None
     if waiting is not None and not waiting.called:
         waiting.callback(message.get("value"))
     return NO_REPLY

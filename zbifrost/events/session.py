@@ -14,21 +14,21 @@ log = Logger()
 PROTOCOL_VERSION = 1
 
 
-def connection_info(conn, message=None, request_id=None):
+def connection_info(session, message=None, request_id=None):
     """The `data` of the first frame, and the result of a `connection_info` request."""
-    server = conn.server
-    config = server.config
+    hub = session.hub
+    config = hub.config
     return {
         "server_version": __version__,
         "protocol": PROTOCOL_VERSION,
-        "client_id": conn.client_id,
-        "features": server.features,
-        "auth": conn.identity,
-        "session": {"workspace": server.workspace.name, "zVaFile": conn.session.zvafile,
-                    "zBlock": conn.session.zblock, "mode": "zBifrost"},
+        "client_id": session.client_id,
+        "features": hub.features,
+        "auth": session.identity,
+        "session": {"workspace": hub.workspace.name, "zVaFile": session.place.zvafile,
+                    "zBlock": session.place.zblock, "mode": "zBifrost"},
         "limits": {"max_message_size": config.max_message_size, "rate": _number(config.rate), "burst": config.burst,
                    "max_in_flight": config.max_in_flight},
-        "cache_stats": {"query_cache": server.cache.stats(), "schema_cache": server.workspace.stats()},
+        "cache_stats": {"query_cache": hub.cache.stats(), "schema_cache": hub.workspace.stats()},
     }
 
 
@@ -36,26 +36,26 @@ def _number(value):
     return int(value) if float(value).is_integer() else value
 
 
-def ping(conn, message, request_id):
+def ping(session, message, request_id):
     return {"pong": time.time()}
 
 
-def refresh(conn, message, request_id):
+def refresh(session, message, request_id):
     """Renew the connection's token with a new one of the same user; its expiry moves with it."""
-    credentials = conn.server.tokens
+    credentials = session.hub.tokens
     if credentials is None:
         raise RequestError(FORBIDDEN, "Authentication is off: there is no token to refresh")
     token = messages.require_string(message, "token")
     try:
         credential = credentials.identify(token)
     except InvalidToken as err:
-        log.warn("Refused a refresh from {peer}: invalid_token: {reason}", peer=conn.peer, reason=str(err))
+        log.warn("Refused a refresh from {peer}: invalid_token: {reason}", peer=session.peer, reason=str(err))
         raise RequestError(INVALID_TOKEN, "Invalid token") from None
-    if credential.user != conn.identity["user"]:
-        log.warn("Refused a refresh from {peer}: the new token names another user", peer=conn.peer)
+    if credential.user != session.identity["user"]:
+        log.warn("Refused a refresh from {peer}: the new token names another user", peer=session.peer)
         raise RequestError(FORBIDDEN, "The new token names another user")
-    conn.authenticate(credential)
-    return {"expires": conn.identity["expires"]}
+    session.authenticate(credential)
+    return {"expires": session.identity["expires"]}
 
 
 HANDLERS = {"connection_info": connection_info, "ping": ping, "refresh": refresh}

@@ -40,14 +40,15 @@ class Dispatcher:
         self.reactor = reactor
         self.default_timeout = default_timeout
 
-    def resolve(self, session, zkey, zblock=None):
-        """(file, block, command) for a zKey in the session's block (or `zblock` of its file).
+    def resolve(self, place, zkey, zblock=None):
+        """(file, block, command) for a zKey in the block of a client's `place` (or `zblock` of
+        its file).
 
-        `zBack` is answered in every block (and even when the session's block has gone from
+        `zBack` is answered in every block (and even when the client's block has gone from
         a reloaded file), unless the block defines it itself.
         """
-        zfile = self.workspace.file(session.zvafile)
-        name = session.zblock if zblock is None else zblock
+        zfile = self.workspace.file(place.zvafile)
+        name = place.zblock if zblock is None else zblock
         block = zfile.blocks.get(name)
         command = block.find(zkey) if block is not None else None
         if command is None:
@@ -58,14 +59,14 @@ class Dispatcher:
             raise RequestError(UNKNOWN_COMMAND, f"Unknown command: {quote(zkey)}")
         return zfile, block, command
 
-    def dispatch(self, conn, message, request_id):
+    def dispatch(self, session, message, request_id):
         zkey = require_string(message, "zKey", alias="cmd")
         zblock = optional_field(message, "zBlock", str, "a string")
         args = optional_field(message, "args", list, "an array")
         data = optional_field(message, "data", dict, "an object")
         no_cache = optional_field(message, "no_cache", bool, "true or false")
-        zfile, block, command = self.resolve(conn.session, zkey, zblock)
-        role = conn.identity["role"]
+        zfile, block, command = self.resolve(session.place, zkey, zblock)
+        role = session.identity["role"]
         if not command.allows(role):
             raise RequestError(FORBIDDEN, f"Your role may not run {quote(zkey)}")
         cache_key = None
@@ -81,13 +82,13 @@ class Dispatcher:
         if not action.uses_context:  # plain strings and zDisplay: the hot path stays lean
             result = action.run(None)
         else:
-            asker = Asker(conn, request_id, self.reactor)
-            result = action.run(RequestContext(conn, command, args if args is not None else [], data, asker,
+            asker = Asker(session, request_id, self.reactor)
+            result = action.run(RequestContext(session, command, args if args is not None else [], data, asker,
                                                self.workspace))
             if type(result) is Deferred:
                 timeout = command.timeout or self.default_timeout
                 result.addTimeout(timeout, self.reactor,
-                                  onTimeoutCancel=lambda value, seconds: _timed_out(value, seconds, command, conn))
+                                  onTimeoutCancel=lambda value, seconds: _timed_out(value, seconds, command, session))
                 result.addBoth(asker.finished)
         if type(result) is not Deferred:
             if cache_key is not None:
@@ -102,11 +103,11 @@ class Dispatcher:
         return value
 
 
-def _timed_out(value, seconds, command, conn):
+def _timed_out(value, seconds, command, session):
     """addTimeout's onTimeoutCancel: log the timeout; the CancelledError it leaves becomes the
     client's `timeout` error in the protocol."""
     log.warn("Command {zkey!r} timed out after {seconds} s (client {client_id}, user {user})", zkey=command.key,
-             seconds=seconds, client_id=conn.client_id, user=conn.identity["user"])
+             seconds=seconds, client_id=session.client_id, user=session.identity["user"])
     return value
 
 

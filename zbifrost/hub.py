@@ -1,18 +1,16 @@
-"""BifrostServerFactory: the shared side of all connections.
+"""Hub: the one object that owns what all sessions share, passed explicitly to whoever needs it.
 
-It holds the client registry, the TCP connections still in their opening handshake
-(`Handshakes`), the services every connection uses (workspace, dispatcher, query cache,
-channel backend, token store, origin policy, metrics, worker threads) and the Autobahn protocol
-options, all set in `_set_protocol_options` because any call to `setProtocolOptions` resets
-options not named in it (they then become class attributes of a protocol subclass per
-factory). It also runs the graceful shutdown of the clients.
+It owns the registry of open sessions (`clients`), the TCP connections still in their opening
+handshake (`Handshakes`) and those refused at auth and still closing, the services every
+session uses (workspace, dispatcher, query cache, channel backend and rules, token store,
+origin policy, trusted proxies, metrics, worker threads), the current config, and the graceful
+shutdown of the clients. It knows sessions, never their connections' frames; the Autobahn
+factory (zbifrost.wire.factory) only builds protocols.
 """
 
 import secrets
 import time
 
-from autobahn.twisted.websocket import WebSocketServerFactory
-from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -24,10 +22,10 @@ from .channels.memory import MemoryBackend
 from .channels.redis import RedisBackend
 from .channels.rules import ChannelRules
 from .config import broker_address
-from .dispatch import Dispatcher
+from .dispatcher import Dispatcher
 from .metrics import Metrics
-from .protocol import CLOSE_SHUTDOWN, BifrostServerProtocol, TurnBatches
 from .proxies import TrustedProxies
+from .session import CLOSE_SHUTDOWN
 from .thread_pool import FairThreadPool
 
 # `realtime_sync` (zBifrost 1.5.4's name) is listed with `channels`: channels are its realtime sync.
@@ -39,13 +37,6 @@ log = Logger()
 
 def _new_client_id():
     return "c-" + secrets.token_hex(8)
-
-
-def _accept_deflate(offers):
-    for offer in offers:
-        if isinstance(offer, PerMessageDeflateOffer):
-            return PerMessageDeflateOfferAccept(offer)
-    return None
 
 
 class Handshakes:
@@ -78,23 +69,19 @@ class Handshakes:
         transport.abortConnection()
 
 
-class BifrostServerFactory(WebSocketServerFactory):
-    protocol = BifrostServerProtocol
-
+class Hub:
     def __init__(self, config, workspace, zvafile, zblock, tokens, reactor, api_tokens=None):
-        super().__init__(reactor=reactor)
         self.config = config
         self.workspace = workspace
         self.reactor = reactor
         self.started = time.time()
-        self.clients = {}  # client_id -> protocol, for open sessions
+        self.clients = {}  # client_id -> Session, for open sessions
         self.handshakes = Handshakes(reactor, config.handshake_timeout)
         self.refused_closing = set()  # connections refused at auth, given time to answer their close
         self.authenticated_clients = 0
         self.stopping = False
         self._all_closed = None
         self.metrics = Metrics()
-        self.turn_batches = TurnBatches(reactor)
         self.channels = (RedisBackend(reactor, *broker_address(config.broker), config.presence_ttl) if config.broker
                          else MemoryBackend(reactor, config.history_max_bytes))
         self.channel_rules = ChannelRules(config.channels)
@@ -109,40 +96,7 @@ class BifrostServerFactory(WebSocketServerFactory):
         self.features = list(FEATURES) + ["refresh"] + (["jwt"] if config.jwt else []) + list(self.channels.features)
         self.zvafile = zvafile  # where new sessions start
         self.zblock = zblock
-        self._set_protocol_options()
-
-    def _set_protocol_options(self):
-        config = self.config
-        self.setProtocolOptions(
-            versions=[13],
-            webStatus=False,
-            utf8validateIncoming=True,
-            requireMaskedClientFrames=True,
-            maskServerFrames=False,
-            maxFramePayloadSize=config.max_message_size,
-            maxMessagePayloadSize=config.max_message_size,
-            autoFragmentSize=0,
-            failByDrop=False,
-            echoCloseCodeReason=False,
-            openHandshakeTimeout=0,  # Handshakes holds the deadline, from the TCP accept
-            closeHandshakeTimeout=1,
-            tcpNoDelay=True,
-            perMessageCompressionAccept=_accept_deflate if config.compression else (lambda offers: None),
-            autoPingInterval=config.ping_interval,
-            autoPingTimeout=config.ping_timeout if config.ping_interval else 0,
-            autoPingSize=12,
-            autoPingRestartOnAnyTraffic=True,
-            allowedOrigins=["*"],  # zbifrost.auth.OriginPolicy decides, with exact matching
-            allowNullOrigin=True,
-            maxConnections=0,  # zbifrost counts connections itself and answers 503
-            trustXForwardedFor=0,
-        )
-        # Autobahn copies each of these options into every connection's __dict__ unless the
-        # protocol's class already has it: as class attributes of a per-factory subclass they
-        # cost nothing per connection (1.7 KiB of an idle connection's 11.6 KiB).
-        options = {name: getattr(self, name) for name in BifrostServerProtocol.CONFIG_ATTRS}
-        options["perMessageCompressionAccept"] = staticmethod(options["perMessageCompressionAccept"])
-        self.protocol = type(BifrostServerProtocol.__name__, (BifrostServerProtocol,), options)
+        self.worker_board = None  # a worker of --workers: its zbifrost.workers.WorkerBoard
 
     def publish_from_backend(self, channel, data):
         """Publish as the trusted backend (plugins, POST /api/publish): past the channel rules,
@@ -155,11 +109,10 @@ class BifrostServerFactory(WebSocketServerFactory):
     def reconfigure(self, config):
         """Use `config` from now on (a SIGHUP reload): origins and limits apply to the next
         connection or message, channel rules to the next subscribe or publish; open connections
-        keep their frame size and ping options, and subscriptions stay."""
+        keep their frame size and ping options (zbifrost.wire.factory), and subscriptions stay."""
         self.config = config
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.channel_rules = ChannelRules(config.channels)
-        self._set_protocol_options()
 
     # -- the client registry ---------------------------------------------------------------
 
@@ -175,19 +128,19 @@ class BifrostServerFactory(WebSocketServerFactory):
             return "origin", 403, "Origin not allowed"
         return None
 
-    def register(self, conn):
-        """Add an open connection to the registry; returns its new, unique client id."""
+    def register(self, session):
+        """Add an open session to the registry; returns its new, unique client id."""
         client_id = _new_client_id()
         while client_id in self.clients:  # 64 random bits: a repeat is all but impossible, never harmful
             client_id = _new_client_id()
-        self.clients[client_id] = conn
+        self.clients[client_id] = session
         self.metrics.connections_total += 1
         if self.tokens is not None:
             self.authenticated_clients += 1
         return client_id
 
-    def unregister(self, conn):
-        if self.clients.pop(conn.client_id, None) is not None and self.tokens is not None:
+    def unregister(self, session):
+        if self.clients.pop(session.client_id, None) is not None and self.tokens is not None:
             self.authenticated_clients -= 1
         if self._all_closed is not None and not self.clients:
             waiting, self._all_closed = self._all_closed, None
@@ -206,14 +159,14 @@ class BifrostServerFactory(WebSocketServerFactory):
                  count=len(self.clients), grace=grace)
         self._all_closed = defer.Deferred()
         frame = messages.event_frame("server_shutdown", message="Server is shutting down")
-        for conn in list(self.clients.values()):
-            conn.begin_shutdown(frame)
+        for session in list(self.clients.values()):
+            session.begin_shutdown(frame)
         yield self._wait_for_clients(grace)
-        for conn in list(self.clients.values()):
-            conn.close(*CLOSE_SHUTDOWN)
+        for session in list(self.clients.values()):
+            session.close(*CLOSE_SHUTDOWN)
         yield self._wait_for_clients(2.0)  # the close handshake, then Autobahn drops the TCP link
-        for conn in list(self.clients.values()):
-            conn.transport.abortConnection()
+        for session in list(self.clients.values()):
+            session.connection.abort()
 
     def _wait_for_clients(self, seconds):
         if not self.clients or self._all_closed is None:

@@ -1,0 +1,109 @@
+"""zbifrost.compat, the fence around other libraries' internals: on the installed releases each
+internal it reads exists and behaves as it assumes (an upgrade fails here, not in production),
+and with the fence closed zbifrost runs the core protocol tests on public API only."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import pytest_twisted
+import txaio
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet import tcp
+
+from zbifrost import compat
+from zbifrost.testing import connect
+
+CORE_TESTS = ["tests/test_core_protocol.py", "tests/test_core_hostile.py", "tests/test_core_connections.py",
+              "tests/test_core_channels.py", "tests/test_core_in_flight.py"]
+
+
+def test_the_installed_releases_are_the_tested_ones_so_the_fast_path_is_on():
+    assert compat.untested_releases() == []
+    assert compat.INTERNALS is True
+
+
+def test_a_release_outside_the_tested_series_closes_the_fence():
+    assert compat.untested_releases((("autobahn", "26.12.0", "26.11."), ("txaio", "26.6.1", "26.6."))) == [
+        "autobahn 26.12.0"]
+    assert compat.untested_releases((("Twisted", "26.100.0", "26.10."),)) == ["Twisted 26.100.0"]
+
+
+def test_txaio_binds_a_disabled_log_level_to_no_op_and_an_enabled_one_to_a_method():
+    from txaio.tx import _no_op
+
+    level = txaio.get_global_log_level()
+    try:
+        txaio.set_global_log_level("info")
+        assert txaio.make_logger().debug is _no_op
+        txaio.set_global_log_level("debug")
+        assert txaio.make_logger().debug is not _no_op
+    finally:
+        txaio.set_global_log_level(level)
+
+
+def test_autobahn_has_the_methods_and_option_list_the_fence_uses():
+    for name in ("_dataReceived", "_fail_connection", "_cancelAutoPingTimeoutCall", "sendData", "sendCloseFrame",
+                 "onMessageEnd", "onMessageFrameBegin", "onMessageBegin"):
+        assert callable(getattr(WebSocketServerProtocol, name)), name
+    assert {"maxMessagePayloadSize", "maxFramePayloadSize", "utf8validateIncoming", "autoPingRestartOnAnyTraffic",
+            "perMessageCompressionAccept"} <= set(WebSocketServerProtocol.CONFIG_ATTRS)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_open_connection_has_the_parser_state_and_transport_internals_the_fast_path_reads(server):
+    client = yield connect(server.url)
+    (session,) = server.hub.clients.values()
+    wire = session.connection
+    # Autobahn's frame parser, between two messages
+    assert (wire.data, wire.current_frame, wire.inside_message, wire.failedByMe) == (b"", None, False, False)
+    assert len(wire.send_queue) == 0
+    assert wire.utf8validator.validate(b"\xc3")[:2] == (True, False)  # valid so far, not complete
+    wire.utf8validator.reset()
+    assert wire.utf8validator.validate(b"ok")[:2] == (True, True)
+    assert all(getattr(wire, name) is None for name in compat.HANDSHAKE_LEFTOVERS)  # it set them, they existed
+    # Twisted's TCP transport: nothing queued, then a write that is queued until the next turn
+    transport = wire.transport
+    assert isinstance(transport, tcp.Connection) and compat.writes_at_once(transport)
+    assert (transport._tempDataLen, len(transport.dataBuffer) - transport.offset) == (0, 0)
+    assert (transport._writeDisconnected, transport._aborting) == (False, False)
+    transport.write(b"")
+    transport.write(b"\x89\x00")  # a ping frame, queued by Twisted
+    assert transport._tempDataLen + len(transport.dataBuffer) - transport.offset == 2
+    assert transport.socket.fileno() >= 0
+    assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_the_fence_closed_connections_use_autobahns_own_receive_and_send(make_server, monkeypatch):
+    monkeypatch.setattr(compat, "INTERNALS", False)
+    server = yield make_server()
+    assert not issubclass(server.factory.protocol, compat.FastPath)
+    assert "maxMessagePayloadSize" not in vars(server.factory.protocol)  # Autobahn copies options per connection
+    client = yield connect(server.url)
+    (session,) = server.hub.clients.values()
+    assert session.connection.http_headers  # nothing of the handshake trimmed
+    assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    yield client.close()
+
+
+def test_the_core_protocol_tests_pass_with_the_fence_closed():
+    env = dict(os.environ, **{compat.SWITCH: "off"})
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *CORE_TESTS],
+                         env=env, capture_output=True, text=True, timeout=600,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+def test_with_the_switch_off_a_server_says_so_in_one_line_at_start():
+    code = ("import logging, sys; from twisted.logger import Logger, globalLogPublisher, formatEvent;"
+            "from zbifrost import compat; lines = [];"
+            "globalLogPublisher.addObserver(lambda e: lines.append(formatEvent(e)));"
+            "compat.report(Logger()); print(compat.INTERNALS); print(lines)")
+    run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **{compat.SWITCH: "off"}),
+                         capture_output=True, text=True, timeout=60)
+    internals, lines = run.stdout.splitlines()
+    assert internals == "False"
+    assert "ZBIFROST_INTERNALS is off" in lines and lines.count("public API") == 1

@@ -1,0 +1,244 @@
+"""Session: one client's state, as a plain object that the event handlers receive.
+
+It owns the client's identity and token expiry, its rate limiter, its commands in flight, its
+subscriptions and zDialog inputs, its place in the zUI (`place`), the opening-handshake checks
+of PROTOCOL.md section 2 (`admit`), calling the handlers (`receive`, the hot path: parse, look
+up the handler, reply; a result that is not a Deferred is answered at once, with no timers,
+logging or thread hops) and turning failures into error replies (`error_for`, the one place
+that does it). It sends through its connection's `send_frame` and `deliver` and closes through
+its `close`; it never sees Autobahn or frames beyond their encoded bytes.
+"""
+
+import time
+import uuid
+
+from twisted.internet import defer
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from . import messages
+from .auth import InvalidToken, bearer_token
+from .context import Place
+from .events import HANDLERS
+from .events.session import connection_info
+from .messages import COMMAND_FAILED, RATE_LIMITED, TIMEOUT, UNKNOWN_EVENT, RequestError
+from .ratelimit import ABUSIVE, LIMITED, RateLimiter
+
+CLOSE_SHUTDOWN = (1001, "Server shutdown")
+CLOSE_AUTH_REQUIRED = (1008, "Authentication required")
+CLOSE_INVALID_TOKEN = (1008, "Invalid token")
+CLOSE_TOKEN_EXPIRED = (1008, "Token expired")
+CLOSE_RATE = (1008, "Rate limit exceeded")
+CLOSE_INTERNAL = (1011, "Internal error")
+
+_Deferred = defer.Deferred
+
+
+def _query_token(request):
+    for name in ("token", "api_key"):
+        values = request.params.get(name)
+        if values and values[0]:
+            return values[0]
+    return None
+
+
+class Session:
+    """One client, from its upgrade request to the end of its connection (`connection`, the
+    wire protocol it sends through)."""
+
+    _log = Logger()
+
+    client_id = None  # set once open and registered in the hub
+    identity = None
+    place = None  # zbifrost.context.Place: where the client is in the zUI, once open
+    peer = None
+    refusal = None  # close code and reason for a connection whose handshake failed auth
+    _credential = None  # the zbifrost.auth.Identity of the token the connection is authenticated by
+    _expiry_call = None  # the reactor call closing the connection when that token expires
+    _limiter = None
+    _shutting_down = False
+    # created on first use, as most connections never subscribe or answer a zDialog
+    subscriptions = None  # channel names
+    pending_inputs = None  # input_request id -> Deferred of the client's input_response
+
+    def __init__(self, hub, connection):
+        self.hub = hub
+        self.connection = connection
+        self.send_frame = connection.send_frame  # bound: a reply costs no call more
+        self.deliver = connection.deliver
+        self.close = connection.close
+        self.in_flight = 0  # dispatches not yet answered
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def admit(self, request, transport_peer):
+        """Check an upgrade request (PROTOCOL.md section 2): (HTTP status, text) to refuse it
+        now, else None. A missing or invalid token is refused after the upgrade, with a 1008
+        close (`refusal`), so that a browser learns why."""
+        hub = self.hub
+        self.peer = hub.trusted_proxies.describe(transport_peer, request.peer, request.headers.get)
+        refused = hub.refusal(request.headers.get("origin"), request.headers.get("host"))
+        if refused is not None:
+            reason, status, text = refused
+            self._log_refusal(reason, request)
+            return status, text
+        if hub.tokens is None:
+            self.identity = hub.anonymous
+            return None
+        token = _query_token(request) or bearer_token(request.headers.get("authorization"))
+        if not token:
+            self.refusal = CLOSE_AUTH_REQUIRED
+            self._log_refusal("no_token", request)
+            return None
+        try:
+            self.authenticate(hub.tokens.identify(token))
+        except InvalidToken as err:
+            self.refusal = CLOSE_INVALID_TOKEN
+            self._log_refusal("invalid_token", request, f": {err}")
+        return None
+
+    def _log_refusal(self, reason, request, detail=""):
+        """Count and log a refused connection: the reason and the peer, never a token."""
+        self.hub.metrics.refused(reason)
+        self._log.warn("Refused a connection from {peer}: {reason}{detail} (origin {origin})", peer=self.peer,
+                       reason=reason, detail=detail, origin=messages.quote(request.headers.get("origin", "none")))
+
+    def opened(self):
+        """The connection is open: register, watch the token's expiry, send connection_info."""
+        hub = self.hub
+        config = hub.config
+        self.place = Place(hub.zvafile, hub.zblock)
+        self._limiter = RateLimiter(config.rate, config.burst) if config.rate else None
+        self._watch_expiry()
+        self.client_id = hub.register(self)
+        self.send_frame(messages.event_frame("connection_info", data=connection_info(self)))
+
+    def authenticate(self, credential):
+        """Act as the identity of a token (zbifrost.auth.Identity) from now on, until it expires."""
+        self._credential = credential
+        expires = None if credential.expires is None else int(credential.expires)
+        self.identity = {"authenticated": True, "user": credential.user, "role": credential.role, "expires": expires}
+        if self.client_id is not None:
+            self._watch_expiry()
+
+    def _watch_expiry(self):
+        """One reactor call per connection closes it when its token expires (plus a JWT's leeway)."""
+        self._stop_expiry_watch()
+        credential = self._credential
+        if credential is not None and credential.expires is not None:
+            delay = max(0.0, credential.expires + credential.leeway - time.time())
+            self._expiry_call = self.hub.reactor.callLater(delay, self._token_expired)
+
+    def _stop_expiry_watch(self):
+        if self._expiry_call is not None and self._expiry_call.active():
+            self._expiry_call.cancel()
+        self._expiry_call = None
+
+    def _token_expired(self):
+        self._expiry_call = None
+        self._log.info("Closing the connection of {peer}: its token expired", peer=self.peer)
+        self.close(*CLOSE_TOKEN_EXPIRED)
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def receive(self, payload, isBinary):
+        """One message of an open connection (the connection's `onMessage`)."""
+        hub = self.hub
+        hub.metrics.messages_in += 1
+        verdict = self._limiter.check() if self._limiter is not None else 0
+        if verdict == ABUSIVE:
+            self.close(*CLOSE_RATE)
+            return
+        req_id = None
+        try:
+            message = messages.parse(payload)
+            req_id = messages.request_id(message)
+            messages.check_depth(message, payload)
+            if verdict == LIMITED:
+                raise RequestError(RATE_LIMITED, "Too many messages: slow down")
+            handler = HANDLERS.get(message["event"])
+            if handler is None:
+                raise RequestError(UNKNOWN_EVENT, f"Unknown event: {messages.quote(message['event'])}")
+            result = handler(self, message, req_id)
+        except Exception as err:
+            self._send_error(err, req_id)
+            return
+        if type(result) is _Deferred:
+            self._track(result, req_id)
+        elif result is not messages.NO_REPLY:
+            self._send_result(result, req_id)
+
+    def _send_result(self, result, req_id):
+        try:
+            frame = messages.result_frame(result, req_id)
+        except TypeError as err:  # a plugin returned something JSON cannot hold
+            self._send_error(err, req_id)
+            return
+        self.send_frame(frame)
+
+    def _send_error(self, err, req_id):
+        error = self.error_for(err)
+        self.hub.metrics.error(error.code)
+        self.send_frame(messages.error_frame(error, req_id))
+
+    def error_for(self, err):
+        """The one place where a failure becomes an error reply."""
+        if isinstance(err, Failure):
+            failure, err = err, err.value
+        else:
+            failure = Failure(err)
+        if isinstance(err, RequestError):
+            return err
+        if isinstance(err, (defer.TimeoutError, defer.CancelledError)):
+            return RequestError(TIMEOUT, "The command did not finish within its timeout")
+        error_id = uuid.uuid4().hex[:12]
+        self._log.failure("Command failed (error id {error_id}, client {client_id})", failure,
+                          level=LogLevel.error, error_id=error_id, client_id=self.client_id)
+        return RequestError(COMMAND_FAILED, f"The command failed (error id {error_id})")
+
+    def _track(self, deferred, req_id):
+        """Reply when an asynchronous result arrives, if this connection is still open."""
+        self.in_flight += 1
+        started = time.perf_counter()
+
+        def done(outcome):
+            self.in_flight -= 1
+            self.hub.metrics.observe_command(time.perf_counter() - started)
+            if self.connection.can_send():
+                if isinstance(outcome, Failure):
+                    self._send_error(outcome, req_id)
+                elif outcome is not messages.NO_REPLY:  # the handler has replied itself
+                    self._send_result(outcome, req_id)
+                if self._shutting_down and not self.in_flight:
+                    self.close(*CLOSE_SHUTDOWN)
+            elif isinstance(outcome, Failure) and not outcome.check(defer.CancelledError, defer.TimeoutError):
+                self.error_for(outcome)  # the asker is gone; still log the failure with an id
+
+        deferred.addBoth(done)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def begin_shutdown(self, frame):
+        """Tell the client the server is stopping; close 1001 once its commands have replied."""
+        self.send_frame(frame)
+        self._shutting_down = True
+        if not self.in_flight:
+            self.close(*CLOSE_SHUTDOWN)
+
+    def closed(self):
+        """The connection has ended: forget its subscriptions, queued jobs and zDialogs."""
+        self._stop_expiry_watch()
+        if self.client_id is None:
+            return  # never opened
+        hub = self.hub
+        try:
+            if self.subscriptions:
+                hub.channels.unsubscribe_all(self, self.subscriptions)
+            hub.thread_pool.drop(self)
+            if self.pending_inputs:
+                # a cancelled input request removes itself from pending_inputs: iterate over a copy
+                for waiting in list(self.pending_inputs.values()):
+                    if not waiting.called:
+                        waiting.cancel()
+        finally:
+            hub.unregister(self)

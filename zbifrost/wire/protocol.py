@@ -1,0 +1,228 @@
+"""WireProtocol: one WebSocket connection's bytes and frames, from the upgrade to the close.
+
+It owns the Autobahn side of a connection: the upgrade (handing the checks to its session),
+the receive path (Autobahn's, or zbifrost.compat's fast path when the fence allows it), the cap
+on fragments, the send path (frames written directly, channel deliveries batched per reactor
+turn by `TurnBatches`), the outbound backlog and its backpressure (a slow consumer is closed
+with 1013), and closing with any code. It knows nothing of users: once open, every message
+goes to the session (zbifrost.session), whose `receive` is installed as `onMessage` so that a
+frame reaches its handler without a call in between.
+
+Autobahn's own logger is `self.log`, so ours is `_log`. Autobahn swallows exceptions raised
+in `onConnect`/`onOpen`, so both guard themselves.
+"""
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+
+from .. import compat
+from ..session import CLOSE_INTERNAL, Session
+from .frames import text_frame
+
+SUBPROTOCOL = "zbifrost.v1"
+
+CLOSE_SLOW = (1013, "Slow consumer")
+CLOSE_TOO_MANY_FRAGMENTS = (1009, "Too many fragments")
+
+# Seconds a client has to answer a close frame it must see before its TCP connection is
+# dropped (other closes wait the factory's 1 s): a slow consumer reads through its queued data
+# to the 1013 (PROTOCOL.md section 7), and a refused client answers the 1008. A browser answers
+# only once the page has handled the close, and a page is often busy right after opening a
+# socket; if the connection ends first, Chromium reports 1006 without our code and reason, and
+# bifrost.js retries a refused token instead of rejecting with 1008.
+CLOSE_ANSWER_TIMEOUT = 10
+
+
+class _OutboundWatch:
+    """The transport's producer: tells the protocol when its send buffer is full or drained."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    def pauseProducing(self):
+        self.protocol.buffer_full()
+
+    def resumeProducing(self):
+        self.protocol.buffer_drained()
+
+    def stopProducing(self):
+        pass
+
+
+class WireProtocol(WebSocketServerProtocol):
+    _log = Logger()
+
+    session = None  # zbifrost.session.Session, from the upgrade request on
+    _open = False  # data frames may be sent (and, through the session, received)
+    _backlog = None  # bytes queued while the transport's buffer is full; None when it is not
+    _writes_at_once = False  # a plain TCP transport: replies go out in the turn they are made
+    _compressed = False  # permessage-deflate was negotiated: Autobahn frames (and compresses) replies
+    _batch = None  # channel payloads waiting to go out in one send (TurnBatches)
+    _fragments = 0  # fragments of the message being received
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def onConnect(self, request):
+        try:
+            self.session = Session(self.factory.hub, self)
+            refusal = self.session.admit(request, self.transport.getPeer())
+            if refusal is not None:
+                raise ConnectionDeny(*refusal)
+            self.peer = request.peer = self.session.peer
+            return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
+        except ConnectionDeny:
+            raise
+        except Exception:
+            self._log.failure("Unexpected error while checking a WebSocket upgrade")
+            raise ConnectionDeny(ConnectionDeny.INTERNAL_SERVER_ERROR, "Internal server error") from None
+
+    def onOpen(self):
+        hub = self.factory.hub
+        hub.handshakes.end(self.transport)
+        try:
+            compat.drop_handshake_leftovers(self)
+            session = self.session
+            if session.refusal is not None:
+                hub.refused_closing.add(self)  # it still holds a socket: max_connections counts it
+                self.closeHandshakeTimeout = CLOSE_ANSWER_TIMEOUT
+                self.close(*session.refusal)
+                return
+            self._watch_outbound()
+            self._writes_at_once = compat.writes_at_once(self.transport)
+            self._compressed = bool(self.websocket_extensions_in_use)
+            self._open = True
+            self.onMessage = session.receive  # the hot path: frame -> session -> handler
+            session.opened()
+        except Exception:
+            self._log.failure("Unexpected error while opening a connection")
+            self.close(*CLOSE_INTERNAL)
+
+    def _watch_outbound(self):
+        """Become the transport's producer so that a full send buffer is reported to us.
+
+        Under twisted.web the HTTP channel that handed us the socket is still registered as
+        its producer; it is replaced here.
+        """
+        transport = self.transport
+        if getattr(transport, "producer", None) is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(_OutboundWatch(self), True)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def onMessage(self, payload, isBinary):
+        """Not open (refused, or closing): nothing a client sends is processed."""
+
+    def onMessageBegin(self, isBinary):
+        self._fragments = 0
+        super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length):
+        """Autobahn's, with a cap on the fragments of one message (`max_fragments`)."""
+        if self._fragments >= self.factory.config.max_fragments:
+            compat.fail_connection(self, *CLOSE_TOO_MANY_FRAGMENTS)
+        self._fragments += 1
+        super().onMessageFrameBegin(length)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def can_send(self):
+        """Whether data frames may still be sent."""
+        return self._open
+
+    def send_frame(self, frame):
+        """Send one encoded frame to this client now; False when it is closed or was cut off."""
+        return self._send_or_batch(frame, False)
+
+    def deliver(self, frame):
+        """Send one frame of a channel fan-out (a publication, a join, a leave) from the end of
+        this reactor turn on, in one send with this connection's other deliveries made until
+        then (TurnBatches); False when it is closed or was cut off."""
+        return self._send_or_batch(frame, True)
+
+    def _send_or_batch(self, frame, batched):
+        if not self._open or self.state != self.STATE_OPEN:
+            return False  # no data frame may follow a close frame, whoever sent it
+        if self._backlog is not None:
+            self._backlog += len(frame)
+            if self._backlog > self.factory.config.max_outbound_buffer:
+                self._close_slow_consumer()
+                return False
+        if self._compressed and len(frame) <= self.maxMessagePayloadSize:
+            self.sendMessage(frame, False)  # Autobahn compresses it (and never batches: no _batch)
+        elif self._batch is not None:
+            self._batch.append(frame)  # behind the batch, in order
+        elif batched:
+            self._batch = [frame]
+            self.factory.turn_batches.add(self)
+        else:
+            self._write(text_frame(frame))
+        self.factory.metrics.messages_out += 1
+        return True
+
+    def send_batch(self):
+        """Write the frames batched this turn (nothing once a close frame has been sent)."""
+        batch, self._batch = self._batch, None
+        if batch and self.state == self.STATE_OPEN:
+            self._write(self.factory.turn_batches.encoded(batch[0]) if len(batch) == 1
+                        else b"".join(map(text_frame, batch)))
+
+    def _write(self, data):
+        """Write encoded frames through Autobahn, after anything it has queued (compat.FastPath
+        replaces this with a direct write)."""
+        self.sendData(data)
+
+    def buffer_full(self):
+        if self._backlog is None:
+            self._backlog = 0
+            self.transport.pauseProducing()  # read nothing more from a client that reads nothing
+
+    def buffer_drained(self):
+        if self._backlog is not None:
+            self._backlog = None
+            if self._open:
+                self.transport.resumeProducing()
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, code, reason):
+        """Send a close frame with any code (Autobahn's sendClose refuses 1001/1008/1011/1013)."""
+        self._open = False
+        vars(self).pop("onMessage", None)  # back to the class's: nothing more is processed
+        if self.state == self.STATE_OPEN:
+            if self._batch:
+                self.send_batch()  # the close frame comes last
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8"), isReply=False)
+
+    def _close_slow_consumer(self):
+        """Queue the 1013 close frame behind the data already queued and give the client time
+        to read through to it (PROTOCOL.md section 7); then Autobahn drops the TCP link."""
+        self._log.warn("Closing slow consumer {client_id} ({peer})", client_id=self.session.client_id, peer=self.peer)
+        self.closeHandshakeTimeout = CLOSE_ANSWER_TIMEOUT
+        self.close(*CLOSE_SLOW)
+        self.transport.resumeProducing()  # to read its close reply; nothing else it sends is processed
+
+    def abort(self):
+        """Drop the TCP connection now, without a close handshake."""
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason=connectionDone):
+        hub = self.factory.hub
+        hub.handshakes.end(self.transport)  # a connection lost before it opened
+        hub.refused_closing.discard(self)
+        super().connectionLost(reason)
+        # Autobahn resolves is_closed with the protocol itself, and the session refers to its
+        # connection: reference cycles that would keep a closed connection for the collector's
+        # full passes (see _WebSocketOnly.render)
+        self.is_closed = None
+        self.session = None
+
+    def onClose(self, wasClean, code, reason):
+        self._open = False
+        vars(self).pop("onMessage", None)
+        if self.session is not None:
+            self.session.closed()
