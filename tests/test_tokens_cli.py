@@ -127,6 +127,9 @@ def test_an_unknown_key_in_a_tokens_file_stops_the_server_and_the_command(make_s
     (f"user: alice, role: {'r' * 65}", "the role must be 1-64 characters"),
     ('user: alice, role: "ad\\nmin"', "the role must be 1-64 characters"),
     ("user: alice, role: ad min", "the role must be 1-64 characters"),
+    ("user: alice, expires: 100000000000000000000", "expires in epoch seconds must be a number from 0 to 2^53"),
+    ("user: alice, expires: .nan", "expires in epoch seconds must be a number from 0 to 2^53"),
+    ("user: alice, expires: -1", "expires in epoch seconds must be a number from 0 to 2^53"),
 ])
 @pytest_twisted.inlineCallbacks
 def test_a_tokens_file_user_or_role_breaking_the_identity_rules_stops_the_start_naming_file_and_entry(

@@ -96,6 +96,8 @@ def _expiry(value, where):
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not _is_time(value):  # 1e20 would be sent back in connection_info, which JSON cannot hold
+            raise TokenFileError(f"{where}: expires in epoch seconds must be a number from 0 to 2^53")
         return float(value)
     try:
         parsed = datetime.fromisoformat(str(value))
