@@ -25,6 +25,7 @@ from zbifrost.service import BifrostService
 from zbifrost.testing import connect
 
 
+@pytest.mark.fence_open
 @pytest_twisted.inlineCallbacks
 def test_whole_masked_text_and_binary_messages_skip_autobahns_frame_parser(make_server, monkeypatch):
     server = yield make_server(rate=0)
@@ -46,6 +47,7 @@ def test_whole_masked_text_and_binary_messages_skip_autobahns_frame_parser(make_
     yield client.close()
 
 
+@pytest.mark.fence_open
 @pytest_twisted.inlineCallbacks
 def test_a_reply_leaves_in_the_reactor_turn_that_read_its_request(server, monkeypatch):
     client = yield connect(server.url)
@@ -64,6 +66,7 @@ def test_a_reply_leaves_in_the_reactor_turn_that_read_its_request(server, monkey
     yield client.close()
 
 
+@pytest.mark.fence_open
 @pytest_twisted.inlineCallbacks
 def test_with_debug_logging_off_no_read_builds_autobahns_debug_log_arguments(server, monkeypatch):
     client = yield connect(server.url)

@@ -19,6 +19,7 @@ CORE_TESTS = ["tests/test_core_protocol.py", "tests/test_core_hostile.py", "test
               "tests/test_core_channels.py", "tests/test_core_in_flight.py"]
 
 
+@pytest.mark.fence_open
 def test_the_installed_releases_are_the_tested_ones_so_the_fast_path_is_on():
     assert compat.untested_releases() == []
     assert compat.INTERNALS is True
@@ -51,6 +52,7 @@ def test_autobahn_has_the_methods_and_option_list_the_fence_uses():
             "perMessageCompressionAccept"} <= set(WebSocketServerProtocol.CONFIG_ATTRS)
 
 
+@pytest.mark.fence_open
 @pytest_twisted.inlineCallbacks
 def test_an_open_connection_has_the_parser_state_and_transport_internals_the_fast_path_reads(server):
     client = yield connect(server.url)
