@@ -25,7 +25,7 @@ from .zui.actions import BackAction
 from .zui.model import BACK_KEY, Command
 
 # `zBack` in a block that does not define it.
-BACK_COMMAND = Command(key=BACK_KEY, action=BackAction(), line=0, description="Go back to the previous block")
+BACK_COMMAND = Command(key=BACK_KEY, action=BackAction(), description="Go back to the previous block")
 
 
 log = Logger()

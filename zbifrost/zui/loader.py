@@ -57,7 +57,6 @@ class ParseContext:
 
     workspace: str  # the workspace's real path
     zpath: str  # of the file being loaded
-    path: str
     block_names: frozenset  # the blocks of the file being loaded
     plugins: object  # zbifrost.zui.plugins.Plugins: imports and checks zFunc targets
     linked_blocks: object  # zpath -> block names of another file, or None while it is loading
@@ -88,7 +87,7 @@ def _parse_command(key, value, line, context):
             lines = value.lines
             value = _LineDict({k: v for k, v in value.items() if k not in OPTION_KEYS})
             value.line, value.lines = line, lines
-    command = Command(key=key, action=parse_action(value, line, context), line=line)
+    command = Command(key=key, action=parse_action(value, line, context))
     if "description" in options:
         if not isinstance(options["description"], str):
             raise ZuiError(f"line {line}: description must be a string")
@@ -146,7 +145,7 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
         if not isinstance(raw, dict) or not raw:
             raise ZuiError("line 1: a zUI file must be a mapping of block names to blocks")
-        context = ParseContext(workspace=workspace, zpath=zpath, path=path, block_names=frozenset(raw),
+        context = ParseContext(workspace=workspace, zpath=zpath, block_names=frozenset(raw),
                                plugins=plugins, linked_blocks=linked_blocks, plugin_calls=[])
         blocks = {}
         for name, body in raw.items():

@@ -12,7 +12,6 @@ BACK_KEY = "zBack"  # answered in every block, defined there or not
 class Command:
     key: str  # as written in the file, e.g. "^List Users"
     action: object  # an action from zbifrost.zui.actions
-    line: int
     description: str = None
     roles: frozenset = None  # None: everyone
     cache_ttl: float = None

@@ -125,7 +125,6 @@ class Plugins:
         self._name_prefix = f"_zbifrost_plugin_{digest}_"
         self._modules = {}  # path -> PluginModule
         self._failed = {}  # path -> stamp of the edit that did not load (logged once)
-        self.reloads = 0
 
     def use(self, segments, name, arg_count):
         """The PluginModule whose function `name` a zFunc action will call, after checking that
@@ -205,7 +204,6 @@ class Plugins:
                 sys.modules[module.module_name] = previous
             raise
         if module.module is not None:
-            self.reloads += 1
             log.info("Plugin reloaded: {plugin}", plugin=module.shown)
         module.module, module.functions, module.stamp = fresh, functions, stamp
 
