@@ -2,9 +2,12 @@
 and `POST /api/publish` with a bearer token of a role in `api_roles` (docs/protocol.md section 6)."""
 
 import json
+import re
 import tempfile
 
 import pytest_twisted
+from twisted.internet import defer
+from twisted.logger import LogLevel, formatEvent
 
 from zbifrost.channels import INVALID_CHANNEL
 from zbifrost.testing import connect
@@ -64,6 +67,19 @@ def test_the_api_answers_400_for_a_bad_body_or_channel(make_server, tmp_path):
                  too_deep):
         status, _, reply = yield _post(server, body, token="t-root")
         assert status == 400 and json.loads(reply)["error"], body
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failed_api_publish_answers_500_with_the_error_id_logged_at_error_with_its_traceback(
+        make_server, tmp_path, log_events, monkeypatch):
+    server = yield make_server(tokens_file=_tokens(tmp_path))
+    monkeypatch.setattr(server.hub.channels, "publish", lambda *args: defer.fail(RuntimeError("backend broke")))
+    status, _, reply = yield _post(server, {"channel": "orders", "data": 1}, token="t-root")
+    error_id = re.fullmatch(r"The publish failed \(error id ([0-9a-f]{12})\)", json.loads(reply)["error"]).group(1)
+    assert status == 500
+    (logged,) = [event for event in log_events if event.get("error_id") == error_id]
+    assert logged["log_level"] == LogLevel.error and logged["log_failure"].check(RuntimeError)
+    assert error_id in formatEvent(logged)
 
 
 @pytest_twisted.inlineCallbacks

@@ -15,15 +15,19 @@ so observers see events only through `EscapingObserver`: every text field escape
 the end of a failure's traceback (the rest of a traceback is the server's own text, one frame a
 line). It wraps both observers here, and under twistd without `--logger` twistd's own
 (`escape_twistd_default`), so that no format lets a client forge a line or flood one.
+
+`log_failure_with_id` is the one place an error id is made: the id a client's error reply
+quotes (`command_failed`, POST /api/publish's 500) and the log line with the traceback carries.
 """
 
 import os
 import re
 import sys
+import uuid
 from datetime import datetime, timezone
 
 import orjson
-from twisted.logger import FileLogObserver, ILogObserver, eventAsText, formatEvent
+from twisted.logger import FileLogObserver, ILogObserver, LogLevel, eventAsText, formatEvent
 from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from zope.interface import implementer
@@ -42,6 +46,14 @@ def stdout_is_the_journal():
     except (OSError, ValueError, AttributeError):
         return False
     return os.environ.get("JOURNAL_STREAM") == f"{status.st_dev}:{status.st_ino}"
+
+
+def log_failure_with_id(log, failure, format, **fields):
+    """Log `failure` with its traceback at error under a new error id (the event's `error_id`
+    field, which `format` may show) and return the id, for the reply that quotes it."""
+    error_id = uuid.uuid4().hex[:12]
+    log.failure(format, failure, LogLevel.error, error_id=error_id, **fields)
+    return error_id
 
 
 def escape(text, limit=FIELD_LIMIT):

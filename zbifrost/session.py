@@ -10,10 +10,9 @@ its `close`; it never sees Autobahn or frames beyond their encoded bytes.
 """
 
 import time
-import uuid
 
 from twisted.internet import defer
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import messages
@@ -21,6 +20,7 @@ from .auth import InvalidToken, bearer_token
 from .context import Place
 from .events import HANDLERS
 from .events.session import connection_info
+from .logs import log_failure_with_id
 from .messages import COMMAND_FAILED, RATE_LIMITED, TIMEOUT, UNKNOWN_EVENT, RequestError
 from .ratelimit import ABUSIVE, LIMITED, RateLimiter
 
@@ -191,9 +191,8 @@ class Session:
             return err
         if isinstance(err, (defer.TimeoutError, defer.CancelledError)):
             return RequestError(TIMEOUT, "The command did not finish within its timeout")
-        error_id = uuid.uuid4().hex[:12]
-        self._log.failure("Command failed (error id {error_id}, client {client_id})", failure,
-                          level=LogLevel.error, error_id=error_id, client_id=self.client_id)
+        error_id = log_failure_with_id(self._log, failure, "Command failed (error id {error_id}, client {client_id})",
+                                       client_id=self.client_id)
         return RequestError(COMMAND_FAILED, f"The command failed (error id {error_id})")
 
     def _track(self, deferred, req_id):
