@@ -13,7 +13,6 @@ WebSocket frames.
 import hashlib
 import ipaddress
 import math
-import os
 import re
 import time
 import warnings
@@ -27,6 +26,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from twisted.logger import Logger
 
 from .config import unknown_key
+from . import filestamp
 
 log = Logger()
 
@@ -143,7 +143,7 @@ def read_token_file(path):
 
 
 class TokenStore:
-    """Checks tokens against the file, re-reading it when its modification time changes."""
+    """Checks tokens against the file, re-reading it when it changes (`zbifrost.filestamp`)."""
 
     def __init__(self, path, clock=time.time):
         self.path = path
@@ -154,12 +154,11 @@ class TokenStore:
 
     def _refresh(self, strict=False):
         try:
-            stat = os.stat(self.path)
+            stamp = filestamp.stamp(self.path)  # `tokens` replaces the file: a new inode
         except OSError as err:
             if strict:
                 raise TokenFileError(f"tokens file {self.path}: cannot read it ({err.strerror})") from None
             return
-        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)  # `tokens` replaces the file: new inode
         if stamp == self._stamp:
             return
         try:

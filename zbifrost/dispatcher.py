@@ -122,4 +122,4 @@ def _cache_key(zfile, block, key, args, data, role):
         raise RequestError(MISSING_FIELD, "args and data must be plain JSON") from None
     if len(arguments) > MAX_CACHED_ARGUMENTS:
         return None
-    return (zfile.zpath, zfile.mtime_ns, block, key, arguments, role)
+    return (zfile.zpath, zfile.stamp, block, key, arguments, role)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from .. import filestamp
 from .actions import ZuiError, parse_action
 from .model import BACK_KEY, Block, Command, ZuiFile
 
@@ -140,7 +141,7 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
     shown = os.path.relpath(path, workspace)
     try:
         with open(path, "rb") as handle:
-            stat = os.fstat(handle.fileno())
+            stamp = filestamp.stamp_of(os.fstat(handle.fileno()))
             text = handle.read()
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
         if not isinstance(raw, dict) or not raw:
@@ -161,5 +162,5 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
         raise ZuiError(f"zUI file {shown}, {where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ZuiError(f"zUI file {shown}: cannot read it ({err})") from None
-    return ZuiFile(zpath=zpath, path=path, blocks=blocks, mtime_ns=stat.st_mtime_ns,
+    return ZuiFile(zpath=zpath, path=path, blocks=blocks, stamp=stamp,
                    plugin_calls=tuple(context.plugin_calls))

@@ -48,7 +48,7 @@ class ZuiFile:
     zpath: str
     path: str
     blocks: dict  # name -> Block, in file order
-    mtime_ns: int = 0
+    stamp: tuple = None  # zbifrost.filestamp's, of the file as it was read
     plugin_calls: tuple = ()  # its zFunc actions, which a plugin reload must keep working
 
     def default_block(self):

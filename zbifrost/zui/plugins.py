@@ -23,6 +23,7 @@ from importlib.machinery import SourceFileLoader
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from .. import filestamp
 from .zpath import inside
 
 log = Logger()
@@ -98,11 +99,6 @@ class PluginModule:
         self.functions = {}  # name -> PluginFunction of the current module
 
 
-def _stamp(path):
-    stat = os.stat(path)
-    return stat.st_mtime_ns, stat.st_size, stat.st_ino
-
-
 def _failure_line(err, path):
     if isinstance(err, SyntaxError) and err.lineno:
         return err.lineno
@@ -169,7 +165,7 @@ class Plugins:
             try:
                 self._update(module)
             except PluginError as err:
-                stamp = _stamp_or_none(module.path)
+                stamp = filestamp.stamp_or_none(module.path)
                 if self._failed.get(module.path) != stamp:
                     self._failed[module.path] = stamp
                     log.error("Plugin change not loaded, still serving the last good version: {error}",
@@ -178,7 +174,7 @@ class Plugins:
     def _update(self, module):
         """(Re-)import the module if its file changed since it was imported. Raises PluginError."""
         try:
-            stamp = _stamp(module.path)
+            stamp = filestamp.stamp(module.path)
         except OSError as err:
             raise PluginError(f"plugin {module.shown}: cannot read it ({err.strerror})") from None
         if stamp == module.stamp:
@@ -219,13 +215,6 @@ class Plugins:
             problem = err.msg if isinstance(err, SyntaxError) else str(err)
             raise PluginError(f"plugin {module.shown}, line {line}: {type(err).__name__}: {problem}") from None
         return fresh
-
-
-def _stamp_or_none(path):
-    try:
-        return _stamp(path)
-    except OSError:
-        return None
 
 
 def _function(loaded, name, module):
