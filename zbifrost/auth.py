@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from .config import unknown_key
 from . import filestamp
+from .yaml_errors import yaml_error_text
 
 log = Logger()
 
@@ -112,7 +113,7 @@ def read_token_file(path):
     except OSError as err:
         raise TokenFileError(f"tokens file {path}: cannot read it ({err.strerror})") from None
     except yaml.YAMLError as err:
-        raise TokenFileError(f"tokens file {path}: invalid YAML ({err})") from None
+        raise TokenFileError(yaml_error_text(f"tokens file {path}", err)) from None
     if not isinstance(raw, dict):
         raise TokenFileError(f"tokens file {path}: expected a mapping with a 'tokens' list at the top level")
     for key in raw:

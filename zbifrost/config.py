@@ -19,6 +19,7 @@ from twisted.internet.testing import MemoryReactor
 from .channels import History
 from .channels.rules import ChannelRule, valid_pattern
 from .proxies import parse_networks
+from .yaml_errors import yaml_error_text
 from .zui.zpath import zui_files
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -190,10 +191,7 @@ def _read_file(path):
     except OSError as err:
         raise ConfigError(f"config file {path}: cannot read it ({err.strerror})") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"config file {path}{where}: invalid YAML ({problem})") from None
+        raise ConfigError(yaml_error_text(f"config file {path}", err)) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import yaml
 
 from .. import filestamp
+from ..yaml_errors import yaml_error_text
 from .actions import ZuiError, parse_action
 from .model import BACK_KEY, Block, Command, ZuiFile
 
@@ -157,9 +158,7 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
     except ZuiError as err:
         raise ZuiError(f"zUI file {shown}, {err}") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "line ?"
-        raise ZuiError(f"zUI file {shown}, {where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+        raise ZuiError(yaml_error_text(f"zUI file {shown}", err)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ZuiError(f"zUI file {shown}: cannot read it ({err})") from None
     return ZuiFile(zpath=zpath, path=path, blocks=blocks, stamp=stamp,
