@@ -1,4 +1,4 @@
-"""Backend publishing, over real sockets: `ctx.publish` from plugins (worker thread and reactor)
+"""Backend publishing, over real sockets: `ctx.publish` from plugins (pool thread and reactor)
 and `POST /api/publish` with a bearer token of a role in `api_roles` (docs/protocol.md section 6)."""
 
 import json
@@ -124,7 +124,7 @@ def test_backend_publishes_pass_the_channel_rules_and_reach_private_channels(mak
 
 
 @pytest_twisted.inlineCallbacks
-def test_ctx_publish_from_a_worker_thread_reaches_the_asking_client_too(make_server, tmp_path, backend_settings):
+def test_ctx_publish_from_a_pool_thread_reaches_the_asking_client_too(make_server, tmp_path, backend_settings):
     server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", require_auth=True,
                                tokens_file=_tokens(tmp_path), **backend_settings)
     alice = yield connect(server.url, token="t-alice")

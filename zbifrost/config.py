@@ -70,7 +70,7 @@ class Config:
     history_max_bytes: int = 64 * 1024 * 1024  # channel history of the embedded backend, all channels
     broker: str = None  # redis://host:port/db: channels in Redis (zbifrost.channels.redis); None: in memory
     presence_ttl: float = 30.0  # seconds after which a dead process's presence entries are gone (broker only)
-    # worker threads of thread-run plugin functions (zbifrost.thread_pool)
+    # pool threads of thread-run plugin functions (zbifrost.thread_pool)
     threads: int = 10
     threads_per_client: int = 2
     threads_max: int = None  # None: 4 x threads

@@ -3,7 +3,7 @@
 It owns the registry of open sessions (`clients`), the TCP connections still in their opening
 handshake (`Handshakes`) and those refused at auth and still closing, the services every
 session uses (workspace, dispatcher, query cache, channel backend and rules, token store,
-origin policy, trusted proxies, metrics, worker threads), the current config, and the graceful
+origin policy, trusted proxies, metrics, pool threads), the current config, and the graceful
 shutdown of the clients. It knows sessions, never their connections' frames; the Autobahn
 factory (zbifrost.wire.factory) only builds protocols.
 """

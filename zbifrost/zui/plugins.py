@@ -81,7 +81,7 @@ class PluginFunction:
         if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
-            raise TypeError(f"plugin function {self.name} ran in a worker thread but returned "
+            raise TypeError(f"plugin function {self.name} ran in a pool thread but returned "
                             f"{type(result).__name__}: declare it `async def`, decorate it with "
                             f"inlineCallbacks or annotate it `-> Deferred` so that it runs on the reactor")
         return result
