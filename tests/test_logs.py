@@ -1,7 +1,7 @@
 """twistd --logger=zbifrost.logs.json / .text on a real server: every JSON line parses and
 carries level, namespace, message and the event's fields; no token is ever written; on the
 systemd journal (JOURNAL_STREAM naming stdout) no line carries a timestamp of its own; in every
-format, twistd's own included, a client's text is escaped and cut (PROTOCOL.md section 7a)."""
+format, twistd's own included, a client's text is escaped and cut (docs/protocol.md section 7a)."""
 
 import base64
 import json

@@ -273,7 +273,7 @@ def normalize_origin(origin):
 
 
 class OriginPolicy:
-    """PROTOCOL.md section 2 step 2: the server's own origin always, listed origins exactly.
+    """docs/protocol.md section 2 step 2: the server's own origin always, listed origins exactly.
 
     Same-origin (the Origin's host and port equal the `Host` header) is accepted whatever
     `allowed_origins` holds, so the page at `/` works behind any list; it also requires the

@@ -120,7 +120,7 @@ _SECTIONS = {"websocket": _WEBSOCKET_KEYS}
 # the config file's `channels:` section: a list of rules, each a mapping with these keys
 _CHANNEL_RULE_KEYS = ("pattern", "subscribe", "publish", "history", "presence", "join_leave")
 _HISTORY_KEYS = ("size", "ttl")
-# the `websocket.jwt` mapping (PROTOCOL.md section 2, signed tokens)
+# the `websocket.jwt` mapping (docs/protocol.md section 2, signed tokens)
 _JWT_KEYS = ("secret", "secret_file", "public_key_file", "algorithms", "audience", "issuer", "leeway", "role_claim")
 _HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 # settings holding a path: a relative one in a config file is relative to that file's folder

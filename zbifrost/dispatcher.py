@@ -1,4 +1,4 @@
-"""The dispatcher: zKey -> command -> result, or a Deferred of it (PROTOCOL.md section 5).
+"""The dispatcher: zKey -> command -> result, or a Deferred of it (docs/protocol.md section 5).
 
 It resolves a key in the client's block, checks the role, answers from the query cache,
 runs the action with a `RequestContext` (zbifrost.context), and puts a timeout on anything

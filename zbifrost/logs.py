@@ -1,5 +1,5 @@
 """Log observers for twistd's `--logger` option: `zbifrost.logs.json` and `zbifrost.logs.text`;
-and the one escaping step that every log line goes through (PROTOCOL.md section 7a).
+and the one escaping step that every log line goes through (docs/protocol.md section 7a).
 
 `json` writes one JSON object per line: time, level, namespace, message (the formatted text),
 the event's own fields (client_id, error_id, ...), and traceback when the event carries a

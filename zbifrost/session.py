@@ -2,7 +2,7 @@
 
 It owns the client's identity and token expiry, its rate limiter, its commands in flight, its
 subscriptions and zDialog inputs, its place in the zUI (`place`), the opening-handshake checks
-of PROTOCOL.md section 2 (`admit`), calling the handlers (`receive`, the hot path: parse, look
+of docs/protocol.md section 2 (`admit`), calling the handlers (`receive`, the hot path: parse, look
 up the handler, reply; a result that is not a Deferred is answered at once, with no timers,
 logging or thread hops) and turning failures into error replies (`error_for`, the one place
 that does it). It sends through its connection's `send_frame` and `deliver` and closes through
@@ -72,7 +72,7 @@ class Session:
     # -- opening ---------------------------------------------------------------------------
 
     def admit(self, request, transport_peer):
-        """Check an upgrade request (PROTOCOL.md section 2): (HTTP status, text) to refuse it
+        """Check an upgrade request (docs/protocol.md section 2): (HTTP status, text) to refuse it
         now, else None. A missing or invalid token is refused after the upgrade, with a 1008
         close (`refusal`), so that a browser learns why."""
         hub = self.hub

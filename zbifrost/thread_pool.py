@@ -1,4 +1,4 @@
-"""The thread pool of thread-run plugin functions (PROTOCOL.md section 7, "threads").
+"""The thread pool of thread-run plugin functions (docs/protocol.md section 7, "threads").
 
 `FairThreadPool` owns daemon threads of its own, never the reactor's pool: shutdown joins
 that one, and a plugin stuck forever must not keep the process alive. Its queue is fair: each

@@ -1,4 +1,4 @@
-"""The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1, 7 and 8).
+"""The twisted.web Site on the WebSocket port (docs/protocol.md sections 1, 7 and 8).
 
 `/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
 `/healthz`, `/metrics` (unless `metrics_listen` moves it to a site of its own,
@@ -163,7 +163,7 @@ class Metrics(_StatusPage):
 
 
 class PublishApi(resource.Resource):
-    """`POST /api/publish` (PROTOCOL.md section 6): a backend program with a token whose role is
+    """`POST /api/publish` (docs/protocol.md section 6): a backend program with a token whose role is
     in `api_roles` publishes `{"channel", "data"}` as the server."""
 
     isLeaf = True

@@ -6,7 +6,7 @@ the real `plugins/` folder of the workspace, and checks that the named function 
 accepts the arguments the zUI file gives it. `Plugins.refresh` re-imports a module whose file
 changed; a change that does not import, or that drops or breaks a function the loaded zUI
 files call, is logged with the file and line and the last good version stays. `PluginFunction.call` runs a function
-the way PROTOCOL.md section 5 says: plain functions in the server's thread pool, coroutines and
+the way docs/protocol.md section 5 says: plain functions in the server's thread pool, coroutines and
 Deferred-returning functions on the reactor.
 
 Nothing here knows about zUI files, connections or requests (beyond passing `ctx` on).
