@@ -73,15 +73,16 @@ def writes_at_once(transport):
 
 def class_options(factory, protocol_class):
     """The protocol options of `factory`, to be class attributes of a per-factory subclass:
-    Autobahn copies into each connection's __dict__ only the options its class lacks (1.7 KiB
-    of an idle connection's 11.6 KiB). Empty on public API only: every connection gets its copy."""
+    Autobahn copies into each connection's __dict__ only the options its class lacks (their
+    size: README, "Memory per idle connection"). Empty on public API only: every connection
+    gets its copy."""
     if not INTERNALS:
         return {}
     return {name: getattr(factory, name) for name in protocol_class.CONFIG_ATTRS}
 
 
 # What Autobahn keeps of the opening handshake (for its test suite): nothing reads it once the
-# connection is open, and it is about 1.3 KiB of an idle connection.
+# connection is open (its size: README, "Memory per idle connection").
 HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_line", "http_headers",
                        "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
                        "websocket_origin", "websocket_protocols", "websocket_extensions", "_wskey")
@@ -106,7 +107,7 @@ def fail_connection(protocol, code, reason):
 
 
 # Up to this many payload bytes, unmasking with Python's big integers is faster than Autobahn's
-# NVX masker, whose setup through cffi alone is about 3 us (0.4 us against 3 us for 50 bytes).
+# NVX masker, whose setup through cffi outweighs a small payload (figures: README, "Benchmark").
 SMALL_PAYLOAD = 1024
 
 
@@ -190,16 +191,16 @@ class FastPath:
 
     def onMessageEnd(self):
         """Autobahn's, minus its per-message `fire("message")` event that nothing here listens
-        to (2 us of every request on the benchmark)."""
+        to (its cost: README, "Benchmark")."""
         if not self.failedByMe:
             self.onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None
 
     def _write(self, data):
-        """Write encoded frames. Autobahn's sendMessage frames and writes as the wire's _send_or_batch
-        does (`_send_or_batch`), with per-call assertions, statistics and debug-log arguments (3 us a reply on the
-        benchmark), and refuses replies larger than the *incoming* limit max_message_size, which
-        is meant for clients' messages only."""
+        """Write encoded frames. Autobahn's sendMessage frames and writes as the wire's
+        `_send_or_batch` does, with per-call assertions, statistics and debug-log arguments
+        (their cost: README, "Benchmark"), and refuses replies larger than the *incoming* limit
+        max_message_size, which is meant for clients' messages only."""
         if self.send_queue:  # Autobahn has frames waiting (e.g. a ping): keep the order
             self.sendData(data)
         elif self._writes_at_once:
@@ -210,7 +211,7 @@ class FastPath:
     def _write_now(self, frame):
         """Send what the socket takes now, as asyncio's transports do, when nothing is queued
         before it; Twisted queues the rest. Its own write always waits for the next reactor
-        turn: an epoll_ctl each way and one more event per reply (4 us of 28 on the benchmark)."""
+        turn: an epoll_ctl each way and one more event per reply (its cost: README, "Benchmark")."""
         transport = self.transport
         sent = 0
         # the conditions under which Twisted's own write would send at its next turn (an aborted

@@ -2,9 +2,9 @@
 
 Inside the server a failed request is a `RequestError` exception; `error_frame` is where it
 becomes the `{"error", "code", "_requestId"}` value of docs/protocol.md section 3. Nothing here
-knows about sockets or zUI files. JSON goes through orjson (bytes in, bytes out): on the
-benchmark it parses and encodes the small frames of this protocol several times faster
-than the standard library.
+knows about sockets or zUI files. JSON goes through orjson (bytes in, bytes out), which parses
+and encodes the small frames of this protocol several times faster than the standard library
+(README, "Benchmark").
 """
 
 import orjson
