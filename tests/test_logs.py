@@ -10,8 +10,10 @@ import re
 import subprocess
 
 import pytest
-from twisted.logger import Logger, globalLogPublisher
+from twisted.application.service import Application
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python import log as legacy_log
+from twisted.python import syslog
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import ENGINE, http_get
@@ -131,6 +133,19 @@ def test_a_clients_control_characters_and_long_text_never_reach_a_log_line_as_wr
     assert len(refusal) == 1 and "critical extension: \\x1b[2J\\x1b[31m\\x0d\\x0a2030" in refusal[0], output
     assert not any(text.startswith("2030") or ("forged line" in text and text is not refusal[0]) for text in texts)
     assert any("p" * 150 in text and "...[cut: 5001 characters]" in text for text in texts), output
+
+
+TWISTD_OPTIONS = {"logger": None, "logfile": None, "syslog": 0, "prefix": "twisted", "nodaemon": 1}
+
+
+def test_under_twistd_with_syslog_every_line_reaches_syslog_escaped(monkeypatch):
+    sent = []
+    monkeypatch.setattr(syslog.SyslogObserver, "openlog", lambda self, *args: None)
+    monkeypatch.setattr(syslog.SyslogObserver, "syslog", lambda self, priority, line: sent.append(line))
+    application = Application("zbifrost")
+    zbifrost_logs.escape_twistd_default(application, dict(TWISTD_OPTIONS, syslog=1, prefix="zbifrost"))
+    Logger(observer=ILogObserver(application)).warn("Refused {origin}", origin="evil\n2030-01-01 forged line")
+    assert sent == ["[-] Refused evil\\x0a2030-01-01 forged line"]
 
 
 FORGED_MESSAGE = "bad \x1b[2J\n2030-01-01T00:00:00+0000 [-] forged line" + "x" * 600

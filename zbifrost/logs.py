@@ -27,7 +27,8 @@ import uuid
 from datetime import datetime, timezone
 
 import orjson
-from twisted.logger import FileLogObserver, ILogObserver, LogLevel, eventAsText, formatEvent
+from twisted.logger import (FileLogObserver, ILogObserver, LegacyLogObserverWrapper, LogLevel, eventAsText,
+                            formatEvent)
 from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from zope.interface import implementer
@@ -113,12 +114,15 @@ class EscapingObserver:
 def escape_twistd_default(application, twistd_options):
     """Under twistd without `--logger`, make twistd's own observer (stdout, `--logfile` or
     `--syslog`, as twistd chooses it) an `EscapingObserver`'s: twistd takes the application's
-    ILogObserver when no `--logger` is given, and builds its own with UnixAppLogger."""
+    ILogObserver when no `--logger` is given, and builds its own with UnixAppLogger. The
+    syslog one is a legacy observer (twisted.python.log's events), which twistd would wrap."""
     if twistd_options is None or twistd_options.get("logger"):
         return
     from twisted.scripts._twistd_unix import UnixAppLogger  # twistd's own, as it would choose it
 
     default = UnixAppLogger(twistd_options)._getLogObserver()
+    if not ILogObserver.providedBy(default):
+        default = LegacyLogObserverWrapper(default)
     application.setComponent(ILogObserver, EscapingObserver(default))
 
 
