@@ -3,24 +3,29 @@
 zbifrost's receive fast path and direct send read the internals of Autobahn (its frame parser's
 state, `_dataReceived`, `_fail_connection`, `_cancelAutoPingTimeoutCall`, `message_data`,
 `CONFIG_ATTRS`, `_wskey`), of Twisted's TCP transport (`_tempDataLen`, `dataBuffer`, `offset`,
-`_writeDisconnected`, `_aborting`, `socket`) and of txaio (`txaio.tx._no_op`, its disabled log
-level). They are used only on the releases they were tested with (`TESTED`); on any other
+`_writeDisconnected`, `_aborting`, `socket`), of txaio (`txaio.tx._no_op`, its disabled log
+level) and of twistd (`UnixAppLogger._getLogObserver`, the log observer it builds without
+`--logger`). They are used only on the releases they were tested with (`TESTED`); on any other
 release, or with ZBIFROST_INTERNALS=off in the environment, `INTERNALS` is False, `report` logs
 one line at start, and zbifrost works through the libraries' public API only: every frame takes
-Autobahn's own path, replies go out through `sendData`, and nothing is trimmed from a
-connection's memory. tests/test_fence.py checks, on the installed releases, that each internal
+Autobahn's own path, replies go out through `sendData`, nothing is trimmed from a connection's
+memory, and twistd's log observer is built from its options with twisted.logger's pieces. tests/test_fence.py checks, on the installed releases, that each internal
 read here exists and behaves as assumed.
 
 `FastPath` is mixed into the wire protocol (zbifrost.wire.protocol) only when INTERNALS is on.
 """
 
 import os
+import signal
+import sys
 
 import autobahn
 import twisted
 import txaio
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
+from twisted.logger import ILogObserver, LegacyLogObserverWrapper, textFileLogObserver
+from twisted.python.logfile import LogFile
 
 # (library, its version, the release prefix it was tested with); txredisapi is used through
 # its public API only (zbifrost.channels.redis)
@@ -104,6 +109,45 @@ def fail_connection(protocol, code, reason):
     else:
         protocol.close(code, reason)
         protocol.transport.pauseProducing()
+
+
+def twistd_log_observer(twistd_options):
+    """The observer twistd logs to when no `--logger` is given (`--syslog`, `--logfile`, or
+    stdout), as a twisted.logger observer: twistd's own, or on public API only the same one
+    built from its options."""
+    if INTERNALS:
+        from twisted.scripts._twistd_unix import UnixAppLogger
+
+        observer = UnixAppLogger(twistd_options)._getLogObserver()
+    else:
+        observer = _twistd_log_observer_from_options(twistd_options)
+    # syslog's is a twisted.python.log observer, which twistd would wrap too
+    return observer if ILogObserver.providedBy(observer) else LegacyLogObserverWrapper(observer)
+
+
+def _twistd_log_observer_from_options(options):
+    """What twistd's UnixAppLogger builds, from public pieces: `--syslog` goes to syslog with
+    `--prefix`; `--logfile=-`, or no `--logfile` with `-n`, to stdout (a daemon cannot log there);
+    else to the `--logfile` (default twistd.log), rotated on SIGUSR1 unless that has a handler."""
+    if options.get("syslog"):
+        from twisted.python.syslog import SyslogObserver
+
+        return SyslogObserver(options.get("prefix") or "").emit
+    filename = options.get("logfile") or ""
+    nodaemon = options.get("nodaemon")
+    if filename == "-" and not nodaemon:
+        sys.exit("Daemons cannot log to stdout, exiting!")
+    if filename == "-" or (nodaemon and not filename):
+        return textFileLogObserver(sys.stdout)
+    log_file = LogFile.fromFullPath(filename or "twistd.log")
+    if not signal.getsignal(signal.SIGUSR1):
+        def rotate(signum, frame):
+            from twisted.internet import reactor
+
+            reactor.callFromThread(log_file.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return textFileLogObserver(log_file)
 
 
 # Up to this many payload bytes, unmasking with Python's big integers is faster than Autobahn's

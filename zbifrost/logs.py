@@ -27,11 +27,12 @@ import uuid
 from datetime import datetime, timezone
 
 import orjson
-from twisted.logger import (FileLogObserver, ILogObserver, LegacyLogObserverWrapper, LogLevel, eventAsText,
-                            formatEvent)
+from twisted.logger import FileLogObserver, ILogObserver, LogLevel, eventAsText, formatEvent
 from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from zope.interface import implementer
+
+from . import compat
 
 FIELD_LIMIT = 200  # characters of a field, escapes included, before its cut
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
@@ -113,17 +114,11 @@ class EscapingObserver:
 
 def escape_twistd_default(application, twistd_options):
     """Under twistd without `--logger`, make twistd's own observer (stdout, `--logfile` or
-    `--syslog`, as twistd chooses it) an `EscapingObserver`'s: twistd takes the application's
-    ILogObserver when no `--logger` is given, and builds its own with UnixAppLogger. The
-    syslog one is a legacy observer (twisted.python.log's events), which twistd would wrap."""
+    `--syslog`, as twistd chooses it: `compat.twistd_log_observer`) an `EscapingObserver`'s:
+    twistd takes the application's ILogObserver when no `--logger` is given."""
     if twistd_options is None or twistd_options.get("logger"):
         return
-    from twisted.scripts._twistd_unix import UnixAppLogger  # twistd's own, as it would choose it
-
-    default = UnixAppLogger(twistd_options)._getLogObserver()
-    if not ILogObserver.providedBy(default):
-        default = LegacyLogObserverWrapper(default)
-    application.setComponent(ILogObserver, EscapingObserver(default))
+    application.setComponent(ILogObserver, EscapingObserver(compat.twistd_log_observer(twistd_options)))
 
 
 def _as_json(event, stamped):
