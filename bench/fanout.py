@@ -22,9 +22,9 @@ To keep the generator from being the bottleneck, only every SAMPLE_EVERY-th subs
 its frames as they come (timing each message and checking which publishes arrived). The
 others, once subscribed, leave asyncio: every COUNT_EVERY_S one epoll pass reads whatever
 their sockets hold and counts the `message` events in the raw bytes (C-speed `bytes.count`).
-Read one by one, 100,000 messages a second cost a Python reader more than a core on this
-machine (6 us a read at best); read in batches they cost it about 10%. The server's side is
-unchanged: it still writes every message to every socket as it is published.
+Read one by one, 100,000 messages a second cost a Python reader more than a core; read in
+batches, a small part of one (figures: bench/README.md). The server's side is unchanged: it
+still writes every message to every socket as it is published.
 """
 
 import argparse

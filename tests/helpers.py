@@ -20,7 +20,7 @@ from zbifrost.auth import hash_token
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"  # Debian's package (.ci/run installs it)
 ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 
-# bad channel names (PROTOCOL.md section 7a): a name is matched in full, so a trailing newline
+# bad channel names (docs/protocol.md section 7a): a name is matched in full, so a trailing newline
 # (which a `re.match` with `$` lets through) or a 129th character is refused like any other
 FORGED_CHANNELS = ["chat\n", "chat\r", "chat\0", "chat\n\n", "\nchat", "a" * 128 + "\n", "a" * 129]
 

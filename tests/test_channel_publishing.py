@@ -1,10 +1,13 @@
-"""Backend publishing, over real sockets: `ctx.publish` from plugins (worker thread and reactor)
+"""Backend publishing, over real sockets: `ctx.publish` from plugins (pool thread and reactor)
 and `POST /api/publish` with a bearer token of a role in `api_roles` (docs/protocol.md section 6)."""
 
 import json
+import re
 import tempfile
 
 import pytest_twisted
+from twisted.internet import defer
+from twisted.logger import LogLevel, formatEvent
 
 from zbifrost.channels import INVALID_CHANNEL
 from zbifrost.testing import connect
@@ -67,6 +70,19 @@ def test_the_api_answers_400_for_a_bad_body_or_channel(make_server, tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_failed_api_publish_answers_500_with_the_error_id_logged_at_error_with_its_traceback(
+        make_server, tmp_path, log_events, monkeypatch):
+    server = yield make_server(tokens_file=_tokens(tmp_path))
+    monkeypatch.setattr(server.hub.channels, "publish", lambda *args: defer.fail(RuntimeError("backend broke")))
+    status, _, reply = yield _post(server, {"channel": "orders", "data": 1}, token="t-root")
+    error_id = re.fullmatch(r"The publish failed \(error id ([0-9a-f]{12})\)", json.loads(reply)["error"]).group(1)
+    assert status == 500
+    (logged,) = [event for event in log_events if event.get("error_id") == error_id]
+    assert logged["log_level"] == LogLevel.error and logged["log_failure"].check(RuntimeError)
+    assert error_id in formatEvent(logged)
+
+
+@pytest_twisted.inlineCallbacks
 def test_the_api_matches_channel_names_in_full(make_server, tmp_path):
     server = yield make_server(tokens_file=_tokens(tmp_path))
     for channel in FORGED_CHANNELS:
@@ -108,7 +124,7 @@ def test_backend_publishes_pass_the_channel_rules_and_reach_private_channels(mak
 
 
 @pytest_twisted.inlineCallbacks
-def test_ctx_publish_from_a_worker_thread_reaches_the_asking_client_too(make_server, tmp_path, backend_settings):
+def test_ctx_publish_from_a_pool_thread_reaches_the_asking_client_too(make_server, tmp_path, backend_settings):
     server = yield make_server(workspace=ENGINE, zvafile="@.zUI.main", require_auth=True,
                                tokens_file=_tokens(tmp_path), **backend_settings)
     alice = yield connect(server.url, token="t-alice")

@@ -1,4 +1,4 @@
-"""Every client event with random JSON values (PROTOCOL.md sections 3, 7 and 9): wrong types,
+"""Every client event with random JSON values (docs/protocol.md sections 3, 7 and 9): wrong types,
 huge numbers, NaN, deep nesting, long strings, lone surrogates and invalid UTF-8 in every field
 of every event, in each of its forms (`event`, the legacy `action`, a bare `zKey`), as text and
 as binary frames, now and then with one flaw of the whole frame.
@@ -129,7 +129,7 @@ def spoiled(draw, required, optional):
     return value
 
 
-# -- the fields of each event (PROTOCOL.md section 3) -----------------------------------------
+# -- the fields of each event (docs/protocol.md section 3) -----------------------------------------
 
 KEY = Field(one("Ping", "^Ping", "Tools", "^Tools", "Greet", "Add", "Who Am I", "Server Time", "Colors",
                 "Setup Wizard", "Sign Up", "Level 1 Menu", "Echo Test", "Status", "zBack", "^zBack"),
@@ -338,7 +338,7 @@ class Fuzzing:
 
 
 def check_close(closed, payload, binary):
-    """The only closes a frame may cause (PROTOCOL.md sections 1 and 9; docs/protocol.md section 10)."""
+    """The only closes a frame may cause (docs/protocol.md sections 1, 9 and 10)."""
     if closed.code == 1009:
         assert len(payload) > MAX_MESSAGE_SIZE, (closed.code, closed.reason)
         assert closed.reason.startswith("received WebSocket message size"), closed.reason
@@ -350,7 +350,7 @@ def check_close(closed, payload, binary):
 
 
 def check_reply(reply, request_id):
-    """A reply of PROTOCOL.md section 3's shape, echoing the frame's _requestId."""
+    """A reply of docs/protocol.md section 3's shape, echoing the frame's _requestId."""
     if "result" in reply:
         assert set(reply) <= {"result", "_requestId", "_cached"}, reply
         assert reply.get("_requestId") == request_id, reply

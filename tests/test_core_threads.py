@@ -1,4 +1,4 @@
-"""Worker threads (docs/protocol.md section 7): the fair pool of thread-run plugin functions, written-off
+"""The thread pool (docs/protocol.md section 7): the fair pool of thread-run plugin functions, written-off
 threads, and a SIGTERM that ends the process although a plugin thread never returns."""
 
 import json

@@ -3,6 +3,7 @@ internal it reads exists and behaves as it assumes (an upgrade fails here, not i
 and with the fence closed zbifrost runs the core protocol tests on public API only."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,9 +11,12 @@ import pytest
 import pytest_twisted
 import txaio
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.application.service import Application
 from twisted.internet import tcp
+from twisted.logger import ILogObserver, LogLevel
+from twisted.python.syslog import SyslogObserver
 
-from zbifrost import compat
+from zbifrost import compat, logs
 from zbifrost.testing import connect
 
 CORE_TESTS = ["tests/test_core_protocol.py", "tests/test_core_hostile.py", "tests/test_core_connections.py",
@@ -89,6 +93,59 @@ def test_with_the_fence_closed_connections_use_autobahns_own_receive_and_send(ma
     assert session.connection.http_headers  # nothing of the handshake trimmed
     assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
     yield client.close()
+
+
+TWISTD_OPTIONS = {"logger": None, "logfile": None, "syslog": 0, "prefix": "twisted", "nodaemon": 1}
+EVENT = {"log_format": "Refused {origin}", "origin": "https://example.com", "log_level": LogLevel.warn,
+         "log_namespace": "zbifrost.test", "log_time": 1_700_000_000.0}
+
+
+@pytest.fixture
+def sigusr1():
+    """SIGUSR1's handler as it was, put back after the test (twistd's log file rotation sets one)."""
+    before = signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGUSR1, before)
+
+
+@pytest.mark.parametrize("destination", ["stdout", "logfile -", "logfile", "syslog"])
+def test_twistds_private_log_observer_writes_what_the_public_fallback_writes(
+        destination, tmp_path, monkeypatch, capsys, sigusr1):
+    from twisted.scripts._twistd_unix import UnixAppLogger
+
+    assert callable(UnixAppLogger._getLogObserver)
+    sent = []
+    monkeypatch.setattr(SyslogObserver, "openlog", lambda self, *args: None)
+    monkeypatch.setattr(SyslogObserver, "syslog", lambda self, priority, line: sent.append((priority, line)))
+    written = []
+    for internals in (True, False):
+        monkeypatch.setattr(compat, "INTERNALS", internals)
+        options = dict(TWISTD_OPTIONS, **{"stdout": {}, "logfile -": {"logfile": "-"}, "syslog": {"syslog": 1},
+                                          "logfile": {"logfile": str(tmp_path / f"{internals}.log")}}[destination])
+        observer = compat.twistd_log_observer(options)
+        observer(dict(EVENT))
+        if destination == "logfile":
+            assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)  # rotation on SIGUSR1
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            written.append((tmp_path / f"{internals}.log").read_text())
+        else:
+            written.append(sent.pop() if destination == "syslog" else capsys.readouterr().out)
+    assert "Refused https://example.com" in str(written[0]) and written[0] == written[1]
+
+
+def test_with_the_fence_closed_twistds_log_observer_is_built_without_its_private_logger(monkeypatch, capsys):
+    from twisted.scripts import _twistd_unix
+
+    def private(self):
+        raise AssertionError("twistd's private UnixAppLogger._getLogObserver was used")
+
+    monkeypatch.setattr(_twistd_unix.UnixAppLogger, "_getLogObserver", private)
+    monkeypatch.setattr(compat, "INTERNALS", False)
+    application = Application("zbifrost")
+    logs.escape_twistd_default(application, TWISTD_OPTIONS)
+    ILogObserver(application)(dict(EVENT, origin="evil\n2030-01-01 forged line"))
+    assert capsys.readouterr().out.endswith("Refused evil\\x0a2030-01-01 forged line\n")
 
 
 def test_the_core_protocol_tests_pass_with_the_fence_closed():

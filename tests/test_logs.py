@@ -1,7 +1,7 @@
 """twistd --logger=zbifrost.logs.json / .text on a real server: every JSON line parses and
 carries level, namespace, message and the event's fields; no token is ever written; on the
 systemd journal (JOURNAL_STREAM naming stdout) no line carries a timestamp of its own; in every
-format, twistd's own included, a client's text is escaped and cut (PROTOCOL.md section 7a)."""
+format, twistd's own included, a client's text is escaped and cut (docs/protocol.md section 7a)."""
 
 import base64
 import json
@@ -10,12 +10,15 @@ import re
 import subprocess
 
 import pytest
-from twisted.logger import Logger, globalLogPublisher
+from twisted.application.service import Application
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python import log as legacy_log
+from twisted.python import syslog
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import ENGINE, http_get
 from tests.test_core_twistd import REPO, TWISTD, free_port, stop_process, wait_until_listening
+from zbifrost import compat
 from zbifrost import logs as zbifrost_logs
 
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every control character but the newline
@@ -23,15 +26,18 @@ CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every control characte
 pytestmark = pytest.mark.slow  # twistd runs as a subprocess
 
 
-def run_server(tmp_path, logger, journal=False, args=()):
+def run_server(tmp_path, logger, journal=False, args=(), internals=True):
     """Start twistd with `--logger=logger` (None: twistd's own) and its output going to a file (the
-    journal's stand-in when `journal`); returns (process, port, path of that file) once it listens."""
+    journal's stand-in when `journal`), with the fence (zbifrost.compat) closed unless `internals`;
+    returns (process, port, path of that file) once it listens."""
     log_path = tmp_path / "out.log"
     stdout = open(log_path, "w")  # the process's stdout; closed here once handed over
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("WEBSOCKET_", "JOURNAL_"))}
     if journal:
         status = os.fstat(stdout.fileno())
         environment["JOURNAL_STREAM"] = f"{status.st_dev}:{status.st_ino}"
+    if not internals:
+        environment[compat.SWITCH] = "off"
     port = free_port()
     chosen = [f"--logger={logger}"] if logger else []
     process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", *chosen, "zbifrost", "--port", str(port), *args],
@@ -103,16 +109,18 @@ def _b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-@pytest.mark.parametrize("logger, journal", [("zbifrost.logs.text", False), ("zbifrost.logs.json", False),
-                                             ("zbifrost.logs.text", True), ("zbifrost.logs.json", True),
-                                             (None, False)])
-def test_a_clients_control_characters_and_long_text_never_reach_a_log_line_as_written(tmp_path, logger, journal):
+@pytest.mark.parametrize("logger, journal, internals", [
+    ("zbifrost.logs.text", False, True), ("zbifrost.logs.json", False, True), ("zbifrost.logs.text", True, True),
+    ("zbifrost.logs.json", True, True), (None, False, True), (None, False, False)])
+def test_a_clients_control_characters_and_long_text_never_reach_a_log_line_as_written(tmp_path, logger, journal,
+                                                                                       internals):
     config = tmp_path / "zbifrost.yaml"
     config.write_text("websocket:\n  require_auth: true\n  jwt:\n    secret: " + "s" * 64 + "\n")
     # PyJWT's refusal names the unsupported `crit` extension as the client wrote it
     forged = "\x1b[2J\x1b[31m\r\n2030-01-01T00:00:00+0000 [-] forged line\n\x00\x7f\x9b" + "x" * 6000
     token = f"{_b64(json.dumps({'alg': 'HS256', 'crit': [forged]}).encode())}.{_b64(b'{}')}.{_b64(b'x' * 32)}"
-    process, port, log_path = run_server(tmp_path, logger, journal, args=["--config", str(config)])
+    process, port, log_path = run_server(tmp_path, logger, journal, args=["--config", str(config)],
+                                         internals=internals)
     try:
         try:
             with ws_connect(f"ws://127.0.0.1:{port}/ws", additional_headers={"Authorization": f"Bearer {token}"},
@@ -131,6 +139,19 @@ def test_a_clients_control_characters_and_long_text_never_reach_a_log_line_as_wr
     assert len(refusal) == 1 and "critical extension: \\x1b[2J\\x1b[31m\\x0d\\x0a2030" in refusal[0], output
     assert not any(text.startswith("2030") or ("forged line" in text and text is not refusal[0]) for text in texts)
     assert any("p" * 150 in text and "...[cut: 5001 characters]" in text for text in texts), output
+
+
+TWISTD_OPTIONS = {"logger": None, "logfile": None, "syslog": 0, "prefix": "twisted", "nodaemon": 1}
+
+
+def test_under_twistd_with_syslog_every_line_reaches_syslog_escaped(monkeypatch):
+    sent = []
+    monkeypatch.setattr(syslog.SyslogObserver, "openlog", lambda self, *args: None)
+    monkeypatch.setattr(syslog.SyslogObserver, "syslog", lambda self, priority, line: sent.append(line))
+    application = Application("zbifrost")
+    zbifrost_logs.escape_twistd_default(application, dict(TWISTD_OPTIONS, syslog=1, prefix="zbifrost"))
+    Logger(observer=ILogObserver(application)).warn("Refused {origin}", origin="evil\n2030-01-01 forged line")
+    assert sent == ["[-] Refused evil\\x0a2030-01-01 forged line"]
 
 
 FORGED_MESSAGE = "bad \x1b[2J\n2030-01-01T00:00:00+0000 [-] forged line" + "x" * 600

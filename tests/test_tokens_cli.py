@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.logger import LogLevel, formatEvent
 
-from zbifrost.auth import TokenStore
+from zbifrost.auth import TokenFileError, TokenStore
 from zbifrost.config import ConfigError
 from zbifrost.testing import ConnectionClosed, connect
 
@@ -46,6 +46,19 @@ def test_an_expired_token_is_refused(tmp_path):
     path = tmp_path / "tokens.yaml"
     token = tokens("add", "old", "--expires", "2001-01-01", "--file", str(path)).strip()
     assert TokenStore(str(path)).identify(token) is None
+
+
+@pytest.mark.parametrize("text, said", [
+    ("tokens:\n  - user: alice\n    role: [admin\n", ", line 4: invalid YAML (expected ',' or ']', but got '<stream end>')"),
+    ("tokens: \x00\n", ": invalid YAML (unacceptable character #x0000: special characters are not allowed)"),
+])
+def test_a_tokens_file_that_is_not_yaml_is_refused_in_one_line_naming_the_line(
+        tmp_path, text, said):
+    path = tmp_path / "tokens.yaml"
+    path.write_text(text)
+    with pytest.raises(TokenFileError) as caught:
+        TokenStore(str(path))
+    assert str(caught.value) == f"tokens file {path}{said}"
 
 
 @pytest_twisted.inlineCallbacks

@@ -21,7 +21,7 @@ def plugin_module(server, key="Blocking"):
 
 @pytest.fixture
 def open_gates():
-    """Gates of blocking plugins to open at the end of a test, so no worker thread lingers."""
+    """Gates of blocking plugins to open at the end of a test, so no pool thread lingers."""
     gates = []
     yield gates
     for gate in gates:
@@ -61,7 +61,7 @@ def test_async_deferred_and_inline_callbacks_plugins_run_on_the_reactor(make_ser
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_plugin_with_ctx_sees_the_request_and_runs_in_a_worker_thread(make_server):
+def test_a_plugin_with_ctx_sees_the_request_and_runs_in_a_pool_thread(make_server):
     server = yield start_engine(make_server)
     client = yield connect(server.url)
     result = yield client.dispatch("Context", args=[1, "x"], data={"k": "v"})

@@ -13,7 +13,6 @@ WebSocket frames.
 import hashlib
 import ipaddress
 import math
-import os
 import re
 import time
 import warnings
@@ -27,6 +26,8 @@ from jwt.warnings import InsecureKeyLengthWarning
 from twisted.logger import Logger
 
 from .config import unknown_key
+from . import filestamp
+from .yaml_errors import yaml_error_text
 
 log = Logger()
 
@@ -114,7 +115,7 @@ def read_token_file(path):
     except OSError as err:
         raise TokenFileError(f"tokens file {path}: cannot read it ({err.strerror})") from None
     except yaml.YAMLError as err:
-        raise TokenFileError(f"tokens file {path}: invalid YAML ({err})") from None
+        raise TokenFileError(yaml_error_text(f"tokens file {path}", err)) from None
     if not isinstance(raw, dict):
         raise TokenFileError(f"tokens file {path}: expected a mapping with a 'tokens' list at the top level")
     for key in raw:
@@ -145,7 +146,7 @@ def read_token_file(path):
 
 
 class TokenStore:
-    """Checks tokens against the file, re-reading it when its modification time changes."""
+    """Checks tokens against the file, re-reading it when it changes (`zbifrost.filestamp`)."""
 
     def __init__(self, path, clock=time.time):
         self.path = path
@@ -156,12 +157,11 @@ class TokenStore:
 
     def _refresh(self, strict=False):
         try:
-            stat = os.stat(self.path)
+            stamp = filestamp.stamp(self.path)  # `tokens` replaces the file: a new inode
         except OSError as err:
             if strict:
                 raise TokenFileError(f"tokens file {self.path}: cannot read it ({err.strerror})") from None
             return
-        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)  # `tokens` replaces the file: new inode
         if stamp == self._stamp:
             return
         try:
@@ -275,7 +275,7 @@ def normalize_origin(origin):
 
 
 class OriginPolicy:
-    """PROTOCOL.md section 2 step 2: the server's own origin always, listed origins exactly.
+    """docs/protocol.md section 2 step 2: the server's own origin always, listed origins exactly.
 
     Same-origin (the Origin's host and port equal the `Host` header) is accepted whatever
     `allowed_origins` holds, so the page at `/` works behind any list; it also requires the

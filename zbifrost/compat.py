@@ -3,24 +3,29 @@
 zbifrost's receive fast path and direct send read the internals of Autobahn (its frame parser's
 state, `_dataReceived`, `_fail_connection`, `_cancelAutoPingTimeoutCall`, `message_data`,
 `CONFIG_ATTRS`, `_wskey`), of Twisted's TCP transport (`_tempDataLen`, `dataBuffer`, `offset`,
-`_writeDisconnected`, `_aborting`, `socket`) and of txaio (`txaio.tx._no_op`, its disabled log
-level). They are used only on the releases they were tested with (`TESTED`); on any other
+`_writeDisconnected`, `_aborting`, `socket`), of txaio (`txaio.tx._no_op`, its disabled log
+level) and of twistd (`UnixAppLogger._getLogObserver`, the log observer it builds without
+`--logger`). They are used only on the releases they were tested with (`TESTED`); on any other
 release, or with ZBIFROST_INTERNALS=off in the environment, `INTERNALS` is False, `report` logs
 one line at start, and zbifrost works through the libraries' public API only: every frame takes
-Autobahn's own path, replies go out through `sendData`, and nothing is trimmed from a
-connection's memory. tests/test_fence.py checks, on the installed releases, that each internal
+Autobahn's own path, replies go out through `sendData`, nothing is trimmed from a connection's
+memory, and twistd's log observer is built from its options with twisted.logger's pieces. tests/test_fence.py checks, on the installed releases, that each internal
 read here exists and behaves as assumed.
 
 `FastPath` is mixed into the wire protocol (zbifrost.wire.protocol) only when INTERNALS is on.
 """
 
 import os
+import signal
+import sys
 
 import autobahn
 import twisted
 import txaio
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
+from twisted.logger import ILogObserver, LegacyLogObserverWrapper, textFileLogObserver
+from twisted.python.logfile import LogFile
 
 # (library, its version, the release prefix it was tested with); txredisapi is used through
 # its public API only (zbifrost.channels.redis)
@@ -73,15 +78,16 @@ def writes_at_once(transport):
 
 def class_options(factory, protocol_class):
     """The protocol options of `factory`, to be class attributes of a per-factory subclass:
-    Autobahn copies into each connection's __dict__ only the options its class lacks (1.7 KiB
-    of an idle connection's 11.6 KiB). Empty on public API only: every connection gets its copy."""
+    Autobahn copies into each connection's __dict__ only the options its class lacks (their
+    size: README, "Memory per idle connection"). Empty on public API only: every connection
+    gets its copy."""
     if not INTERNALS:
         return {}
     return {name: getattr(factory, name) for name in protocol_class.CONFIG_ATTRS}
 
 
 # What Autobahn keeps of the opening handshake (for its test suite): nothing reads it once the
-# connection is open, and it is about 1.3 KiB of an idle connection.
+# connection is open (its size: README, "Memory per idle connection").
 HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_line", "http_headers",
                        "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
                        "websocket_origin", "websocket_protocols", "websocket_extensions", "_wskey")
@@ -105,8 +111,47 @@ def fail_connection(protocol, code, reason):
         protocol.transport.pauseProducing()
 
 
+def twistd_log_observer(twistd_options):
+    """The observer twistd logs to when no `--logger` is given (`--syslog`, `--logfile`, or
+    stdout), as a twisted.logger observer: twistd's own, or on public API only the same one
+    built from its options."""
+    if INTERNALS:
+        from twisted.scripts._twistd_unix import UnixAppLogger
+
+        observer = UnixAppLogger(twistd_options)._getLogObserver()
+    else:
+        observer = _twistd_log_observer_from_options(twistd_options)
+    # syslog's is a twisted.python.log observer, which twistd would wrap too
+    return observer if ILogObserver.providedBy(observer) else LegacyLogObserverWrapper(observer)
+
+
+def _twistd_log_observer_from_options(options):
+    """What twistd's UnixAppLogger builds, from public pieces: `--syslog` goes to syslog with
+    `--prefix`; `--logfile=-`, or no `--logfile` with `-n`, to stdout (a daemon cannot log there);
+    else to the `--logfile` (default twistd.log), rotated on SIGUSR1 unless that has a handler."""
+    if options.get("syslog"):
+        from twisted.python.syslog import SyslogObserver
+
+        return SyslogObserver(options.get("prefix") or "").emit
+    filename = options.get("logfile") or ""
+    nodaemon = options.get("nodaemon")
+    if filename == "-" and not nodaemon:
+        sys.exit("Daemons cannot log to stdout, exiting!")
+    if filename == "-" or (nodaemon and not filename):
+        return textFileLogObserver(sys.stdout)
+    log_file = LogFile.fromFullPath(filename or "twistd.log")
+    if not signal.getsignal(signal.SIGUSR1):
+        def rotate(signum, frame):
+            from twisted.internet import reactor
+
+            reactor.callFromThread(log_file.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return textFileLogObserver(log_file)
+
+
 # Up to this many payload bytes, unmasking with Python's big integers is faster than Autobahn's
-# NVX masker, whose setup through cffi alone is about 3 us (0.4 us against 3 us for 50 bytes).
+# NVX masker, whose setup through cffi outweighs a small payload (figures: README, "Benchmark").
 SMALL_PAYLOAD = 1024
 
 
@@ -190,16 +235,16 @@ class FastPath:
 
     def onMessageEnd(self):
         """Autobahn's, minus its per-message `fire("message")` event that nothing here listens
-        to (2 us of every request on the benchmark)."""
+        to (its cost: README, "Benchmark")."""
         if not self.failedByMe:
             self.onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None
 
     def _write(self, data):
-        """Write encoded frames. Autobahn's sendMessage frames and writes as the wire's _send_or_batch
-        does (`_send_or_batch`), with per-call assertions, statistics and debug-log arguments (3 us a reply on the
-        benchmark), and refuses replies larger than the *incoming* limit max_message_size, which
-        is meant for clients' messages only."""
+        """Write encoded frames. Autobahn's sendMessage frames and writes as the wire's
+        `_send_or_batch` does, with per-call assertions, statistics and debug-log arguments
+        (their cost: README, "Benchmark"), and refuses replies larger than the *incoming* limit
+        max_message_size, which is meant for clients' messages only."""
         if self.send_queue:  # Autobahn has frames waiting (e.g. a ping): keep the order
             self.sendData(data)
         elif self._writes_at_once:
@@ -210,7 +255,7 @@ class FastPath:
     def _write_now(self, frame):
         """Send what the socket takes now, as asyncio's transports do, when nothing is queued
         before it; Twisted queues the rest. Its own write always waits for the next reactor
-        turn: an epoll_ctl each way and one more event per reply (4 us of 28 on the benchmark)."""
+        turn: an epoll_ctl each way and one more event per reply (its cost: README, "Benchmark")."""
         transport = self.transport
         sent = 0
         # the conditions under which Twisted's own write would send at its next turn (an aborted

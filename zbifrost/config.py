@@ -19,6 +19,7 @@ from twisted.internet.testing import MemoryReactor
 from .channels import History
 from .channels.rules import ChannelRule, valid_pattern
 from .proxies import parse_networks
+from .yaml_errors import yaml_error_text
 from .zui.zpath import zui_files
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -69,7 +70,7 @@ class Config:
     history_max_bytes: int = 64 * 1024 * 1024  # channel history of the embedded backend, all channels
     broker: str = None  # redis://host:port/db: channels in Redis (zbifrost.channels.redis); None: in memory
     presence_ttl: float = 30.0  # seconds after which a dead process's presence entries are gone (broker only)
-    # worker threads of thread-run plugin functions (zbifrost.thread_pool)
+    # pool threads of thread-run plugin functions (zbifrost.thread_pool)
     threads: int = 10
     threads_per_client: int = 2
     threads_max: int = None  # None: 4 x threads
@@ -119,7 +120,7 @@ _SECTIONS = {"websocket": _WEBSOCKET_KEYS}
 # the config file's `channels:` section: a list of rules, each a mapping with these keys
 _CHANNEL_RULE_KEYS = ("pattern", "subscribe", "publish", "history", "presence", "join_leave")
 _HISTORY_KEYS = ("size", "ttl")
-# the `websocket.jwt` mapping (PROTOCOL.md section 2, signed tokens)
+# the `websocket.jwt` mapping (docs/protocol.md section 2, signed tokens)
 _JWT_KEYS = ("secret", "secret_file", "public_key_file", "algorithms", "audience", "issuer", "leeway", "role_claim")
 _HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 # settings holding a path: a relative one in a config file is relative to that file's folder
@@ -190,10 +191,7 @@ def _read_file(path):
     except OSError as err:
         raise ConfigError(f"config file {path}: cannot read it ({err.strerror})") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"config file {path}{where}: invalid YAML ({problem})") from None
+        raise ConfigError(yaml_error_text(f"config file {path}", err)) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -62,7 +62,7 @@ class Asker:
         self.answered = False
 
     def send(self, frame):
-        """Send from any thread: a worker thread hands the frame to the reactor thread."""
+        """Send from any thread: a pool thread hands the frame to the reactor thread."""
         if threadable.isInIOThread():
             self._send(frame)
         else:
@@ -118,16 +118,16 @@ class RequestContext:
         return copy
 
     def progress(self, current: float, total: float, label: str | None = None) -> None:
-        """Send a `progress` frame to the asking client (callable from a worker thread)."""
+        """Send a `progress` frame to the asking client (callable from a pool thread)."""
         self._asker.send(event_frame("progress", self._asker.request_id, current=current, total=total, label=label))
 
     def display(self, event: str, **data: Any) -> None:
-        """Send a `display` frame to the asking client (callable from a worker thread)."""
+        """Send a `display` frame to the asking client (callable from a pool thread)."""
         self._asker.send(event_frame("display", self._asker.request_id, display_event=event, data=data))
 
     def publish(self, channel: str, data: Any) -> None:
         """Publish `data` on `channel` as the server (`"from": "server"`): past the channel
-        rules, to every subscriber, the asking client included. Callable from a worker thread;
+        rules, to every subscriber, the asking client included. Callable from a pool thread;
         returns at once and delivery continues on the reactor. Raises ValueError for a bad
         channel name and TypeError for data that JSON cannot hold."""
         if not valid_channel(channel):

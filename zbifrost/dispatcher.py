@@ -1,4 +1,4 @@
-"""The dispatcher: zKey -> command -> result, or a Deferred of it (PROTOCOL.md section 5).
+"""The dispatcher: zKey -> command -> result, or a Deferred of it (docs/protocol.md section 5).
 
 It resolves a key in the client's block, checks the role, answers from the query cache,
 runs the action with a `RequestContext` (zbifrost.context), and puts a timeout on anything
@@ -25,7 +25,7 @@ from .zui.actions import BackAction
 from .zui.model import BACK_KEY, Command
 
 # `zBack` in a block that does not define it.
-BACK_COMMAND = Command(key=BACK_KEY, action=BackAction(), line=0, description="Go back to the previous block")
+BACK_COMMAND = Command(key=BACK_KEY, action=BackAction(), description="Go back to the previous block")
 
 
 log = Logger()
@@ -122,4 +122,4 @@ def _cache_key(zfile, block, key, args, data, role):
         raise RequestError(MISSING_FIELD, "args and data must be plain JSON") from None
     if len(arguments) > MAX_CACHED_ARGUMENTS:
         return None
-    return (zfile.zpath, zfile.mtime_ns, block, key, arguments, role)
+    return (zfile.zpath, zfile.stamp, block, key, arguments, role)

@@ -3,7 +3,7 @@
 It owns the registry of open sessions (`clients`), the TCP connections still in their opening
 handshake (`Handshakes`) and those refused at auth and still closing, the services every
 session uses (workspace, dispatcher, query cache, channel backend and rules, token store,
-origin policy, trusted proxies, metrics, worker threads), the current config, and the graceful
+origin policy, trusted proxies, metrics, pool threads), the current config, and the graceful
 shutdown of the clients. It knows sessions, never their connections' frames; the Autobahn
 factory (zbifrost.wire.factory) only builds protocols.
 """
@@ -40,7 +40,7 @@ def _new_client_id():
 
 
 class Handshakes:
-    """TCP connections still in their opening handshake (PROTOCOL.md section 1).
+    """TCP connections still in their opening handshake (docs/protocol.md section 1).
 
     Each gets a deadline at accept: unless its WebSocket opens first, it is dropped then,
     however its bytes trickle in (twisted.web's own timeout restarts on every byte). They
@@ -118,7 +118,7 @@ class Hub:
 
     def refusal(self, origin, host):
         """Why an upgrade with this Origin and Host header would be refused now, in the order of
-        PROTOCOL.md section 2: (reason for the log, HTTP status, text), or None."""
+        docs/protocol.md section 2: (reason for the log, HTTP status, text), or None."""
         if self.stopping:
             return "stopping", 503, "Server is shutting down"
         # the connection asking is one of the handshakes still in progress

@@ -1,5 +1,5 @@
 """Log observers for twistd's `--logger` option: `zbifrost.logs.json` and `zbifrost.logs.text`;
-and the one escaping step that every log line goes through (PROTOCOL.md section 7a).
+and the one escaping step that every log line goes through (docs/protocol.md section 7a).
 
 `json` writes one JSON object per line: time, level, namespace, message (the formatted text),
 the event's own fields (client_id, error_id, ...), and traceback when the event carries a
@@ -15,18 +15,24 @@ so observers see events only through `EscapingObserver`: every text field escape
 the end of a failure's traceback (the rest of a traceback is the server's own text, one frame a
 line). It wraps both observers here, and under twistd without `--logger` twistd's own
 (`escape_twistd_default`), so that no format lets a client forge a line or flood one.
+
+`log_failure_with_id` is the one place an error id is made: the id a client's error reply
+quotes (`command_failed`, POST /api/publish's 500) and the log line with the traceback carries.
 """
 
 import os
 import re
 import sys
+import uuid
 from datetime import datetime, timezone
 
 import orjson
-from twisted.logger import FileLogObserver, ILogObserver, eventAsText, formatEvent
+from twisted.logger import FileLogObserver, ILogObserver, LogLevel, eventAsText, formatEvent
 from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from zope.interface import implementer
+
+from . import compat
 
 FIELD_LIMIT = 200  # characters of a field, escapes included, before its cut
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
@@ -42,6 +48,14 @@ def stdout_is_the_journal():
     except (OSError, ValueError, AttributeError):
         return False
     return os.environ.get("JOURNAL_STREAM") == f"{status.st_dev}:{status.st_ino}"
+
+
+def log_failure_with_id(log, failure, format, **fields):
+    """Log `failure` with its traceback at error under a new error id (the event's `error_id`
+    field, which `format` may show) and return the id, for the reply that quotes it."""
+    error_id = uuid.uuid4().hex[:12]
+    log.failure(format, failure, LogLevel.error, error_id=error_id, **fields)
+    return error_id
 
 
 def escape(text, limit=FIELD_LIMIT):
@@ -100,14 +114,11 @@ class EscapingObserver:
 
 def escape_twistd_default(application, twistd_options):
     """Under twistd without `--logger`, make twistd's own observer (stdout, `--logfile` or
-    `--syslog`, as twistd chooses it) an `EscapingObserver`'s: twistd takes the application's
-    ILogObserver when no `--logger` is given, and builds its own with UnixAppLogger."""
+    `--syslog`, as twistd chooses it: `compat.twistd_log_observer`) an `EscapingObserver`'s:
+    twistd takes the application's ILogObserver when no `--logger` is given."""
     if twistd_options is None or twistd_options.get("logger"):
         return
-    from twisted.scripts._twistd_unix import UnixAppLogger  # twistd's own, as it would choose it
-
-    default = UnixAppLogger(twistd_options)._getLogObserver()
-    application.setComponent(ILogObserver, EscapingObserver(default))
+    application.setComponent(ILogObserver, EscapingObserver(compat.twistd_log_observer(twistd_options)))
 
 
 def _as_json(event, stamped):

@@ -1,15 +1,15 @@
 """The one place for message shapes: parse incoming frames, build replies, events and errors.
 
 Inside the server a failed request is a `RequestError` exception; `error_frame` is where it
-becomes the `{"error", "code", "_requestId"}` value of PROTOCOL.md section 3. Nothing here
-knows about sockets or zUI files. JSON goes through orjson (bytes in, bytes out): on the
-benchmark it parses and encodes the small frames of this protocol several times faster
-than the standard library.
+becomes the `{"error", "code", "_requestId"}` value of docs/protocol.md section 3. Nothing here
+knows about sockets or zUI files. JSON goes through orjson (bytes in, bytes out), which parses
+and encodes the small frames of this protocol several times faster than the standard library
+(README, "Benchmark").
 """
 
 import orjson
 
-# Error codes of PROTOCOL.md section 3.
+# Error codes of docs/protocol.md section 3.
 BAD_JSON = "bad_json"
 BAD_MESSAGE = "bad_message"
 UNKNOWN_EVENT = "unknown_event"
@@ -27,7 +27,7 @@ BROKER_UNAVAILABLE = "broker_unavailable"
 INVALID_TOKEN = "invalid_token"
 
 _MAX_ECHO = 120  # longest piece of client text quoted back in an error message
-MAX_DEPTH = 64  # levels of nesting in a client message (PROTOCOL.md section 7)
+MAX_DEPTH = 64  # levels of nesting in a client message (docs/protocol.md section 7)
 _TOO_DEEP = "A message may nest at most 64 levels of objects and arrays"
 
 
@@ -153,7 +153,7 @@ def error_frame(err, req_id):
 
 def event_frame(event, for_request_id=None, **fields):
     """An event frame; one that belongs to a running dispatch names it in `_forRequestId`
-    (never `_requestId`, which marks the final reply: PROTOCOL.md section 4)."""
+    (never `_requestId`, which marks the final reply: docs/protocol.md section 4)."""
     frame = {"event": event}
     if for_request_id is not None:
         frame["_forRequestId"] = for_request_id

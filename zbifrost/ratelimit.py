@@ -1,4 +1,4 @@
-"""Per-connection message rate limiting (PROTOCOL.md section 7).
+"""Per-connection message rate limiting (docs/protocol.md section 7).
 
 Two token buckets filled by the same clock: the first (rate, burst) decides whether a message
 is served; the second, four times as large and as fast, decides when a client that keeps

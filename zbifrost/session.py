@@ -2,7 +2,7 @@
 
 It owns the client's identity and token expiry, its rate limiter, its commands in flight, its
 subscriptions and zDialog inputs, its place in the zUI (`place`), the opening-handshake checks
-of PROTOCOL.md section 2 (`admit`), calling the handlers (`receive`, the hot path: parse, look
+of docs/protocol.md section 2 (`admit`), calling the handlers (`receive`, the hot path: parse, look
 up the handler, reply; a result that is not a Deferred is answered at once, with no timers,
 logging or thread hops) and turning failures into error replies (`error_for`, the one place
 that does it). It sends through its connection's `send_frame` and `deliver` and closes through
@@ -10,10 +10,9 @@ its `close`; it never sees Autobahn or frames beyond their encoded bytes.
 """
 
 import time
-import uuid
 
 from twisted.internet import defer
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import messages
@@ -21,6 +20,7 @@ from .auth import InvalidToken, bearer_token
 from .context import Place
 from .events import HANDLERS
 from .events.session import connection_info
+from .logs import log_failure_with_id
 from .messages import COMMAND_FAILED, RATE_LIMITED, TIMEOUT, UNKNOWN_EVENT, RequestError
 from .ratelimit import ABUSIVE, LIMITED, RateLimiter
 
@@ -72,7 +72,7 @@ class Session:
     # -- opening ---------------------------------------------------------------------------
 
     def admit(self, request, transport_peer):
-        """Check an upgrade request (PROTOCOL.md section 2): (HTTP status, text) to refuse it
+        """Check an upgrade request (docs/protocol.md section 2): (HTTP status, text) to refuse it
         now, else None. A missing or invalid token is refused after the upgrade, with a 1008
         close (`refusal`), so that a browser learns why."""
         hub = self.hub
@@ -191,9 +191,8 @@ class Session:
             return err
         if isinstance(err, (defer.TimeoutError, defer.CancelledError)):
             return RequestError(TIMEOUT, "The command did not finish within its timeout")
-        error_id = uuid.uuid4().hex[:12]
-        self._log.failure("Command failed (error id {error_id}, client {client_id})", failure,
-                          level=LogLevel.error, error_id=error_id, client_id=self.client_id)
+        error_id = log_failure_with_id(self._log, failure, "Command failed (error id {error_id}, client {client_id})",
+                                       client_id=self.client_id)
         return RequestError(COMMAND_FAILED, f"The command failed (error id {error_id})")
 
     def _track(self, deferred, req_id):

@@ -212,8 +212,8 @@ class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
         # Everything loaded so far (Twisted, Autobahn, the workspace) lives as long as the
         # process: out of the collector's sight, a full collection walks only the objects made
         # since. With 1,000 subscribers and 20 connections coming and going a second, full
-        # collections paused the reactor 50-70 ms every 5 s, and 8-22 ms once this was done
-        # (bench/fanout.py --join-leave). twistd only: a test process starts many servers.
+        # collections paused the reactor far longer before this was done (README, "Join/leave
+        # fan-out"). twistd only: a test process starts many servers.
         gc.freeze()
         super().startService()
         # the handler only schedules the reload: it runs in the reactor thread, between events

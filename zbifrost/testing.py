@@ -29,7 +29,7 @@ __all__ = ["BifrostError", "ConnectionClosed", "RunningServer", "start_server", 
 
 
 class BifrostError(Exception):
-    """An error reply: `code` is one of PROTOCOL.md's codes, `reply` the whole frame."""
+    """An error reply: `code` is one of the codes of docs/protocol.md section 3, `reply` the whole frame."""
 
     def __init__(self, reply: dict[str, Any]) -> None:
         super().__init__(f"{reply.get('code')}: {reply.get('error')}")

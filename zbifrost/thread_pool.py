@@ -1,4 +1,4 @@
-"""The worker threads of thread-run plugin functions (PROTOCOL.md section 7, "worker threads").
+"""The thread pool of thread-run plugin functions (docs/protocol.md section 7, "threads").
 
 `FairThreadPool` owns daemon threads of its own, never the reactor's pool: shutdown joins
 that one, and a plugin stuck forever must not keep the process alive. Its queue is fair: each
@@ -9,7 +9,7 @@ running cannot be stopped: its thread is written off (it still counts toward its
 share until it returns or the client leaves) and a replacement starts, as long as no more than
 `max_threads` threads are alive.
 
-All bookkeeping runs on the reactor thread; worker threads only run jobs and hand each outcome
+All bookkeeping runs on the reactor thread; pool threads only run jobs and hand each outcome
 back with `reactor.callFromThread`. Nothing here knows about frames or protocols: a client is
 any hashable key.
 """
@@ -71,7 +71,7 @@ class FairThreadPool:
         self._stopped = False
 
     def submit(self, key, description, function, *args):
-        """Run `function(*args)` in a worker thread for client `key`; a Deferred of its result,
+        """Run `function(*args)` in a pool thread for client `key`; a Deferred of its result,
         fired on the reactor thread. Cancelling it (a timeout) unqueues or writes off the job."""
         client = self._clients.get(key)
         if client is None:
@@ -133,7 +133,7 @@ class FairThreadPool:
         self.alive += 1
         self.working += 1
         self.idle += 1
-        threading.Thread(target=self._work, name=f"zbifrost-worker-{next(self._thread_numbers)}",
+        threading.Thread(target=self._work, name=f"zbifrost-thread-{next(self._thread_numbers)}",
                          daemon=True).start()
 
     def _retire_one(self):
@@ -155,12 +155,12 @@ class FairThreadPool:
     def _write_off(self, job):
         job.written_off = True
         self.working -= 1
-        log.warn("Worker thread written off: {command} is still running after its command timed out",
+        log.warn("Pool thread written off: {command} is still running after its command timed out",
                  command=job.description)
         if self._stopped:
             return
         if self.alive >= self.max_threads:
-            log.error("No replacement for the worker thread written off by {command}: {alive} threads are "
+            log.error("No replacement for the pool thread written off by {command}: {alive} threads are "
                       "alive (threads_max), {working} of {threads} still work",
                       command=job.description, alive=self.alive, working=self.working, threads=self.threads)
             return
@@ -180,11 +180,11 @@ class FairThreadPool:
             else:
                 job.deferred.callback(outcome)
         elif isinstance(outcome, Failure):
-            log.failure("A written-off worker thread failed: {command}", outcome, LogLevel.error,
+            log.failure("A written-off pool thread failed: {command}", outcome, LogLevel.error,
                         command=job.description)
         self._schedule()
 
-    # -- worker threads --------------------------------------------------------------------
+    # -- pool threads ----------------------------------------------------------------------
 
     def _work(self):
         while True:

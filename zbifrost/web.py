@@ -1,4 +1,4 @@
-"""The twisted.web Site on the WebSocket port (PROTOCOL.md sections 1, 7 and 8).
+"""The twisted.web Site on the WebSocket port (docs/protocol.md sections 1, 7 and 8).
 
 `/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
 `/healthz`, `/metrics` (unless `metrics_listen` moves it to a site of its own,
@@ -13,7 +13,6 @@ nothing here sees WebSocket frames.
 import io
 import os
 import time
-import uuid
 
 import orjson
 from autobahn.twisted.resource import WebSocketResource
@@ -25,7 +24,7 @@ from twisted.web.pages import notFound
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token
 from .channels import channel_of
-from .logs import escape, stdout_is_the_journal
+from .logs import escape, log_failure_with_id, stdout_is_the_journal
 
 PUBLISH_PATH = b"/api/publish"
 
@@ -164,7 +163,7 @@ class Metrics(_StatusPage):
 
 
 class PublishApi(resource.Resource):
-    """`POST /api/publish` (PROTOCOL.md section 6): a backend program with a token whose role is
+    """`POST /api/publish` (docs/protocol.md section 6): a backend program with a token whose role is
     in `api_roles` publishes `{"channel", "data"}` as the server."""
 
     isLeaf = True
@@ -208,9 +207,8 @@ class PublishApi(resource.Resource):
                     request.write(_api_error(request, 503, failure.value.message))
                     request.finish()
                 return
-            error_id = uuid.uuid4().hex[:12]
-            log.failure("POST /api/publish on {channel} failed (error id {error_id})", failure, channel=channel,
-                        error_id=error_id)
+            error_id = log_failure_with_id(log, failure, "POST /api/publish on {channel} failed (error id {error_id})",
+                                           channel=channel)
             if not gone:
                 request.write(_api_error(request, 500, f"The publish failed (error id {error_id})"))
                 request.finish()

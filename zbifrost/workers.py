@@ -1,4 +1,4 @@
-"""`--workers N`: N worker processes serving one port (PROTOCOL.md section 11).
+"""`--workers N`: N worker processes serving one port (docs/protocol.md section 11).
 
 The parent (`WorkersParent`) binds the listening socket itself and starts N `twistd -n zbifrost`
 children with the same arguments; each adopts that socket as descriptor 3 (as under systemd

@@ -1,5 +1,5 @@
 """The channel layer: one interface (`IChannelBackend`), and the names and shapes every backend
-shares (PROTOCOL.md section 6).
+shares (docs/protocol.md section 6).
 
 A backend owns channels' subscribers, epochs, offsets and history. Its methods return Deferreds,
 so that the broker-backed one (`redis`) slots in behind the same calls; the event handlers
@@ -29,7 +29,7 @@ SERVER_SENDER = "server"  # the `from` of messages published by the backend
 
 
 def valid_channel(name):
-    """True for a channel name (PROTOCOL.md sections 6 and 7a), matched in full: a trailing
+    """True for a channel name (docs/protocol.md sections 6 and 7a), matched in full: a trailing
     newline or a 129th character is not one (as a `re.match` with `$` would let through)."""
     return type(name) is str and CHANNEL_NAME.fullmatch(name) is not None
 

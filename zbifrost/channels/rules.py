@@ -1,5 +1,5 @@
 """Channel rules of the config file's `channels:` section: who may subscribe and publish where,
-how much history a channel keeps, and whether it has presence and join/leave (PROTOCOL.md section 6).
+how much history a channel keeps, and whether it has presence and join/leave (docs/protocol.md section 6).
 
 The first rule whose glob `pattern` matches a channel's whole name applies (`fnmatchcase`
 anchors at the very end: `chat` does not match `chat\n`, which `valid_channel` refuses anyway);

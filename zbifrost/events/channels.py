@@ -44,7 +44,7 @@ def subscribe(session, message, request_id):
     session.subscriptions.add(channel)
 
     def reply_then_missed(found):
-        """The reply first, then the missed publications in order (PROTOCOL.md section 6)."""
+        """The reply first, then the missed publications in order (docs/protocol.md section 6)."""
         result = {"channel": channel, "subscribed": True, "epoch": found.epoch, "offset": found.offset}
         if found.recovered is not None:
             result["recovered"] = found.recovered
@@ -79,7 +79,7 @@ def publish(session, message, request_id):
 
 def _presence_of(session, message):
     """The channel asked about and a Deferred of its presence; `forbidden` first, then
-    `not_available` (PROTOCOL.md section 6)."""
+    `not_available` (docs/protocol.md section 6)."""
     channel = channel_of(message)
     _check_may_subscribe(session, channel, "see presence")
     if not session.hub.channel_rules.has_presence(channel):

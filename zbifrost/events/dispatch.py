@@ -1,6 +1,6 @@
 """`dispatch`: run a zUI command for the asking client (the work is in zbifrost.dispatcher).
 
-A client may have `max_in_flight` commands unanswered, and as many worker-thread jobs still
+A client may have `max_in_flight` commands unanswered, and as many pool-thread jobs still
 running: a thread that outlived its command's timeout keeps its slot until it returns.
 """
 

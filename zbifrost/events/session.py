@@ -1,5 +1,5 @@
 """`connection_info`, `ping` and `refresh`: what a client learns about the server and its own
-session, and how it renews its token on an open connection (PROTOCOL.md section 2)."""
+session, and how it renews its token on an open connection (docs/protocol.md section 2)."""
 
 import time
 

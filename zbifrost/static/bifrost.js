@@ -1,4 +1,4 @@
-// bifrost.js: the zbifrost browser client, an ES module with no dependencies (PROTOCOL.md).
+// bifrost.js: the zbifrost browser client, an ES module with no dependencies (docs/protocol.md).
 //
 // It owns one WebSocket: request/reply matching by `_requestId` (a request's progress,
 // display and input_request events name it in `_forRequestId`), the server's events
@@ -41,7 +41,7 @@ const HOPELESS_STATUS = 403; // a refused origin: retrying cannot help (503 can:
 const TOKEN_EXPIRED = 'Token expired'; // a 1008 that a new token from getToken cures
 const REFRESH_BEFORE_MS = 10000; // refresh this long before the token expires, or at 2/3 of a shorter life
 
-// An error reply (`code` from PROTOCOL.md section 3, `details` when the server sent them), or
+// An error reply (`code` from docs/protocol.md section 3, `details` when the server sent them), or
 // one of the client's own: `timeout` (no reply in time) and `disconnected` (the connection
 // closed first; `closeCode` and `reason` say how, and `status` is the HTTP status of a refused
 // upgrade).
@@ -362,7 +362,7 @@ export class BifrostClient {
   }
 
   // The upgrade never opened, and a browser says only 1006: a plain GET of the upgrade path
-  // answers with the status and reason the server refuses it with (PROTOCOL.md section 2).
+  // answers with the status and reason the server refuses it with (docs/protocol.md section 2).
   // Resolves with {status, reason}, or undefined when it was not refused (or nothing answers).
   async _askWhyRefused() {
     try {

@@ -72,7 +72,7 @@ function setStatus(state, text) {
   status.textContent = text;
 }
 
-// Why a connection closed, in words a user can act on (PROTOCOL.md sections 2 and 9).
+// Why a connection closed, in words a user can act on (docs/protocol.md sections 2 and 9).
 function explainClose({code, reason, refusal}) {
   if (refusal?.status === 403) {
     return `The server refused this page (HTTP 403: ${refusal.reason}). ` +
@@ -487,7 +487,7 @@ function hidden(value, secrets) {
   return value;
 }
 
-// A command's result by its shape (PROTOCOL.md section 5): a message with its level, a
+// A command's result by its shape (docs/protocol.md section 5): a message with its level, a
 // zDisplay event, or any JSON value as text, a list, a table or a key/value list (whose
 // items are rendered the same way, a wizard's step results for instance).
 function renderResult(value, depth = 0) {

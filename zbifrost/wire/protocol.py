@@ -28,7 +28,7 @@ CLOSE_TOO_MANY_FRAGMENTS = (1009, "Too many fragments")
 
 # Seconds a client has to answer a close frame it must see before its TCP connection is
 # dropped (other closes wait the factory's 1 s): a slow consumer reads through its queued data
-# to the 1013 (PROTOCOL.md section 7), and a refused client answers the 1008. A browser answers
+# to the 1013 (docs/protocol.md section 7), and a refused client answers the 1008. A browser answers
 # only once the page has handled the close, and a page is often busy right after opening a
 # socket; if the connection ends first, Chromium reports 1006 without our code and reason, and
 # bifrost.js retries a refused token instead of rejecting with 1008.
@@ -200,7 +200,7 @@ class WireProtocol(WebSocketServerProtocol):
 
     def _close_slow_consumer(self):
         """Queue the 1013 close frame behind the data already queued and give the client time
-        to read through to it (PROTOCOL.md section 7); then Autobahn drops the TCP link."""
+        to read through to it (docs/protocol.md section 7); then Autobahn drops the TCP link."""
         self._log.warn("Closing slow consumer {client_id} ({peer})", client_id=self.session.client_id, peer=self.peer)
         self.closeHandshakeTimeout = CLOSE_ANSWER_TIMEOUT
         self.close(*CLOSE_SLOW)

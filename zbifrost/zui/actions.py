@@ -1,4 +1,4 @@
-"""Action kinds: what a zUI key does when dispatched (PROTOCOL.md section 5).
+"""Action kinds: what a zUI key does when dispatched (docs/protocol.md section 5).
 
 Each kind is a small class built once at load time from the YAML value (`parse_action`) and
 run per request with `run(ctx)`, which returns the result or a Deferred of it. A value of a

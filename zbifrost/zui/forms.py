@@ -1,5 +1,5 @@
 """zDialog forms: the `fields` of a zDialog, checked at load time, and the validation and
-coercion of the values a client sends for them (PROTOCOL.md section 5).
+coercion of the values a client sends for them (docs/protocol.md section 5).
 
 `parse_fields` refuses a malformed field list (unknown keys or types, bad bounds, a `pattern`
 that does not compile) with a `ZuiError`; `validate` turns submitted values into a dict of

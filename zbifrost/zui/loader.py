@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from .. import filestamp
+from ..yaml_errors import yaml_error_text
 from .actions import ZuiError, parse_action
 from .model import BACK_KEY, Block, Command, ZuiFile
 
@@ -57,7 +59,6 @@ class ParseContext:
 
     workspace: str  # the workspace's real path
     zpath: str  # of the file being loaded
-    path: str
     block_names: frozenset  # the blocks of the file being loaded
     plugins: object  # zbifrost.zui.plugins.Plugins: imports and checks zFunc targets
     linked_blocks: object  # zpath -> block names of another file, or None while it is loading
@@ -88,7 +89,7 @@ def _parse_command(key, value, line, context):
             lines = value.lines
             value = _LineDict({k: v for k, v in value.items() if k not in OPTION_KEYS})
             value.line, value.lines = line, lines
-    command = Command(key=key, action=parse_action(value, line, context), line=line)
+    command = Command(key=key, action=parse_action(value, line, context))
     if "description" in options:
         if not isinstance(options["description"], str):
             raise ZuiError(f"line {line}: description must be a string")
@@ -141,12 +142,12 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
     shown = os.path.relpath(path, workspace)
     try:
         with open(path, "rb") as handle:
-            stat = os.fstat(handle.fileno())
+            stamp = filestamp.stamp_of(os.fstat(handle.fileno()))
             text = handle.read()
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
         if not isinstance(raw, dict) or not raw:
             raise ZuiError("line 1: a zUI file must be a mapping of block names to blocks")
-        context = ParseContext(workspace=workspace, zpath=zpath, path=path, block_names=frozenset(raw),
+        context = ParseContext(workspace=workspace, zpath=zpath, block_names=frozenset(raw),
                                plugins=plugins, linked_blocks=linked_blocks, plugin_calls=[])
         blocks = {}
         for name, body in raw.items():
@@ -157,10 +158,8 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
     except ZuiError as err:
         raise ZuiError(f"zUI file {shown}, {err}") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "line ?"
-        raise ZuiError(f"zUI file {shown}, {where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+        raise ZuiError(yaml_error_text(f"zUI file {shown}", err)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ZuiError(f"zUI file {shown}: cannot read it ({err})") from None
-    return ZuiFile(zpath=zpath, path=path, blocks=blocks, mtime_ns=stat.st_mtime_ns,
+    return ZuiFile(zpath=zpath, path=path, blocks=blocks, stamp=stamp,
                    plugin_calls=tuple(context.plugin_calls))

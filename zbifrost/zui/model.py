@@ -12,7 +12,6 @@ BACK_KEY = "zBack"  # answered in every block, defined there or not
 class Command:
     key: str  # as written in the file, e.g. "^List Users"
     action: object  # an action from zbifrost.zui.actions
-    line: int
     description: str = None
     roles: frozenset = None  # None: everyone
     cache_ttl: float = None
@@ -49,7 +48,7 @@ class ZuiFile:
     zpath: str
     path: str
     blocks: dict  # name -> Block, in file order
-    mtime_ns: int = 0
+    stamp: tuple = None  # zbifrost.filestamp's, of the file as it was read
     plugin_calls: tuple = ()  # its zFunc actions, which a plugin reload must keep working
 
     def default_block(self):

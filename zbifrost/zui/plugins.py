@@ -6,7 +6,7 @@ the real `plugins/` folder of the workspace, and checks that the named function 
 accepts the arguments the zUI file gives it. `Plugins.refresh` re-imports a module whose file
 changed; a change that does not import, or that drops or breaks a function the loaded zUI
 files call, is logged with the file and line and the last good version stays. `PluginFunction.call` runs a function
-the way PROTOCOL.md section 5 says: plain functions in the server's thread pool, coroutines and
+the way docs/protocol.md section 5 says: plain functions in the server's thread pool, coroutines and
 Deferred-returning functions on the reactor.
 
 Nothing here knows about zUI files, connections or requests (beyond passing `ctx` on).
@@ -23,6 +23,7 @@ from importlib.machinery import SourceFileLoader
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from .. import filestamp
 from .zpath import inside
 
 log = Logger()
@@ -80,7 +81,7 @@ class PluginFunction:
         if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
-            raise TypeError(f"plugin function {self.name} ran in a worker thread but returned "
+            raise TypeError(f"plugin function {self.name} ran in a pool thread but returned "
                             f"{type(result).__name__}: declare it `async def`, decorate it with "
                             f"inlineCallbacks or annotate it `-> Deferred` so that it runs on the reactor")
         return result
@@ -96,11 +97,6 @@ class PluginModule:
         self.module = None
         self.stamp = None
         self.functions = {}  # name -> PluginFunction of the current module
-
-
-def _stamp(path):
-    stat = os.stat(path)
-    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def _failure_line(err, path):
@@ -125,7 +121,6 @@ class Plugins:
         self._name_prefix = f"_zbifrost_plugin_{digest}_"
         self._modules = {}  # path -> PluginModule
         self._failed = {}  # path -> stamp of the edit that did not load (logged once)
-        self.reloads = 0
 
     def use(self, segments, name, arg_count):
         """The PluginModule whose function `name` a zFunc action will call, after checking that
@@ -170,7 +165,7 @@ class Plugins:
             try:
                 self._update(module)
             except PluginError as err:
-                stamp = _stamp_or_none(module.path)
+                stamp = filestamp.stamp_or_none(module.path)
                 if self._failed.get(module.path) != stamp:
                     self._failed[module.path] = stamp
                     log.error("Plugin change not loaded, still serving the last good version: {error}",
@@ -179,7 +174,7 @@ class Plugins:
     def _update(self, module):
         """(Re-)import the module if its file changed since it was imported. Raises PluginError."""
         try:
-            stamp = _stamp(module.path)
+            stamp = filestamp.stamp(module.path)
         except OSError as err:
             raise PluginError(f"plugin {module.shown}: cannot read it ({err.strerror})") from None
         if stamp == module.stamp:
@@ -205,7 +200,6 @@ class Plugins:
                 sys.modules[module.module_name] = previous
             raise
         if module.module is not None:
-            self.reloads += 1
             log.info("Plugin reloaded: {plugin}", plugin=module.shown)
         module.module, module.functions, module.stamp = fresh, functions, stamp
 
@@ -221,13 +215,6 @@ class Plugins:
             problem = err.msg if isinstance(err, SyntaxError) else str(err)
             raise PluginError(f"plugin {module.shown}, line {line}: {type(err).__name__}: {problem}") from None
         return fresh
-
-
-def _stamp_or_none(path):
-    try:
-        return _stamp(path)
-    except OSError:
-        return None
 
 
 def _function(loaded, name, module):

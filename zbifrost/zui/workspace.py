@@ -1,15 +1,16 @@
 """The workspace: the folder of zUI files and plugins, each loaded once and kept until it changes.
 
 `Workspace.file(zpath)` answers from memory (the `schema_cache` feature); `refresh()`, called
-periodically by the service, reloads zUI files whose modification time changed and then
-plugin modules whose file changed (`zbifrost.zui.plugins`), keeping the last good version of
-each when a change does not load. Nothing here knows about connections.
+periodically by the service, reloads the zUI files and then the plugin modules
+(`zbifrost.zui.plugins`) whose file changed (`zbifrost.filestamp`), keeping the last good
+version of each when a change does not load. Nothing here knows about connections.
 """
 
 import os
 
 from twisted.logger import Logger
 
+from .. import filestamp
 from .actions import ZuiError
 from .loader import load_zui_file
 from .plugins import Plugins
@@ -25,7 +26,7 @@ class Workspace:
         self.plugins = Plugins(self.root, self._plugin_calls_in_use)
         self._files = {}  # zpath -> ZuiFile
         self._loading = set()  # zpaths being loaded now (a zLink cycle stops here)
-        self._failed = {}  # zpath -> mtime of the edit that did not load (logged once)
+        self._failed = {}  # zpath -> stamp of the edit that did not load (logged once)
         self.reloads = 0
 
     def file(self, zpath):
@@ -70,20 +71,13 @@ class Workspace:
         for zpath, current in list(self._files.items()):
             try:
                 path = zpath_to_file(self.root, zpath)
-                if path == current.path and os.stat(path).st_mtime_ns == current.mtime_ns:
+                if path == current.path and filestamp.stamp(path) == current.stamp:
                     continue
                 self._files[zpath] = self._load(zpath, path)
                 self.reloads += 1
                 log.info("zUI reloaded: {zpath}", zpath=zpath)
             except (ZuiError, ZPathError, OSError) as err:
-                mtime = _mtime(current.path)
-                if self._failed.get(zpath) != mtime:
-                    self._failed[zpath] = mtime
+                seen = filestamp.stamp_or_none(current.path)
+                if self._failed.get(zpath) != seen:
+                    self._failed[zpath] = seen
                     log.error("zUI change not loaded, still serving the last good version: {error}", error=str(err))
-
-
-def _mtime(path):
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None

@@ -4,7 +4,7 @@ import time
 
 
 def greet(name):
-    """A plain function: it runs in a worker thread."""
+    """A plain function: it runs in a pool thread."""
     return {"message": f"Hello, {name}!"}
 
 

@@ -91,7 +91,7 @@ def seen_so_far(ctx):
 
 
 def announce(channel, text, ctx):
-    """A thread-run function publishing as the server (ctx.publish from a worker thread)."""
+    """A thread-run function publishing as the server (ctx.publish from a pool thread)."""
     payload = {"text": text, "by": ctx.user}
     ctx.publish(channel, payload)
     payload["text"] = "changed after the publish"  # what was published stays as it was

@@ -1,4 +1,4 @@
-"""Thread-run plugin functions for the worker-thread tests: they hold threads until the test
+"""Thread-run plugin functions for the thread-pool tests: they hold threads until the test
 releases them, and record which jobs ran and how many of a client's ran at once."""
 
 import threading
