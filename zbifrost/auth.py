@@ -26,7 +26,7 @@ import yaml
 from jwt.warnings import InsecureKeyLengthWarning
 from twisted.logger import Logger
 
-from .config import unknown_key
+from .settings import unknown_key
 
 log = Logger()
 
