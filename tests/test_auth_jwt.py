@@ -19,7 +19,8 @@ from twisted.internet import reactor, task
 from twisted.logger import LogLevel, formatEvent
 
 from zbifrost.auth import InvalidToken, JwtVerifier
-from zbifrost.config import ConfigError, JwtSettings, load_config
+from zbifrost.config import ConfigError, load_config
+from zbifrost.jwt_settings import JwtSettings
 from zbifrost.testing import BifrostError, ConnectionClosed, connect
 
 from .helpers import http_request, in_thread, write_tokens

@@ -1,8 +1,15 @@
 """Config layering and validation (unit tests of zbifrost.config, no sockets)."""
 
+import os
+import re
+
 import pytest
 
-from zbifrost.config import BUNDLED_WORKSPACE, ConfigError, broker_address, load_config
+from zbifrost.broker_url import broker_address
+from zbifrost.config import BUNDLED_WORKSPACE, SETTINGS, ConfigError, load_config
+from zbifrost.tap import Options
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
 def write(tmp_path, text, name="zbifrost.yaml"):
@@ -159,3 +166,51 @@ def test_channel_rules_are_read_in_order_with_open_defaults(tmp_path):
         "chat.*", ("user",), ("*",), 5, 300)
     assert (catch_all.pattern, catch_all.subscribe, catch_all.history.size) == ("*", ("*",), 100)
     assert (first.presence, first.join_leave) == (False, False)  # presence is off unless a rule turns it on
+
+
+@pytest.mark.parametrize("text, message", [
+    ("websocket:\n  host:\n", "websocket.host: expected a string, got None"),
+    ("zWorkspace:\n", "zWorkspace: expected a string, got None"),
+])
+def test_a_setting_left_empty_in_the_config_file_is_one_line_not_a_crash_later(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert str(caught.value) == f"config file {path}: {message}"
+
+
+def test_the_twistd_flags_are_the_declared_ones_and_set_their_settings():
+    flags = {setting.flag: setting for setting in SETTINGS.values() if setting.flag}
+    help_text = str(Options())
+    for flag, setting in flags.items():
+        short = f"-{setting.short}, " if setting.short else "    "
+        assert f"  {short}--{flag}{'' if setting.switch else '='} " in help_text
+    options = Options()
+    options.parseOptions(["-p", "2000", "-i", "::1", "--listen", "tcp:1", "--listen", "tcp:2", "--require-auth",
+                          "--allowed-origin", "*", "--tokens", "t.yaml", "--zvafile", "@.zUI.main"])
+    assert options.overrides() == {"port": "2000", "host": "::1", "listen": ["tcp:1", "tcp:2"], "require_auth": True,
+                                   "allowed_origins": ["*"], "tokens_file": "t.yaml", "zvafile": "@.zUI.main"}
+    assert Options().overrides() == {}
+
+
+def _readme_section(start, end):
+    with open(README, encoding="utf-8") as handle:
+        text = handle.read()
+    return text[text.index(start):text.index(end, text.index(start))]
+
+
+def test_the_readme_lists_every_setting_with_its_key_flag_and_environment_variable():
+    listed = {}
+    for row in _readme_section("| setting (`websocket:` key)", "\n\n").splitlines()[2:]:
+        setting, flag, environment = row.split(" | ")[:3]
+        for name in re.findall(r"`(\w+)`", setting):
+            key = name if "top-level" in setting else f"websocket.{name}"
+            listed[key] = (re.findall(r"`--([\w-]+)", flag), re.findall(r"`(WEBSOCKET_\w+)`", environment))
+    declared = {setting.key: ([setting.flag] if setting.flag else [], [setting.env] if setting.env else [])
+                for setting in SETTINGS.values() if setting.key != "channels"}  # channels: its own section
+    assert listed == declared
+
+
+def test_the_readme_names_exactly_the_settings_that_sighup_applies():
+    named = re.findall(r"`(\w+):?`", _readme_section("- **Reload:**", "One log line"))
+    assert sorted(named) == sorted(name for name, setting in SETTINGS.items() if setting.reloadable)

@@ -25,8 +25,8 @@ import yaml
 from jwt.warnings import InsecureKeyLengthWarning
 from twisted.logger import Logger
 
-from .config import unknown_key
 from . import filestamp
+from .settings import unknown_key
 from .yaml_errors import yaml_error_text
 
 log = Logger()

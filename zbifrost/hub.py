@@ -16,12 +16,12 @@ from twisted.logger import Logger
 
 from . import messages
 from .auth import ANONYMOUS, OriginPolicy
+from .broker_url import broker_address
 from .cache import QueryCache
 from .channels import SERVER_SENDER
 from .channels.memory import MemoryBackend
 from .channels.redis import RedisBackend
 from .channels.rules import ChannelRules
-from .config import broker_address
 from .dispatcher import Dispatcher
 from .metrics import Metrics
 from .proxies import TrustedProxies

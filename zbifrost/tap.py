@@ -18,13 +18,16 @@ import gc
 import os
 import signal
 import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
 import twisted
+from twisted.application import service
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import SETTINGS, Config, ConfigError, load_config
 from .logs import escape_twistd_default
 from .reload import reload_config
 from .service import BifrostService
@@ -33,103 +36,76 @@ from .workers import BOARD_ENV, OrphanWatch, WorkerBoard, WorkersParent, ignore_
 
 BOARD_INTERVAL = 0.5  # seconds between writes of a worker's state for the whole server's /healthz
 
-# flag name -> Config attribute
-_VALUE_FLAGS = {
-    "port": "port",
-    "interface": "host",
-    "backlog": "backlog",
-    "workspace": "workspace",
-    "zvafile": "zvafile",
-    "zblock": "zblock",
-    "tokens": "tokens_file",
-    "max-message-size": "max_message_size",
-    "max-connections": "max_connections",
-    "broker": "broker",
-}
+# (flag, setting) of the settings given on the command line, each declared once in zbifrost.config
+_FLAGS = [(setting.flag, setting) for setting in SETTINGS.values() if setting.flag is not None]
 
 
 class Options(usage.Options):
+    """twistd's `zbifrost` options: --config and --workers, and a flag for each setting that has one."""
+
     synopsis = "[options]"
     longdesc = ("Serve the commands of a zUI workspace to WebSocket clients (browsers and programs). "
                 "Settings come from defaults < --config FILE < WEBSOCKET_* environment < these flags.")
-    optFlags = [["require-auth", None, "Accept only clients with a valid token (see --tokens)."]]
+    optFlags = [[flag, setting.short, setting.help] for flag, setting in _FLAGS if setting.switch]
     optParameters = [
         ["config", "c", None, "YAML config file (a websocket: section, zWorkspace, zVaFile, zBlock)."],
-        ["port", "p", None, "TCP port to listen on [default: 18774]."],
-        ["interface", "i", None, "Address to listen on [default: 127.0.0.1]."],
-        ["backlog", None, None, "Listen backlog [default: 1024]."],
-        ["workspace", "w", None, "Folder with the zUI files and plugins/ [default: the bundled demo]."],
-        ["zvafile", None, None,
-         "zPath of the zUI file to serve [default: the workspace's only zUI file, else @.zUI.level1]."],
-        ["zblock", None, None, "Block clients start in [default: root if present, else the first]."],
-        ["tokens", None, None, "YAML file of token hashes (python -m zbifrost.tokens add ...)."],
-        ["max-message-size", None, None, "Largest client message in bytes [default: 65536]."],
-        ["max-connections", None, None, "Most simultaneous clients [default: 10000]."],
-        ["broker", None, None, "Keep channels in Redis, shared by every zbifrost using it: redis://host:port/db "
-                               "[default: in this process]."],
+        *([flag, setting.short, None, setting.help] for flag, setting in _FLAGS
+          if not setting.switch and not setting.repeatable),
         ["workers", None, None, "Run this many worker processes on one port (needs --broker) "
                                 "[default: none, this process serves]."],
     ]
 
-    def parseOptions(self, options=None):
+    def __init__(self) -> None:
+        super().__init__()
+        for flag, setting in _FLAGS:
+            if setting.repeatable:
+                self[flag] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         # kept as given: the workers of --workers are started with the same arguments
         self.arguments = list(sys.argv[1:] if options is None else options)
         super().parseOptions(options)
 
-    def postOptions(self):
+    def postOptions(self) -> None:
         if self["workers"] is not None:
             if not self["workers"].isdigit() or int(self["workers"]) < 1:
                 _fail(f"--workers: expected a number of processes (1 or more), got {self['workers']!r}")
             self["workers"] = int(self["workers"])
 
-    def __init__(self):
-        super().__init__()
-        self["listen"] = []
-        self["allowed-origin"] = []
-        self["metrics-listen"] = []
-        self["trusted-proxy"] = []
-
-    def opt_version(self):
+    def opt_version(self) -> None:
         """Print zbifrost's version and Twisted's, then exit."""
         print(f"zbifrost {__version__} (Twisted {twisted.__version__})")
         raise SystemExit(0)
 
-    def opt_listen(self, description):
-        """A strports endpoint to listen on, e.g. tcp:18774:interface=0.0.0.0 (repeatable;
-        replaces --port and --interface)."""
-        self["listen"].append(description)
-
-    def opt_metrics_listen(self, description):
-        """A strports endpoint serving only /metrics and /healthz, e.g. tcp:9101:interface=127.0.0.1
-        (repeatable; /metrics then leaves the WebSocket port)."""
-        self["metrics-listen"].append(description)
-
-    def opt_trusted_proxy(self, network):
-        """An address or network (10.0.0.0/8) of a reverse proxy whose X-Forwarded-For /
-        X-Real-IP names the client (repeatable); from other peers those headers are ignored."""
-        self["trusted-proxy"].append(network)
-
-    def opt_allowed_origin(self, origin):
-        """An Origin allowed to connect, as scheme://host[:port], or * (repeatable)."""
-        self["allowed-origin"].append(origin)
-
-    def overrides(self):
+    def overrides(self) -> dict[str, Any]:
         """The Config attributes these flags set (only the ones given)."""
-        values = {attr: self[flag] for flag, attr in _VALUE_FLAGS.items() if self[flag] is not None}
-        if self["require-auth"]:
-            values["require_auth"] = True
-        if self["listen"]:
-            values["listen"] = self["listen"]
-        if self["metrics-listen"]:
-            values["metrics_listen"] = self["metrics-listen"]
-        if self["trusted-proxy"]:
-            values["trusted_proxies"] = self["trusted-proxy"]
-        if self["allowed-origin"]:
-            values["allowed_origins"] = self["allowed-origin"]
+        values: dict[str, Any] = {}
+        for flag, setting in _FLAGS:
+            value = self[flag]
+            if setting.switch or setting.repeatable:
+                if value:
+                    values[setting.name] = True if setting.switch else value
+            elif value is not None:
+                values[setting.name] = value
         return values
 
 
-def _fail(message, twistd_options=None):
+def _collector(flag: str, help: str) -> Callable[[Options, str], None]:
+    """The opt_ method of a repeatable flag: each use adds its value to the flag's list."""
+
+    def collect(options: Options, value: str) -> None:
+        options[flag].append(value)
+
+    collect.__doc__ = help
+    return collect
+
+
+for _flag, _setting in _FLAGS:  # twistd finds an option's handler as a method of the class
+    if _setting.repeatable:
+        setattr(Options, "opt_" + _flag.replace("-", "_"), _collector(_flag, _setting.help))
+
+
+def _fail(message: str, twistd_options: Mapping[str, Any] | None = None) -> NoReturn:
     """Write `zbifrost: message` to stderr and exit with status 1; `twistd_options` (twistd's
     own options, once it has written its pidfile and maybe daemonised) is wound up first."""
     line = f"zbifrost: {message}"
@@ -140,7 +116,7 @@ def _fail(message, twistd_options=None):
     raise SystemExit(1)
 
 
-def _wind_up_twistd_start(twistd_options, line):
+def _wind_up_twistd_start(twistd_options: Mapping[str, Any], line: str) -> None:
     """Do what twistd does for an exception at start-up (UnixApplicationRunner.postApplication),
     which SystemExit skips: answer the launcher waiting on the status pipe (without it, the
     launcher of a daemon waits forever) and remove the pidfile."""
@@ -155,23 +131,27 @@ def _wind_up_twistd_start(twistd_options, line):
         os.close(status_pipe)
 
 
-class _OneLineBindFailure:
+class _OneLineBindFailure(service.Service):
     """Under twistd a port in use ends the process with one clear line (twistd binds in
     privilegedStartService, after it has written its pidfile and daemonised, before it drops
     privileges)."""
 
-    def privilegedStartService(self):
+    twistd_options: Mapping[str, Any] | None
+
+    def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except CannotListenError as err:
             _fail(f"cannot listen on {err.interface or '*'}:{err.port}: {err.socketError}", self.twistd_options)
 
 
-class _EscapedTwistdLog:
+class _EscapedTwistdLog(service.Service):
     """Under twistd without `--logger`, twistd's own log observer gets escaped events too
     (zbifrost.logs): twistd asks the application for one after this service has joined it."""
 
-    def setServiceParent(self, parent):
+    twistd_options: Mapping[str, Any] | None
+
+    def setServiceParent(self, parent: service.IServiceCollection) -> None:
         escape_twistd_default(parent, self.twistd_options)
         super().setServiceParent(parent)
 
@@ -180,15 +160,16 @@ class _TwistdWorkersParent(_EscapedTwistdLog, _OneLineBindFailure, WorkersParent
     """A parent that gives up (a worker could not start) exits with status 1 once every worker
     has stopped, like a bad setting (twistd itself would exit 0)."""
 
-    def __init__(self, config, count, arguments, twistd_options, reactor=None):
+    def __init__(self, config: Config, count: int, arguments: Sequence[str],
+                 twistd_options: Mapping[str, Any] | None, reactor: Any = None) -> None:
         super().__init__(config, count, arguments, reactor=reactor)
         self.twistd_options = twistd_options
 
-    def give_up(self, reason):
+    def give_up(self, reason: str) -> None:
         super().give_up(reason)
         self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_failed)
 
-    def _exit_failed(self):
+    def _exit_failed(self) -> None:
         if self.twistd_options and self.twistd_options.get("pidfile"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.twistd_options["pidfile"])
@@ -201,14 +182,15 @@ class _TwistdWorkersParent(_EscapedTwistdLog, _OneLineBindFailure, WorkersParent
 class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
     """The server of twistd: SIGHUP reloads the config file."""
 
-    def __init__(self, config, twistd_options, reactor=None, inherited_sockets=(), config_file=None,
-                 overrides=None):
+    def __init__(self, config: Config, twistd_options: Mapping[str, Any] | None, reactor: Any = None,
+                 inherited_sockets: Sequence[tuple[int, int]] = (), config_file: str | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> None:
         super().__init__(config, reactor=reactor, inherited_sockets=inherited_sockets)
         self.twistd_options = twistd_options
         self.config_file = config_file
         self.overrides = overrides
 
-    def startService(self):
+    def startService(self) -> None:
         # Everything loaded so far (Twisted, Autobahn, the workspace) lives as long as the
         # process: out of the collector's sight, a full collection walks only the objects made
         # since. With 1,000 subscribers and 20 connections coming and going a second, full
@@ -219,14 +201,14 @@ class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
         # the handler only schedules the reload: it runs in the reactor thread, between events
         signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
 
-    def reload(self):
+    def reload(self) -> None:
         self.notifier.notify(RELOADING=1, STATUS="reloading the config file")
         reload_config(self.hub, self.config_file, self.overrides)
         self.factory.configure(self.hub.config)  # the protocol options of the next connections
         self.notifier.notify(READY=1, STATUS=f"{len(self.hub.clients)} clients")
 
 
-def makeService(options, reactor=None):
+def makeService(options: Options, reactor: Any = None) -> service.Service:
     try:
         config = load_config(options["config"], overrides=options.overrides())
         # options.parent: twistd's own options (pidfile, status pipe) when run as `twistd zbifrost`
@@ -252,7 +234,7 @@ def makeService(options, reactor=None):
         _fail(str(err))
 
 
-def _check_workers(config, count):
+def _check_workers(config: Config, count: int) -> None:
     """Refuse what several workers cannot do: channels without a broker, listeners but one port."""
     if count > 1 and not config.broker:
         raise ConfigError(f"--workers {count} needs --broker redis://host:port/db: "

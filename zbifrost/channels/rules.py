@@ -8,18 +8,22 @@ With no rules every channel is open to every role; with rules, a channel that ma
 is closed to clients. `user:<name>` channels are private before any rule: only the
 authenticated user `<name>` may subscribe, and no client may publish. The backend (plugins,
 `POST /api/publish`) is trusted and is not asked. Nothing here knows about connections or
-backends: callers pass the role and the user.
+backends: callers pass the role and the user. `parse_channel_rules` reads the section itself.
 """
 
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any
 
+from ..settings import ConfigError, check_mapping
 from . import CHANNEL_CHARACTERS, DEFAULT_HISTORY, History, Membership
 
 EVERY_ROLE = "*"
 PRIVATE_PREFIX = "user:"
 _PATTERN = re.compile(f"[{CHANNEL_CHARACTERS}*?\\[\\]!]+")
+_RULE_KEYS = ("pattern", "subscribe", "publish", "history", "presence", "join_leave")
+_HISTORY_KEYS = ("size", "ttl")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,49 @@ def valid_pattern(pattern):
     """True for a glob that can match channel names: a str of their characters and `*?[]!`,
     matched in full (a YAML block scalar's trailing newline is not part of a pattern)."""
     return type(pattern) is str and _PATTERN.fullmatch(pattern) is not None
+
+
+def parse_channel_rules(where: str, raw: Any, folder: str) -> list[ChannelRule]:
+    """The `channels:` section (a list of rules, or null for none) as ChannelRule objects, or a
+    one-line ConfigError naming the rule and key at fault."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: expected a list of rules (- pattern: ...)")
+    return [_rule(f"{where}[{index}]", item) for index, item in enumerate(raw)]
+
+
+def _rule(where: str, raw: Any) -> ChannelRule:
+    check_mapping(where, raw, _RULE_KEYS, '{pattern: "chat.*", subscribe: [user]}')
+    pattern = raw.get("pattern")
+    if not valid_pattern(pattern):
+        raise ConfigError(f"{where}.pattern: expected a glob such as \"chat.*\" of channel-name characters "
+                          f"and *?[]!, got {pattern!r}")
+    rule: dict[str, Any] = {"pattern": pattern}
+    for action in ("subscribe", "publish"):
+        if action in raw:
+            roles = raw[action]
+            if not isinstance(roles, list) or not all(isinstance(role, str) and role for role in roles):
+                raise ConfigError(f"{where}.{action}: expected a list of roles (\"*\" for every role), got {roles!r}")
+            rule[action] = tuple(roles)
+    if "history" in raw:
+        rule["history"] = _history(f"{where}.history", raw["history"])
+    for switch in ("presence", "join_leave"):
+        if switch in raw:
+            if not isinstance(raw[switch], bool):
+                raise ConfigError(f"{where}.{switch}: expected true or false, got {raw[switch]!r}")
+            rule[switch] = raw[switch]
+    return ChannelRule(**rule)
+
+
+def _history(where: str, raw: Any) -> History:
+    check_mapping(where, raw, _HISTORY_KEYS, "{size: 100, ttl: 300}")
+    size, ttl = raw.get("size", History.size), raw.get("ttl", History.ttl)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ConfigError(f"{where}.size: expected an integer of 0 or more (0: no history), got {size!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+        raise ConfigError(f"{where}.ttl: expected a number of seconds greater than zero, got {ttl!r}")
+    return History(size=size, ttl=float(ttl))
 
 
 def _allows(roles, role):
