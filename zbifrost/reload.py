@@ -7,11 +7,17 @@ Nothing here exits the process. The tokens file and the zUI files are re-read by
 watchers when they change.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
 from .config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from .hub import Hub
 
 log = Logger()
 
@@ -19,7 +25,7 @@ RELOADABLE = ("allowed_origins", "max_connections", "max_message_size", "max_fra
               "max_in_flight", "max_outbound_buffer", "ping_interval", "ping_timeout", "channels")
 
 
-def reload_config(hub, config_file, overrides):
+def reload_config(hub: Hub, config_file: str | None, overrides: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Load `config_file` again with the same flags (`overrides`) and environment, and apply
     its RELOADABLE settings to `hub`. Returns the applied changes {name: (old, new)}."""
     if not config_file:
@@ -43,7 +49,7 @@ def reload_config(hub, config_file, overrides):
     return changes
 
 
-def _describe(name, old, new):
+def _describe(name: str, old: Any, new: Any) -> str:
     if name == "channels":  # the rules themselves would make an unreadable line
         return f"channels {len(old)} -> {len(new)} rule(s)"
     return f"{name} {old!r} -> {new!r}"
