@@ -27,7 +27,7 @@ def run_server(tmp_path, logger, journal=False, args=()):
     """Start twistd with `--logger=logger` (None: twistd's own) and its output going to a file (the
     journal's stand-in when `journal`); returns (process, port, path of that file) once it listens."""
     log_path = tmp_path / "out.log"
-    stdout = open(log_path, "w")  # the process's stdout; closed here once handed over
+    stdout = open(log_path, "w")  # noqa: SIM115 - the process's stdout; closed here once handed over
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("WEBSOCKET_", "JOURNAL_"))}
     if journal:
         status = os.fstat(stdout.fileno())

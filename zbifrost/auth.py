@@ -60,7 +60,7 @@ class Identity:
 
 MAX_USER_LENGTH = 256
 MAX_ROLE_LENGTH = 64
-_ROLE = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % MAX_ROLE_LENGTH)
+_ROLE = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_ROLE_LENGTH}}}")
 _LARGEST_TIME = 2 ** 53  # seconds; JSON numbers past this lose integer precision in a browser
 
 
@@ -140,7 +140,8 @@ def read_token_file(path: str) -> dict[str, Identity]:
         problem = identity_problem(entry.get("user"), entry.get("role", "user"))
         if problem is not None:
             raise TokenFileError(f"{where}: {problem}")
-        table[digest] = Identity(user=entry["user"], role=entry.get("role", "user"), expires=_expiry(entry.get("expires"), where),
+        table[digest] = Identity(user=entry["user"], role=entry.get("role", "user"),
+                                 expires=_expiry(entry.get("expires"), where),
                                  revoked=bool(entry.get("revoked", False)))
     return table
 

@@ -20,12 +20,13 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import autobahn
-import twisted
 import txaio
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
 from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
+
+import twisted
 
 if TYPE_CHECKING:
     from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerFactory, WebSocketServerProtocol

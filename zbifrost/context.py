@@ -41,7 +41,8 @@ class Place:
     def __init__(self, zvafile: str, zblock: str) -> None:
         self.zvafile = zvafile
         self.zblock = zblock
-        self.history: deque[tuple[str, str]] | None = None  # (zvafile, zblock) pairs, most recent last; made by the first zLink
+        # (zvafile, zblock) pairs, most recent last; made by the first zLink
+        self.history: deque[tuple[str, str]] | None = None
 
     def move_to(self, zvafile: str, zblock: str) -> None:
         """zLink: remember where the client is, then go there."""

@@ -137,7 +137,8 @@ class BifrostService(service.MultiService):
         self.metrics_listeners: list[Listener] = []
         if config.metrics_listen:
             metrics_site = build_metrics_site(self.hub)
-            self.metrics_listeners = [listen(description, metrics_site, reactor) for description in config.metrics_listen]
+            self.metrics_listeners = [listen(description, metrics_site, reactor)
+                                      for description in config.metrics_listen]
         for listener in self.metrics_listeners:
             listener.setServiceParent(self)
         self._every(RELOAD_INTERVAL, self.workspace.refresh)

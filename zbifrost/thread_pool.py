@@ -73,7 +73,8 @@ class FairThreadPool:
         self.working = 0  # alive threads that are not written off
         self.idle = 0  # working threads waiting for a job
         self._clients: dict[Hashable, _Client] = {}  # client key -> _Client, until drop(key)
-        self._waiting: OrderedDict[Hashable, _Client] = OrderedDict()  # client key -> _Client with queued jobs, in round-robin order
+        # client key -> _Client with queued jobs, in round-robin order
+        self._waiting: OrderedDict[Hashable, _Client] = OrderedDict()
         self._handoff: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # jobs (or _RETIRE) for idle threads
         self._thread_numbers = itertools.count(1)
         self._stopped = False

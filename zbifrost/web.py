@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 import orjson
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from twisted.logger import Logger
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.web import http, resource, server
-from twisted.web.resource import IResource
 from twisted.web.pages import notFound
+from twisted.web.resource import IResource
 
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token

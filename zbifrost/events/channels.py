@@ -7,7 +7,7 @@ an `IChannelBackend`), whichever it is, and turn what it answers into replies.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 
@@ -30,7 +30,8 @@ def _since(message: JSON) -> tuple[str, int] | None:
     epoch = since.get("epoch") if type(since) is dict else None
     offset = since.get("offset") if type(since) is dict else None
     if type(epoch) is not str or type(offset) is not int or offset < 0:
-        raise RequestError(MISSING_FIELD, "Invalid field 'since': expected {\"epoch\": string, \"offset\": integer >= 0}")
+        raise RequestError(MISSING_FIELD,
+                           "Invalid field 'since': expected {\"epoch\": string, \"offset\": integer >= 0}")
     return epoch, offset
 
 
@@ -85,8 +86,8 @@ def publish(session: Session, message: JSON, request_id: RequestId) -> Deferred[
     rules = session.hub.channel_rules
     if not rules.may_publish(channel, session.identity["role"]):
         raise _forbidden("publish", channel)
-    return session.hub.channels.publish(channel, message["data"], session.client_id, rules.history(channel)).addCallback(
-        lambda published: dict(channel=channel, **published))
+    publishing = session.hub.channels.publish(channel, message["data"], session.client_id, rules.history(channel))
+    return publishing.addCallback(lambda published: dict(channel=channel, **published))
 
 
 def _presence_of(session: Session, message: JSON) -> tuple[str, Deferred[dict[str, JSON]]]:

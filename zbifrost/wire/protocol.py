@@ -32,8 +32,6 @@ from .frames import text_frame
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
-    from .factory import WireFactory
-
 SUBPROTOCOL = "zbifrost.v1"
 
 CLOSE_SLOW = (1013, "Slow consumer")

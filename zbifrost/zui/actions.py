@@ -210,8 +210,8 @@ class WizardAction:
             raise ZuiError(f"line {line}: zWizard needs a mapping of step names to actions")
         inner = context.nested()
         lines = getattr(spec, "lines", {})
-        self.steps: tuple[tuple[str, Action], ...] = tuple((str(name), parse_action(value, lines.get(name, line), inner))
-                           for name, value in spec.items())
+        self.steps: tuple[tuple[str, Action], ...] = tuple(
+            (str(name), parse_action(value, lines.get(name, line), inner)) for name, value in spec.items())
         self.cacheable = all(step.cacheable for _, step in self.steps)
 
     def run(self, ctx: RequestContext) -> list[JSONValue] | Deferred[list[JSONValue]]:
@@ -387,6 +387,7 @@ def parse_action(value: Any, line: int, context: ParseContext) -> Action:
         kinds = [key for key in value if key in DICT_KINDS]
         if len(kinds) != 1:
             expected = ", ".join(sorted(DICT_KINDS))
-            raise ZuiError(f"line {line}: an action mapping needs exactly one of {expected}; got keys {sorted(map(str, value))}")
+            raise ZuiError(f"line {line}: an action mapping needs exactly one of {expected}; "
+                           f"got keys {sorted(map(str, value))}")
         return DICT_KINDS[kinds[0]](value, line, context)
     raise ZuiError(f"line {line}: an action must be a string or a mapping, not {type(value).__name__}")

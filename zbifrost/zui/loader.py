@@ -71,7 +71,8 @@ class ParseContext:
     path: str
     block_names: frozenset[str]  # the blocks of the file being loaded
     plugins: Plugins  # imports and checks zFunc targets
-    linked_blocks: Callable[[str], frozenset[str] | None]  # zpath -> block names of another file, or None while it is loading
+    # zpath -> block names of another file, or None while it is loading
+    linked_blocks: Callable[[str], frozenset[str] | None]
     plugin_calls: list[FunctionAction]  # every zFunc action of the file, appended as they are built
     form_fields: frozenset[str] | None = None  # inside a zDialog's onSubmit: the names zConv.<field> may use
     depth: int = 0  # how deep inside wizards and dialogs

@@ -21,9 +21,9 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable
+from importlib.machinery import SourceFileLoader
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
-from importlib.machinery import SourceFileLoader
 
 from twisted.internet import defer
 from twisted.logger import Logger
