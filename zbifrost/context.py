@@ -19,14 +19,14 @@ from twisted.logger import Logger
 from twisted.python import threadable
 
 from .channels import INVALID_CHANNEL, valid_channel
+from .interfaces import IReactor
 from .messages import JSONValue, RequestId, encode, event_frame
+from .zui.model import Command
+from .zui.workspace import Workspace
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # they import this module
     from .hub import Hub
-    from .interfaces import IReactor
     from .session import Session
-    from .zui.model import Command
-    from .zui.workspace import Workspace
 
 log = Logger()
 
