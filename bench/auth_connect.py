@@ -25,7 +25,7 @@ import jwt
 from run import BENCH, LOADGEN_CPU, SERVER_CPU, TWISTD, Server, free_port, run_load, stop_process
 
 sys.path.insert(0, os.path.dirname(BENCH))
-from zbifrost.auth import hash_token  # noqa: E402  (this source tree's)
+from zbifrost.auth import hash_token  # this source tree's
 
 FILE_TOKEN = "bench-tokens-file-token"
 SECRET = "a benchmark secret of at least thirty-two bytes long"
@@ -40,7 +40,7 @@ async def _connect_once(port, token):
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
-        first, length = await reader.readexactly(2)
+        _, length = await reader.readexactly(2)
         length &= 0x7F
         if length == 126:
             length = int.from_bytes(await reader.readexactly(2), "big")

@@ -184,8 +184,12 @@ async def churn(args):
     """Opens args.join_leave Churners a second until cancelled."""
     loop = asyncio.get_running_loop()
     run = FanoutRun(0)
+    connecting = set()  # asyncio keeps only a weak reference to a task
     while True:
-        loop.create_task(loop.create_connection(lambda: Churner(run, "127.0.0.1", args.port), "127.0.0.1", args.port))
+        task = loop.create_task(loop.create_connection(lambda: Churner(run, "127.0.0.1", args.port), "127.0.0.1",
+                                                       args.port))
+        connecting.add(task)
+        task.add_done_callback(connecting.discard)
         await asyncio.sleep(1.0 / args.join_leave)
 
 
@@ -295,7 +299,7 @@ def main():
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it
     if args.generate:
         json.dump(asyncio.run(generate(args)), sys.stdout)

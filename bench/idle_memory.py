@@ -175,7 +175,7 @@ class Client:
 
 
 def start_server(name, tree, port, workdir, config_path):
-    log = open(os.path.join(workdir, name + ".log"), "wb")
+    log = open(os.path.join(workdir, name + ".log"), "wb")  # noqa: SIM115 - the server's, for its lifetime
     if tree is None:
         command, env = [sys.executable, os.path.join(BENCH, "echo_server.py"), "--port", str(port)], None
     else:

@@ -139,7 +139,10 @@ def summary(results):
             "errors": sum(r["errors"] for r in results)}
 
 
-def zbifrost_server(name, tree, workdir, config=os.path.join(BENCH, "zbifrost-bench.yaml")):
+BENCH_CONFIG = os.path.join(BENCH, "zbifrost-bench.yaml")
+
+
+def zbifrost_server(name, tree, workdir, config=BENCH_CONFIG):
     """zbifrost run by twistd from the source tree `tree`, with the bench config (or `config`)."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -224,7 +224,7 @@ def watch(server, port, clients, args):
     """Poll /healthz and the server's fds until every client has reported (bounded)."""
     outputs = [[] for _ in clients]
     readers = [threading.Thread(target=lambda client=client, output=output: output.append(client.stdout.read()),
-                                daemon=True) for client, output in zip(clients, outputs)]
+                                daemon=True) for client, output in zip(clients, outputs, strict=True)]
     for reader in readers:
         reader.start()
     polls, pollers, peak_fds = [], [], 0
@@ -241,7 +241,7 @@ def watch(server, port, clients, args):
     for poller in pollers:
         poller.join(args.healthz_timeout + 1)
     reports = []
-    for client, output in zip(clients, outputs):
+    for client, output in zip(clients, outputs, strict=True):
         if not output or not output[0].strip():
             raise RuntimeError(f"a client process failed or overran (exit {client.poll()})")
         reports.append(json.loads(output[0]))

@@ -26,7 +26,7 @@ from run import BENCH, REPO, TWISTD, cpu_seconds, free_port, stop_process
 def start_workers(count, broker, workdir):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(os.path.join(workdir, f"workers-{count}.log"), "wb")
+    log = open(os.path.join(workdir, f"workers-{count}.log"), "wb")  # noqa: SIM115 - the server's, for its lifetime
     process = subprocess.Popen([TWISTD, "-n", "--pidfile=", "zbifrost", "--workers", str(count), "--port", str(port),
                                 "--broker", broker, "--config", os.path.join(BENCH, "zbifrost-bench.yaml")],
                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

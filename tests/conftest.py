@@ -6,9 +6,8 @@ import pytest
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from zbifrost import testing
-
 from tests.helpers import REDIS_SERVER, RedisServer
+from zbifrost import testing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

@@ -16,7 +16,6 @@ from websockets.sync.client import connect as ws_connect
 
 from zbifrost.auth import hash_token
 
-
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"  # Debian's package (.ci/run installs it)
 ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 

@@ -221,7 +221,8 @@ def test_a_jwt_whose_role_is_in_api_roles_may_post_to_the_publish_api(jwt_server
 
 @pytest.mark.parametrize("section, message", [
     ([], "give exactly one of secret, secret_file and public_key_file, got none"),
-    (["secret: x", "secret_file: y"], "give exactly one of secret, secret_file and public_key_file, got secret, secret_file"),
+    (["secret: x", "secret_file: y"],
+     "give exactly one of secret, secret_file and public_key_file, got secret, secret_file"),
     (["secret: x", "algorithms: [HS999]"], "unknown algorithm 'HS999'"),
     (["secret: x", "algorithms: [none]"], "unknown algorithm 'none'"),
     (["secret: x", "algorithms: [RS256]"], "RS256 does not go with secret"),

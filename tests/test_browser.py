@@ -346,7 +346,7 @@ def test_a_subscribe_the_server_refused_is_not_sent_again_after_a_reconnection(m
     yield scenario.step("refused")
     assert server.hub.metrics.errors == {"forbidden": 1}
     for conn in list(server.hub.clients.values()):  # the page's own client and the probe's
-        conn.transport.abortConnection()
+        conn.connection.transport.abortConnection()
     seen = yield scenario.result()
     assert seen == {"outcome": "forbidden", "errors": []}
     assert server.hub.metrics.errors == {"forbidden": 1}
@@ -383,7 +383,7 @@ def _cut_and_publish(server, channel, texts):
     """In one reactor turn: the connection subscribed to `channel` is cut, then `texts` are
     published from the backend, so that the tab misses them."""
     [tab] = [conn for conn in server.hub.clients.values() if conn.subscriptions and channel in conn.subscriptions]
-    tab.transport.abortConnection()
+    tab.connection.transport.abortConnection()
     for text in texts:
         server.hub.publish_from_backend(channel, text)
 

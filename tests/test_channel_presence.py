@@ -87,7 +87,7 @@ def test_presence_is_forbidden_where_the_client_may_not_subscribe_and_else_not_a
 def test_join_and_leave_reach_the_other_subscribers_whenever_a_subscription_ends(make_server, tmp_path,
                                                                                backend_settings):
     server = yield _start(make_server, tmp_path, RULES, **backend_settings)
-    alice, bob, bob_info = yield _alice_sees_bob_join(server, server)
+    alice, bob, _bob_info = yield _alice_sees_bob_join(server, server)
     yield bob.request("subscribe", channel="room.1")  # again: no second join
     leavers = []
     for ending in ("unsubscribe", "close", "drop"):
@@ -115,7 +115,7 @@ def test_join_and_leave_reach_the_other_subscribers_whenever_a_subscription_ends
     carols = [(event, carol.info["client_id"]) for carol in leavers for event in ("join", "leave")]
     assert [(f["event"], f["info"]["client_id"]) for f in _joins_and_leaves(bob)] == carols
     assert [(f["event"], f["info"]["client_id"]) for f in _joins_and_leaves(alice)] == [
-        ("join", bob.info["client_id"])] + carols
+        ("join", bob.info["client_id"]), *carols]
     yield leavers[0].close()
     for client in (alice, bob):
         yield client.close()

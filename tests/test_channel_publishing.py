@@ -32,7 +32,8 @@ def _post(server, body, token=None, headers=None):
 
 @pytest_twisted.inlineCallbacks
 def test_the_api_publishes_as_the_server_to_every_subscriber(make_server, tmp_path, backend_settings):
-    server = yield make_server(tokens_file=_tokens(tmp_path), **backend_settings)  # auth off for WebSockets, on for the API
+    # auth off for WebSockets, on for the API
+    server = yield make_server(tokens_file=_tokens(tmp_path), **backend_settings)
     listener = yield connect(server.url)
     subscribed = yield listener.request("subscribe", channel="orders")
     status, headers, body = yield _post(server, {"channel": "orders", "data": {"id": 7}}, token="t-root")

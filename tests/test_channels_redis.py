@@ -34,7 +34,7 @@ def _alice_and_bob_on_two_servers(make_server, redis_server):
 
 @pytest_twisted.inlineCallbacks
 def test_a_publish_on_one_server_reaches_subscribers_of_another_on_the_same_redis(make_server, redis_server):
-    one, two, alice, bob = yield _alice_and_bob_on_two_servers(make_server, redis_server)
+    _one, two, alice, bob = yield _alice_and_bob_on_two_servers(make_server, redis_server)
     assert "broker" in alice.info["features"]
     subscribed = yield alice.request("subscribe", channel="chat")
     published = yield bob.request("publish", channel="chat", data={"text": "hi"})
@@ -99,10 +99,11 @@ def test_while_redis_is_down_channels_answer_broker_unavailable_and_work_again_o
 
 @pytest_twisted.inlineCallbacks
 def test_subscribers_get_what_was_published_while_their_fanout_connection_was_lost(make_server, redis_server):
-    one, two, alice, bob = yield _alice_and_bob_on_two_servers(make_server, redis_server)
+    one, _two, alice, bob = yield _alice_and_bob_on_two_servers(make_server, redis_server)
     yield alice.request("subscribe", channel="feed")
     fanout = one.hub.channels._fanout.transport.getHost()
-    assert (yield in_thread(redis_server.command, "CLIENT", "KILL", "ADDR", f"{fanout.host}:{fanout.port}")) == ":1"  # one killed
+    killed = yield in_thread(redis_server.command, "CLIENT", "KILL", "ADDR", f"{fanout.host}:{fanout.port}")
+    assert killed == ":1"  # one killed
     # server one reconnects after a backoff of about a second; bob's publish lands meanwhile
     yield bob.request("publish", channel="feed", data="while away")
     message = yield alice.next_event("message").addTimeout(10, reactor)

@@ -4,8 +4,8 @@ with `since`."""
 
 import pytest_twisted
 
-from zbifrost.wire.frames import BATCHES_PER_TURN, TurnBatches
 from zbifrost.testing import connect
+from zbifrost.wire.frames import BATCHES_PER_TURN, TurnBatches
 
 from .helpers import FORGED_CHANNELS
 
@@ -128,7 +128,7 @@ def test_a_resubscribe_with_since_gets_the_missed_messages_in_order_after_its_re
     reply = yield bob.request_frame("subscribe", channel="room", since={"epoch": seen["epoch"], "offset": 1})
     assert reply["result"] == {"channel": "room", "subscribed": True, "epoch": seen["epoch"], "offset": 4,
                                "recovered": True}
-    for n in range(3):
+    for _ in range(3):
         yield bob.next_event("message")
     after_reply = bob.frames[bob.frames.index(reply) + 1:]
     assert [(f["data"], f["offset"], f["from"]) for f in after_reply] == [
@@ -164,7 +164,7 @@ def test_another_epoch_or_history_that_no_longer_reaches_back_is_not_recovered(m
     seen = yield bob.request("subscribe", channel="busy")
     for n in range(101):  # one more than the default history of 100 messages
         yield alice.request("publish", channel="busy", data=n)
-    for n in range(101):
+    for _ in range(101):
         yield bob.next_event("message")  # the live ones
     for since in ({"epoch": seen["epoch"], "offset": 0}, {"epoch": "another", "offset": 101},
                   {"epoch": seen["epoch"], "offset": 102}):

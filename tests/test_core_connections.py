@@ -16,15 +16,14 @@ from tests.helpers import http_get, in_thread, refused_status, websockets_exchan
 from zbifrost import web
 from zbifrost.testing import ConnectionClosed, connect
 
-
 # -- origin ------------------------------------------------------------------------------------
 
 @pytest_twisted.inlineCallbacks
 def test_same_origin_and_originless_clients_are_accepted_by_default(server):
-    info, replies = yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping", "_requestId": 1}],
-                              origin=f"http://127.0.0.1:{server.port}")
+    _info, replies = yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping", "_requestId": 1}],
+                               origin=f"http://127.0.0.1:{server.port}")
     assert replies == [{"result": {"message": "Pong!"}, "_requestId": 1}]
-    info, replies = yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping", "_requestId": 2}])
+    _info, replies = yield in_thread(websockets_exchange, server.url, [{"zKey": "^Ping", "_requestId": 2}])
     assert replies[0]["result"] == {"message": "Pong!"}
 
 
@@ -293,10 +292,10 @@ def test_a_client_that_stops_reading_is_closed_1013_and_others_are_unaffected(ma
     import threading
 
     from twisted.internet import defer, reactor, task
+    from websockets.sync.client import connect as ws_connect
 
     from zbifrost.wire import protocol
     from zbifrost.wire.protocol import CLOSE_SLOW
-    from websockets.sync.client import connect as ws_connect
 
     # it never reads: the TCP link is dropped once its time to read through to the close frame is up
     monkeypatch.setattr(protocol, "CLOSE_ANSWER_TIMEOUT", 1)

@@ -11,8 +11,17 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.logger import LogLevel, formatEvent
 
-from tests.helpers import (RawWebSocket, close_code, fragmented_ping, http_get, in_thread, refused_status,
-                           start_engine, websockets_exchange, write_tokens)
+from tests.helpers import (
+    RawWebSocket,
+    close_code,
+    fragmented_ping,
+    http_get,
+    in_thread,
+    refused_status,
+    start_engine,
+    websockets_exchange,
+    write_tokens,
+)
 from zbifrost.testing import connect
 
 UPGRADE_HEAD = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

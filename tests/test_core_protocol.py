@@ -122,9 +122,9 @@ def test_three_concurrent_clients_get_only_their_own_replies(server):
     keys = ["^Ping", "^Echo Test", "^Status"]
     expected = ["Pong!", "Echo: Hello from zBifrost", "Server is running"]
     for round_number in range(5):
-        for client, key in zip(clients, keys):
+        for client, key in zip(clients, keys, strict=False):
             client.send({"event": "dispatch", "zKey": key, "_requestId": f"{key}-{round_number}"})
-    for client, key, message in zip(clients, keys, expected):
+    for client, key, message in zip(clients, keys, expected, strict=False):
         for round_number in range(5):
             reply = yield client.next_frame()
             assert reply == {"result": {"message": message}, "_requestId": f"{key}-{round_number}"}
@@ -195,15 +195,16 @@ def test_replies_of_every_frame_length_encoding_reach_an_independent_client(make
     messages = [{"event": "dispatch", "zKey": "Cached Echo", "args": ["y" * size], "_requestId": size}
                 for size in sizes] + [{"event": "dispatch", "zKey": "Big", "_requestId": "big"}]
     _, replies = yield in_thread(websockets_exchange, server.url, messages, max_size=None)
-    assert [reply["_requestId"] for reply in replies] == sizes + ["big"]
+    assert [reply["_requestId"] for reply in replies] == [*sizes, "big"]
     assert [len(reply["result"]["args"][0]) for reply in replies[:-1]] == sizes
     assert replies[-1]["result"] == "x" * 200000
 
 
 @pytest_twisted.inlineCallbacks
 def test_with_compression_on_replies_are_deflated_and_big_ones_still_arrive(make_server):
-    from tests.helpers import in_thread, start_engine
     from websockets.sync.client import connect as ws_connect
+
+    from tests.helpers import in_thread, start_engine
 
     server = yield start_engine(make_server, compression=True)
 

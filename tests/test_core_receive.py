@@ -20,9 +20,9 @@ from tests.conftest import DEMO_WORKSPACE
 from tests.helpers import fragmented_ping, in_thread
 from zbifrost import compat
 from zbifrost.config import load_config
-from zbifrost.wire.protocol import WireProtocol
 from zbifrost.service import BifrostService
 from zbifrost.testing import connect
+from zbifrost.wire.protocol import WireProtocol
 
 
 @pytest.mark.fence_open
@@ -42,7 +42,7 @@ def test_whole_masked_text_and_binary_messages_skip_autobahns_frame_parser(make_
     assert (yield client.next_frame(lambda frame: "code" in frame))["code"] == "bad_json"
     assert parsed == []
     # control: a message in two fragments is not whole, and does take Autobahn's parser
-    opcode, payload = yield in_thread(fragmented_ping, server.port, 2)
+    _opcode, payload = yield in_thread(fragmented_ping, server.port, 2)
     assert json.loads(payload)["result"] == {"message": "Pong!"} and parsed
     yield client.close()
 
@@ -281,7 +281,7 @@ def test_any_byte_stream_has_the_same_outcome_with_and_without_the_fast_path(clo
     monkeypatch.setattr(autobahn_protocol, "time", SimpleNamespace(time_ns=lambda: int(clock.seconds() * 1e9)))
     fast, general = _Connection(factory, True), _Connection(factory, False)
     try:
-        for data, wait in zip(reads_of(stream), waits):
+        for data, wait in zip(reads_of(stream), waits, strict=False):
             for connection in (fast, general):
                 connection.receive(data)
             clock.advance(wait)

@@ -234,7 +234,6 @@ def serve_and_ping(command, cwd, env, port=None):
 
 def test_twistd_zbifrost_version_names_zbifrost_and_twisted(tmp_path):
     import twisted
-
     from zbifrost import __version__
 
     result = subprocess.run([*TWISTD, "zbifrost", "--version"], cwd=tmp_path, capture_output=True, text=True,

@@ -31,7 +31,7 @@ def run_server(tmp_path, logger, journal=False, args=(), internals=True):
     journal's stand-in when `journal`), with the fence (zbifrost.compat) closed unless `internals`;
     returns (process, port, path of that file) once it listens."""
     log_path = tmp_path / "out.log"
-    stdout = open(log_path, "w")  # the process's stdout; closed here once handed over
+    stdout = open(log_path, "w")  # noqa: SIM115 - the process's stdout; closed here once handed over
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("WEBSOCKET_", "JOURNAL_"))}
     if journal:
         status = os.fstat(stdout.fileno())

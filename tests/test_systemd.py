@@ -11,8 +11,15 @@ import tempfile
 
 import pytest
 
-from tests.test_core_twistd import (REPO, TWISTD, free_port, ping_over_websocket, serve_and_ping, stop_process,
-                                    wait_until_listening)
+from tests.test_core_twistd import (
+    REPO,
+    TWISTD,
+    free_port,
+    ping_over_websocket,
+    serve_and_ping,
+    stop_process,
+    wait_until_listening,
+)
 
 pytestmark = pytest.mark.slow  # twistd runs as a subprocess
 

@@ -49,7 +49,8 @@ def test_an_expired_token_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("text, said", [
-    ("tokens:\n  - user: alice\n    role: [admin\n", ", line 4: invalid YAML (expected ',' or ']', but got '<stream end>')"),
+    ("tokens:\n  - user: alice\n    role: [admin\n",
+     ", line 4: invalid YAML (expected ',' or ']', but got '<stream end>')"),
     ("tokens: \x00\n", ": invalid YAML (unacceptable character #x0000: special characters are not allowed)"),
 ])
 def test_a_tokens_file_that_is_not_yaml_is_refused_in_one_line_naming_the_line(

@@ -69,8 +69,8 @@ def workers(redis_server, tmp_path):
     with open(tmp_path / "twistd.log", "w") as log:
         process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--workers", "2", "--port", str(port),
                                     "--broker", redis_server.url], cwd=tmp_path,
-                                   env=dict(os.environ, PYTHONPATH=REPO, TMPDIR=str(tmp_path)), stdout=log, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
+                                   env=dict(os.environ, PYTHONPATH=REPO, TMPDIR=str(tmp_path)), stdout=log,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for(lambda state: len(state["workers"]) == 2 and state["broker"] == "up", port, process)
         yield process, port
@@ -228,7 +228,7 @@ def test_workers_stop_by_themselves_when_the_parent_is_killed(workers, tmp_path)
         while running(pid):
             assert time.monotonic() < deadline, (tmp_path / "twistd.log").read_text()
             time.sleep(0.1)
-    assert "the parent (pid {}) is gone; stopping".format(process.pid) in (tmp_path / "twistd.log").read_text()
+    assert f"the parent (pid {process.pid}) is gone; stopping" in (tmp_path / "twistd.log").read_text()
 
 
 class _SpawningClock(Clock):

@@ -10,12 +10,15 @@ revoked with `python -m zbifrost.tokens` takes effect without a restart. Nothing
 WebSocket frames.
 """
 
+from __future__ import annotations
+
 import hashlib
 import ipaddress
 import math
 import re
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -26,6 +29,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from twisted.logger import Logger
 
 from . import filestamp
+from .jwt_settings import JwtSettings
 from .settings import unknown_key
 from .yaml_errors import yaml_error_text
 
@@ -48,21 +52,21 @@ class InvalidToken(Exception):
 class Identity:
     user: str
     role: str
-    expires: float = None  # epoch seconds, or None
+    expires: float | None = None  # epoch seconds, or None
     revoked: bool = False
     leeway: float = 0.0  # seconds past `expires` that the token is still honoured (JWTs only)
 
-    def usable(self, now):
+    def usable(self, now: float) -> bool:
         return not self.revoked and (self.expires is None or now < self.expires)
 
 
 MAX_USER_LENGTH = 256
 MAX_ROLE_LENGTH = 64
-_ROLE = re.compile(r"[A-Za-z0-9_.:-]{1,%d}" % MAX_ROLE_LENGTH)
+_ROLE = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_ROLE_LENGTH}}}")
 _LARGEST_TIME = 2 ** 53  # seconds; JSON numbers past this lose integer precision in a browser
 
 
-def identity_problem(user, role):
+def identity_problem(user: object, role: object) -> str | None:
     """What is wrong with a user and role that a token names (docs/protocol.md section 7a), or None.
 
     The user is a non-empty string of at most 256 characters that UTF-8 can carry (no lone surrogate);
@@ -81,17 +85,17 @@ def identity_problem(user, role):
     return None
 
 
-def bearer_token(authorization):
+def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header value, or None."""
     scheme, _, value = (authorization or "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def hash_token(token):
+def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _expiry(value, where):
+def _expiry(value: object, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -107,7 +111,7 @@ def _expiry(value, where):
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def read_token_file(path):
+def read_token_file(path: str) -> dict[str, Identity]:
     """{sha256 hex: Identity} from a tokens YAML file. Raises TokenFileError."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -126,7 +130,7 @@ def read_token_file(path):
         entries = []
     if not isinstance(entries, list):
         raise TokenFileError(f"tokens file {path}: 'tokens' must be a list")
-    table = {}
+    table: dict[str, Identity] = {}
     for index, entry in enumerate(entries):
         where = f"tokens file {path}: entry {index + 1}"
         if not isinstance(entry, dict):
@@ -140,7 +144,8 @@ def read_token_file(path):
         problem = identity_problem(entry.get("user"), entry.get("role", "user"))
         if problem is not None:
             raise TokenFileError(f"{where}: {problem}")
-        table[digest] = Identity(user=entry["user"], role=entry.get("role", "user"), expires=_expiry(entry.get("expires"), where),
+        table[digest] = Identity(user=entry["user"], role=entry.get("role", "user"),
+                                 expires=_expiry(entry.get("expires"), where),
                                  revoked=bool(entry.get("revoked", False)))
     return table
 
@@ -148,14 +153,14 @@ def read_token_file(path):
 class TokenStore:
     """Checks tokens against the file, re-reading it when it changes (`zbifrost.filestamp`)."""
 
-    def __init__(self, path, clock=time.time):
+    def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
-        self._stamp = None
-        self._table = {}
+        self._stamp: tuple[int, int, int] | None = None
+        self._table: dict[str, Identity] = {}
         self._refresh(strict=True)
 
-    def _refresh(self, strict=False):
+    def _refresh(self, strict: bool = False) -> None:
         try:
             stamp = filestamp.stamp(self.path)  # `tokens` replaces the file: a new inode
         except OSError as err:
@@ -175,7 +180,7 @@ class TokenStore:
                 log.warn("tokens file {path} has no tokens: none of its tokens can connect", path=self.path)
         self._stamp = stamp
 
-    def identify(self, token):
+    def identify(self, token: str) -> Identity | None:
         """The Identity for a token, or None when it is unknown, expired or revoked."""
         self._refresh()
         identity = self._table.get(hash_token(token))
@@ -192,7 +197,7 @@ class JwtVerifier:
     once, here, and handed to PyJWT as a key object; an HMAC secret PyJWT prepares for each token.
     """
 
-    def __init__(self, settings):
+    def __init__(self, settings: JwtSettings) -> None:
         self.settings = settings
         self.algorithms = list(settings.algorithms)
         self._decoder = jwt.PyJWT(options={"require": ["exp", "sub"], "verify_aud": settings.audience is not None})
@@ -207,7 +212,7 @@ class JwtVerifier:
                 # said once, here, instead of a warning for every token PyJWT verifies with a key this short
                 warnings.filterwarnings("ignore", message=re.escape(too_short), category=InsecureKeyLengthWarning)
 
-    def identify(self, token):
+    def identify(self, token: str) -> Identity:
         """The Identity a JWT names; raises InvalidToken saying which rule it fails."""
         settings = self.settings
         try:
@@ -227,23 +232,23 @@ class JwtVerifier:
                         expires=float(claims["exp"]), leeway=settings.leeway)
 
 
-def _is_time(value):
+def _is_time(value: object) -> bool:
     """A JSON number of seconds that zbifrost can hold and send back: 0 to 2^53, finite, not a bool."""
     return (type(value) is int or (type(value) is float and math.isfinite(value))) and 0 <= value <= _LARGEST_TIME
 
 
-def _looks_like_jwt(token):
+def _looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2
 
 
 class Credentials:
     """Every way a token is accepted: the tokens file, JWTs, or both side by side."""
 
-    def __init__(self, store=None, verifier=None):
+    def __init__(self, store: TokenStore | None = None, verifier: JwtVerifier | None = None) -> None:
         self.store = store
         self.verifier = verifier
 
-    def identify(self, token):
+    def identify(self, token: str) -> Identity:
         """The Identity of a token; raises InvalidToken with the reason when it is refused."""
         if self.verifier is not None and _looks_like_jwt(token):
             return self.verifier.identify(token)
@@ -256,7 +261,7 @@ class Credentials:
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
-def normalize_origin(origin):
+def normalize_origin(origin: str) -> str | None:
     """`scheme://host:port` with the default port filled in, lower-cased; None if malformed."""
     try:
         parts = urlsplit(origin.strip())
@@ -284,11 +289,11 @@ class OriginPolicy:
     must be listed in `allowed_origins`.
     """
 
-    def __init__(self, allowed_origins):
+    def __init__(self, allowed_origins: Iterable[str]) -> None:
         self.any = "*" in allowed_origins
         self.allowed = {normalize_origin(o) for o in allowed_origins if o != "*"} - {None}
 
-    def allows(self, origin, host_header):
+    def allows(self, origin: str | None, host_header: str | None) -> bool:
         if origin is None or self.any:
             return True
         normalized = normalize_origin(origin)
@@ -297,15 +302,17 @@ class OriginPolicy:
         return normalized in self.allowed or _same_origin(normalized, host_header)
 
 
-def _same_origin(normalized, host_header):
+def _same_origin(normalized: str, host_header: str | None) -> bool:
     scheme = normalized.split("://", 1)[0]
     host = normalize_origin(f"{scheme}://{host_header}") if host_header else None
     return host == normalized and _not_rebindable(urlsplit(host).hostname)
 
 
-def _not_rebindable(hostname):
+def _not_rebindable(hostname: str | None) -> bool:
     if hostname == "localhost":
         return True
+    if hostname is None:
+        return False
     try:
         ipaddress.ip_address(hostname)
     except ValueError:

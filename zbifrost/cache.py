@@ -4,26 +4,36 @@ Keys are built by the dispatcher (file, block, key, args, data, role); values ar
 already known to be JSON-encodable. No I/O; time comes from an injectable clock.
 """
 
+from __future__ import annotations
+
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import overload
+
+from .messages import JSONValue
 
 
 class QueryCache:
-    def __init__(self, max_entries=1024, clock=time.monotonic):
+    def __init__(self, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self._clock = clock
-        self._entries = OrderedDict()  # key -> (expires_at, value)
+        self._entries: OrderedDict[Hashable, tuple[float, JSONValue]] = OrderedDict()  # key -> (expires_at, value)
         self.hits = self.misses = self.expired = 0
-        self.ttl_override = None  # seconds set by `set_cache_ttl`, for every command that caches
+        self.ttl_override: float | None = None  # seconds set by `set_cache_ttl`, for every command that caches
 
-    def ttl_for(self, declared):
+    @overload
+    def ttl_for(self, declared: float) -> float: ...
+    @overload
+    def ttl_for(self, declared: None) -> None: ...
+    def ttl_for(self, declared: float | None) -> float | None:
         """The TTL a command caches with: None when it declares no caching, else the
         `set_cache_ttl` value when one was set (0: caching off), else its own `cache_ttl`."""
         if declared is None or self.ttl_override is None:
             return declared
         return self.ttl_override
 
-    def get(self, key):
+    def get(self, key: Hashable) -> tuple[bool, JSONValue]:
         """(True, value) on a hit, (False, None) on a miss or an expired entry."""
         entry = self._entries.get(key)
         if entry is None:
@@ -38,16 +48,16 @@ class QueryCache:
         self.hits += 1
         return True, entry[1]
 
-    def put(self, key, value, ttl):
+    def put(self, key: Hashable, value: JSONValue, ttl: float) -> None:
         self._entries[key] = (self._clock() + ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def clear(self):
+    def clear(self) -> int:
         removed = len(self._entries)
         self._entries.clear()
         return removed
 
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "expired": self.expired, "size": len(self._entries)}

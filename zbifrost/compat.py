@@ -9,23 +9,39 @@ level) and of twistd (`UnixAppLogger._getLogObserver`, the log observer it build
 release, or with ZBIFROST_INTERNALS=off in the environment, `INTERNALS` is False, `report` logs
 one line at start, and zbifrost works through the libraries' public API only: every frame takes
 Autobahn's own path, replies go out through `sendData`, nothing is trimmed from a connection's
-memory, and twistd's log observer is built from its options with twisted.logger's pieces. tests/test_fence.py checks, on the installed releases, that each internal
-read here exists and behaves as assumed.
+memory, and twistd's log observer is built from its options with twisted.logger's pieces.
+tests/test_fence.py checks, on the installed releases, that each internal read here exists and
+behaves as assumed.
 
 `FastPath` is mixed into the wire protocol (zbifrost.wire.protocol) only when INTERNALS is on.
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import autobahn
-import twisted
 import txaio
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
-from twisted.logger import ILogObserver, LegacyLogObserverWrapper, textFileLogObserver
+from twisted.internet.interfaces import IReactorFromThreads, ITransport
+from twisted.logger import ILogObserver, LegacyLogObserverWrapper, Logger, textFileLogObserver
 from twisted.python.logfile import LogFile
+
+import twisted
+
+if TYPE_CHECKING:
+    from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerFactory, WebSocketServerProtocol
+
+    from .wire.protocol import WireProtocol
+
+    _FastPathBase = WireProtocol  # FastPath is only ever mixed into it
+else:
+    _FastPathBase = object
 
 # (library, its version, the release prefix it was tested with); txredisapi is used through
 # its public API only (zbifrost.channels.redis)
@@ -35,12 +51,12 @@ TESTED = (("Twisted", twisted.__version__, "26.10."), ("autobahn", autobahn.__ve
 SWITCH = "ZBIFROST_INTERNALS"  # "off": public API only, whatever the releases
 
 
-def untested_releases(tested=TESTED):
+def untested_releases(tested: tuple[tuple[str, str, str], ...] = TESTED) -> list[str]:
     """The installed releases zbifrost was not tested with, as "name version" strings."""
     return [f"{name} {version}" for name, version, prefix in tested if not f"{version}.".startswith(prefix)]
 
 
-def _internals_allowed():
+def _internals_allowed() -> bool:
     if os.environ.get(SWITCH, "").lower() in ("off", "0", "no", "false"):
         return False
     if untested_releases():
@@ -58,7 +74,7 @@ if INTERNALS:
     from txaio.tx import _no_op as _txaio_disabled_level
 
 
-def report(log):
+def report(log: Logger) -> None:
     """At start: one line when zbifrost runs on public API only."""
     if INTERNALS:
         return
@@ -70,13 +86,13 @@ def report(log):
              "Twisted and Autobahn only", why=why)
 
 
-def writes_at_once(transport):
+def writes_at_once(transport: ITransport) -> bool:
     """Whether replies may be sent straight to this transport's socket (`FastPath._write_now`):
     a plain TCP connection, not TLS nor a test's transport."""
     return INTERNALS and isinstance(transport, tcp.Connection)
 
 
-def class_options(factory, protocol_class):
+def class_options(factory: WebSocketServerFactory, protocol_class: type[WebSocketServerProtocol]) -> dict[str, Any]:
     """The protocol options of `factory`, to be class attributes of a per-factory subclass:
     Autobahn copies into each connection's __dict__ only the options its class lacks (their
     size: README, "Memory per idle connection"). Empty on public API only: every connection
@@ -93,14 +109,14 @@ HANDSHAKE_LEFTOVERS = ("http_request_data", "http_response_data", "http_status_l
                        "websocket_origin", "websocket_protocols", "websocket_extensions", "_wskey")
 
 
-def drop_handshake_leftovers(protocol):
+def drop_handshake_leftovers(protocol: WebSocketProtocol) -> None:
     """Free what Autobahn keeps of an open connection's handshake (kept on public API only)."""
     if INTERNALS:
         for name in HANDSHAKE_LEFTOVERS:
             setattr(protocol, name, None)
 
 
-def fail_connection(protocol, code, reason):
+def fail_connection(protocol: WireProtocol, code: int, reason: str) -> None:
     """Fail a connection with a close frame (`failByDrop` is off), as Autobahn does for its own
     protocol errors; on public API only, our close frame, and nothing more is read."""
     if INTERNALS:
@@ -111,7 +127,7 @@ def fail_connection(protocol, code, reason):
         protocol.transport.pauseProducing()
 
 
-def twistd_log_observer(twistd_options):
+def twistd_log_observer(twistd_options: Mapping[str, Any]) -> ILogObserver:
     """The observer twistd logs to when no `--logger` is given (`--syslog`, `--logfile`, or
     stdout), as a twisted.logger observer: twistd's own, or on public API only the same one
     built from its options."""
@@ -125,7 +141,7 @@ def twistd_log_observer(twistd_options):
     return observer if ILogObserver.providedBy(observer) else LegacyLogObserverWrapper(observer)
 
 
-def _twistd_log_observer_from_options(options):
+def _twistd_log_observer_from_options(options: Mapping[str, Any]) -> Callable[[dict[str, Any]], None]:
     """What twistd's UnixAppLogger builds, from public pieces: `--syslog` goes to syslog with
     `--prefix`; `--logfile=-`, or no `--logfile` with `-n`, to stdout (a daemon cannot log there);
     else to the `--logfile` (default twistd.log), rotated on SIGUSR1 unless that has a handler."""
@@ -141,10 +157,10 @@ def _twistd_log_observer_from_options(options):
         return textFileLogObserver(sys.stdout)
     log_file = LogFile.fromFullPath(filename or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):
-        def rotate(signum, frame):
+        def rotate(signum: int, frame: object) -> None:
             from twisted.internet import reactor
 
-            reactor.callFromThread(log_file.rotate)
+            cast(IReactorFromThreads, reactor).callFromThread(log_file.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
     return textFileLogObserver(log_file)
@@ -155,7 +171,7 @@ def _twistd_log_observer_from_options(options):
 SMALL_PAYLOAD = 1024
 
 
-def unmask(mask, masked, length):
+def unmask(mask: bytes, masked: bytes, length: int) -> bytes:
     """A client frame's payload (RFC 6455 5.3)."""
     if length > SMALL_PAYLOAD:
         return create_xor_masker(mask, length).process(masked)
@@ -163,12 +179,12 @@ def unmask(mask, masked, length):
     return (int.from_bytes(masked, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
 
 
-class FastPath:
+class FastPath(_FastPathBase):
     """The receive fast path and the direct send, over Autobahn's and Twisted's internals."""
 
     receive_fast_path = True  # False: every frame takes Autobahn's general path (the tests compare both)
 
-    def dataReceived(self, data):
+    def dataReceived(self, data: bytes) -> None:
         """Deliver the complete, masked, unfragmented text and binary frames at the head of the
         received bytes straight to `onMessage`; hand anything else to Autobahn with its state
         intact (control frames, fragments, incomplete frames, reserved bits, unmasked frames,
@@ -190,7 +206,7 @@ class FastPath:
                 return
         self._dataReceived(data)
 
-    def _receive_whole_frames(self, data):
+    def _receive_whole_frames(self, data: bytes) -> bytes:
         """Autobahn's processData for the common frame, with the same rules (size limit,
         UTF-8 validation, auto-ping restart on traffic) and the same outcome; returns the bytes
         from the first frame it leaves to Autobahn."""
@@ -233,14 +249,14 @@ class FastPath:
             self.onMessage(payload, is_binary)  # one frame: max_fragments cannot be reached
         return data[start:] if start else data
 
-    def onMessageEnd(self):
+    def onMessageEnd(self) -> None:
         """Autobahn's, minus its per-message `fire("message")` event that nothing here listens
         to (its cost: README, "Benchmark")."""
         if not self.failedByMe:
             self.onMessage(b"".join(self.message_data), self.message_is_binary)
-        self.message_data = None
+        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own onMessageEnd does
 
-    def _write(self, data):
+    def _write(self, data: bytes) -> None:
         """Write encoded frames. Autobahn's sendMessage frames and writes as the wire's
         `_send_or_batch` does, with per-call assertions, statistics and debug-log arguments
         (their cost: README, "Benchmark"), and refuses replies larger than the *incoming* limit
@@ -252,11 +268,11 @@ class FastPath:
         else:
             self.transport.write(data)
 
-    def _write_now(self, frame):
+    def _write_now(self, frame: bytes) -> None:
         """Send what the socket takes now, as asyncio's transports do, when nothing is queued
         before it; Twisted queues the rest. Its own write always waits for the next reactor
         turn: an epoll_ctl each way and one more event per reply (its cost: README, "Benchmark")."""
-        transport = self.transport
+        transport: tcp.Connection = self.transport  # type: ignore[assignment]  # `writes_at_once` made sure
         sent = 0
         # the conditions under which Twisted's own write would send at its next turn (an aborted
         # connection sends nothing more, though it is still `connected` until that turn)

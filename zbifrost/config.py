@@ -23,8 +23,24 @@ from .channels.rules import ChannelRule, parse_channel_rules
 from .endpoints import endpoint_problem
 from .jwt_settings import JwtSettings, parse_jwt_settings
 from .proxies import parse_networks
-from .settings import (ConfigError, Parse, Setting, between, boolean, each, greater_than_zero, integer, number,
-                       optional_path, optional_text, path, strings, text, unknown_key, zero_or_more)
+from .settings import (
+    ConfigError,
+    Parse,
+    Setting,
+    between,
+    boolean,
+    each,
+    greater_than_zero,
+    integer,
+    number,
+    optional_path,
+    optional_text,
+    path,
+    strings,
+    text,
+    unknown_key,
+    zero_or_more,
+)
 from .yaml_errors import yaml_error_text
 from .zui.zpath import zui_files
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from twisted.internet.defer import Deferred
@@ -18,7 +19,14 @@ from twisted.logger import Logger
 from twisted.python import threadable
 
 from .channels import INVALID_CHANNEL, valid_channel
-from .messages import encode, event_frame
+from .interfaces import IReactor
+from .messages import JSONValue, RequestId, encode, event_frame
+from .zui.model import Command
+from .zui.workspace import Workspace
+
+if TYPE_CHECKING:  # they import this module
+    from .hub import Hub
+    from .session import Session
 
 log = Logger()
 
@@ -30,19 +38,20 @@ class Place:
 
     __slots__ = ("zvafile", "zblock", "history")
 
-    def __init__(self, zvafile, zblock):
+    def __init__(self, zvafile: str, zblock: str) -> None:
         self.zvafile = zvafile
         self.zblock = zblock
-        self.history = None  # (zvafile, zblock) pairs, most recent last; made by the first zLink
+        # (zvafile, zblock) pairs, most recent last; made by the first zLink
+        self.history: deque[tuple[str, str]] | None = None
 
-    def move_to(self, zvafile, zblock):
+    def move_to(self, zvafile: str, zblock: str) -> None:
         """zLink: remember where the client is, then go there."""
         if self.history is None:
             self.history = deque(maxlen=MAX_HISTORY)
         self.history.append((self.zvafile, self.zblock))
         self.zvafile, self.zblock = zvafile, zblock
 
-    def back(self):
+    def back(self) -> tuple[str, str]:
         """zBack: return to the previous place (stay put at the first one); returns it."""
         if self.history:
             self.zvafile, self.zblock = self.history.pop()
@@ -55,24 +64,24 @@ class Asker:
 
     __slots__ = ("session", "request_id", "reactor", "answered")
 
-    def __init__(self, session, request_id, reactor):
+    def __init__(self, session: Session, request_id: RequestId, reactor: IReactor) -> None:
         self.session = session
         self.request_id = request_id
         self.reactor = reactor
         self.answered = False
 
-    def send(self, frame):
+    def send(self, frame: bytes) -> None:
         """Send from any thread: a pool thread hands the frame to the reactor thread."""
         if threadable.isInIOThread():
             self._send(frame)
         else:
             self.reactor.callFromThread(self._send, frame)
 
-    def _send(self, frame):
+    def _send(self, frame: bytes) -> None:
         if not self.answered:
             self.session.send_frame(frame)
 
-    def finished(self, outcome):
+    def finished(self, outcome: object) -> object:
         self.answered = True
         return outcome
 
@@ -91,12 +100,17 @@ class RequestContext:
     user: str
     role: str
     client_id: str
-    args: Any
-    data: Any
-    zHat: Any
-    zConv: Any
+    args: list[JSONValue]
+    data: dict[str, JSONValue] | None
+    zHat: list[JSONValue] | None  # in a wizard: the results of the earlier steps
+    zConv: dict[str, JSONValue] | None  # in a zDialog's onSubmit: the validated form
+    command: Command
+    session: Place  # the asking client's place in the zUI (zLink and zBack move it)
+    workspace: Workspace
+    reactor: IReactor
 
-    def __init__(self, session, command, args, data, asker, workspace):
+    def __init__(self, session: Session, command: Command, args: list[JSONValue], data: dict[str, JSONValue] | None,
+                 asker: Asker, workspace: Workspace) -> None:
         self.user = session.identity["user"]
         self.role = session.identity["role"]
         self.client_id = session.client_id
@@ -125,7 +139,7 @@ class RequestContext:
         """Send a `display` frame to the asking client (callable from a pool thread)."""
         self._asker.send(event_frame("display", self._asker.request_id, display_event=event, data=data))
 
-    def publish(self, channel: str, data: Any) -> None:
+    def publish(self, channel: str, data: JSONValue) -> None:
         """Publish `data` on `channel` as the server (`"from": "server"`): past the channel
         rules, to every subscriber, the asking client included. Callable from a pool thread;
         returns at once and delivery continues on the reactor. Raises ValueError for a bad
@@ -150,23 +164,28 @@ class RequestContext:
         description = f"command {self.command.key!r} (plugin function {name}, client {session.client_id})"
         return session.hub.thread_pool.submit(session, description, function, *args)
 
-    def ask(self, prompt: str, fields: Any) -> Deferred[Any]:
+    def ask(self, prompt: str, fields: list[dict[str, JSONValue]]) -> Deferred[JSONValue]:
         """Send an `input_request` and return a Deferred of the client's `input_response` value.
 
         Reactor thread only. Cancelling the Deferred (the command's timeout does) forgets it.
         """
         session = self._asker.session
         input_id = str(uuid.uuid4())
-        waiting: Deferred[Any] = Deferred(lambda _: session.pending_inputs.pop(input_id, None))
         if session.pending_inputs is None:
             session.pending_inputs = {}
-        session.pending_inputs[input_id] = waiting
+        pending = session.pending_inputs
+
+        def forget(_: Deferred[JSONValue]) -> None:
+            pending.pop(input_id, None)
+
+        waiting: Deferred[JSONValue] = Deferred(forget)
+        pending[input_id] = waiting
         self._asker.send(event_frame("input_request", self._asker.request_id, requestId=input_id, prompt=prompt,
                                      fields=fields))
         return waiting
 
 
-def _publish_logged(hub, channel, data):
+def _publish_logged(hub: Hub, channel: str, data: JSONValue) -> None:
     """A plugin's publish, whose caller has moved on: a failure is logged, not returned."""
     hub.publish_from_backend(channel, data).addErrback(
         lambda failure: log.failure("A plugin's publish on {channel} failed", failure, channel=channel))

@@ -6,23 +6,41 @@ asynchronous. Failures are exceptions (`RequestError` for the ones with their ow
 turning them into error frames is the protocol's job. Nothing here touches WebSocket frames.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import orjson
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from .context import Asker, RequestContext
+from .filestamp import Stamp
 from .messages import (
     FORBIDDEN,
+    JSON,
     MISSING_FIELD,
     UNKNOWN_COMMAND,
     CachedResult,
+    JSONValue,
     RequestError,
+    RequestId,
     optional_field,
     quote,
     require_string,
 )
-from .context import Asker, RequestContext
 from .zui.actions import BackAction
-from .zui.model import BACK_KEY, Command
+from .zui.model import BACK_KEY, Block, Command, ZuiFile
+
+if TYPE_CHECKING:
+    from .cache import QueryCache
+    from .context import Place
+    from .interfaces import IReactor
+    from .session import Session
+    from .zui.workspace import Workspace
+
+# the key a result is cached under (`_cache_key`)
+CacheKey = tuple[str, Stamp | None, str, str, bytes, str]
 
 # `zBack` in a block that does not define it.
 BACK_COMMAND = Command(key=BACK_KEY, action=BackAction(), description="Go back to the previous block")
@@ -34,13 +52,13 @@ MAX_CACHED_ARGUMENTS = 1024  # bytes of JSON args + data beyond which a result i
 
 
 class Dispatcher:
-    def __init__(self, workspace, cache, reactor, default_timeout):
+    def __init__(self, workspace: Workspace, cache: QueryCache, reactor: IReactor, default_timeout: float) -> None:
         self.workspace = workspace
         self.cache = cache
         self.reactor = reactor
         self.default_timeout = default_timeout
 
-    def resolve(self, place, zkey, zblock=None):
+    def resolve(self, place: Place, zkey: str, zblock: str | None = None) -> tuple[ZuiFile, Block | None, Command]:
         """(file, block, command) for a zKey in the block of a client's `place` (or `zblock` of
         its file).
 
@@ -59,7 +77,8 @@ class Dispatcher:
             raise RequestError(UNKNOWN_COMMAND, f"Unknown command: {quote(zkey)}")
         return zfile, block, command
 
-    def dispatch(self, session, message, request_id):
+    def dispatch(self, session: Session, message: JSON, request_id: RequestId
+                 ) -> JSONValue | Deferred[JSONValue] | CachedResult:
         zkey = require_string(message, "zKey", alias="cmd")
         zblock = optional_field(message, "zBlock", str, "a string")
         args = optional_field(message, "args", list, "an array")
@@ -73,6 +92,7 @@ class Dispatcher:
         if command.cache_ttl is not None:
             cache_ttl = self.cache.ttl_for(command.cache_ttl)
             if cache_ttl:  # 0: set_cache_ttl turned caching off
+                assert block is not None  # only zBack is found outside a block, and it never caches
                 cache_key = _cache_key(zfile, block.name, command.key, args, data, role)
             if cache_key is not None and not no_cache:
                 hit, value = self.cache.get(cache_key)
@@ -80,7 +100,7 @@ class Dispatcher:
                     return CachedResult(value)
         action = command.action
         if not action.uses_context:  # plain strings and zDisplay: the hot path stays lean
-            result = action.run(None)
+            result = action.run(None)  # type: ignore[arg-type]  # an action that uses no context takes None
         else:
             asker = Asker(session, request_id, self.reactor)
             result = action.run(RequestContext(session, command, args if args is not None else [], data, asker,
@@ -98,12 +118,12 @@ class Dispatcher:
             result.addCallback(self._store, cache_key, cache_ttl)
         return result
 
-    def _store(self, value, cache_key, ttl):
+    def _store(self, value: JSONValue, cache_key: CacheKey, ttl: float) -> JSONValue:
         self.cache.put(cache_key, value, ttl)
         return value
 
 
-def _timed_out(value, seconds, command, session):
+def _timed_out(value: JSONValue, seconds: float, command: Command, session: Session) -> JSONValue:
     """addTimeout's onTimeoutCancel: log the timeout; the CancelledError it leaves becomes the
     client's `timeout` error in the protocol."""
     log.warn("Command {zkey!r} timed out after {seconds} s (client {client_id}, user {user})", zkey=command.key,
@@ -111,7 +131,8 @@ def _timed_out(value, seconds, command, session):
     return value
 
 
-def _cache_key(zfile, block, key, args, data, role):
+def _cache_key(zfile: ZuiFile, block: str, key: str, args: list[JSONValue] | None, data: JSON | None, role: str
+               ) -> CacheKey | None:
     """Results are shared per file version, block, key, arguments, form data and role.
 
     None (run uncached) when the arguments are larger than MAX_CACHED_ARGUMENTS: the cache

@@ -8,25 +8,38 @@ shutdown of the clients. It knows sessions, never their connections' frames; the
 factory (zbifrost.wire.factory) only builds protocols.
 """
 
+from __future__ import annotations
+
 import secrets
 import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from . import messages
-from .auth import ANONYMOUS, OriginPolicy
+from .auth import ANONYMOUS, Credentials, OriginPolicy
 from .broker_url import broker_address
 from .cache import QueryCache
 from .channels import SERVER_SENDER
 from .channels.memory import MemoryBackend
 from .channels.redis import RedisBackend
 from .channels.rules import ChannelRules
+from .config import Config
 from .dispatcher import Dispatcher
+from .interfaces import IReactor
+from .messages import JSON, JSONValue
 from .metrics import Metrics
 from .proxies import TrustedProxies
-from .session import CLOSE_SHUTDOWN
+from .session import CLOSE_SHUTDOWN, Connection, Session
 from .thread_pool import FairThreadPool
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+
+    from .workers import WorkerBoard
+    from .zui.workspace import Workspace
 
 # `realtime_sync` (zBifrost 1.5.4's name) is listed with `channels`: channels are its realtime sync.
 FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "realtime_sync",
@@ -35,7 +48,7 @@ FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_ca
 log = Logger()
 
 
-def _new_client_id():
+def _new_client_id() -> str:
     return "c-" + secrets.token_hex(8)
 
 
@@ -48,45 +61,51 @@ class Handshakes:
     and the WebSocket protocol that takes the same transport over ends it.
     """
 
-    def __init__(self, reactor, timeout):
+    def __init__(self, reactor: IReactor, timeout: float) -> None:
         self.reactor = reactor
         self.timeout = timeout
-        self._deadlines = {}  # transport -> IDelayedCall
+        self._deadlines: dict[ITCPTransport, IDelayedCall] = {}
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._deadlines)
 
-    def begin(self, transport):
+    def begin(self, transport: ITCPTransport) -> None:
         self._deadlines[transport] = self.reactor.callLater(self.timeout, self._expired, transport)
 
-    def end(self, transport):
+    def end(self, transport: ITCPTransport) -> None:
         deadline = self._deadlines.pop(transport, None)
         if deadline is not None and deadline.active():
             deadline.cancel()
 
-    def _expired(self, transport):
+    def _expired(self, transport: ITCPTransport) -> None:
         del self._deadlines[transport]
         transport.abortConnection()
 
 
 class Hub:
-    def __init__(self, config, workspace, zvafile, zblock, tokens, reactor, api_tokens=None):
+    def __init__(self, config: Config, workspace: Workspace, zvafile: str, zblock: str, tokens: Credentials | None,
+                 reactor: IReactor, api_tokens: Credentials | None = None) -> None:
         self.config = config
         self.workspace = workspace
         self.reactor = reactor
         self.started = time.time()
-        self.clients = {}  # client_id -> Session, for open sessions
+        self.clients: dict[str, Session] = {}  # client_id -> Session, for open sessions
         self.handshakes = Handshakes(reactor, config.handshake_timeout)
-        self.refused_closing = set()  # connections refused at auth, given time to answer their close
+        self.refused_closing: set[Connection] = set()  # connections refused at auth, given time to answer their close
         self.authenticated_clients = 0
         self.stopping = False
-        self._all_closed = None
+        self._all_closed: defer.Deferred[None] | None = None
         self.metrics = Metrics()
-        self.channels = (RedisBackend(reactor, *broker_address(config.broker), config.presence_ttl) if config.broker
-                         else MemoryBackend(reactor, config.history_max_bytes))
+        self.channels: RedisBackend | MemoryBackend
+        if config.broker:
+            host, port, db = broker_address(config.broker)
+            self.channels = RedisBackend(reactor, host, port, db, config.presence_ttl)
+        else:
+            self.channels = MemoryBackend(reactor, config.history_max_bytes)
         self.channel_rules = ChannelRules(config.channels)
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)
+        assert config.threads_max is not None  # load_config fills it in
         self.thread_pool = FairThreadPool(reactor, config.threads, config.threads_per_client, config.threads_max)
         self.tokens = tokens  # zbifrost.auth.Credentials when require_auth is on, else None
         self.api_tokens = api_tokens  # the Credentials of POST /api/publish, whenever a tokens file or jwt is given
@@ -96,9 +115,9 @@ class Hub:
         self.features = list(FEATURES) + ["refresh"] + (["jwt"] if config.jwt else []) + list(self.channels.features)
         self.zvafile = zvafile  # where new sessions start
         self.zblock = zblock
-        self.worker_board = None  # a worker of --workers: its zbifrost.workers.WorkerBoard
+        self.worker_board: WorkerBoard | None = None  # a worker of --workers: its zbifrost.workers.WorkerBoard
 
-    def publish_from_backend(self, channel, data):
+    def publish_from_backend(self, channel: str, data: JSONValue) -> defer.Deferred[JSON]:
         """Publish as the trusted backend (plugins, POST /api/publish): past the channel rules,
         to every subscriber, `"from": "server"`. Reactor thread; fires with
         `{"channel", "epoch", "offset"}`."""
@@ -106,7 +125,7 @@ class Hub:
         return published.addCallback(lambda found: {"channel": channel, "epoch": found["epoch"],
                                                     "offset": found["offset"]})
 
-    def reconfigure(self, config):
+    def reconfigure(self, config: Config) -> None:
         """Use `config` from now on (a SIGHUP reload): origins and limits apply to the next
         connection or message, channel rules to the next subscribe or publish; open connections
         keep their frame size and ping options (zbifrost.wire.factory), and subscriptions stay."""
@@ -116,7 +135,7 @@ class Hub:
 
     # -- the client registry ---------------------------------------------------------------
 
-    def refusal(self, origin, host):
+    def refusal(self, origin: str | None, host: str | None) -> tuple[str, int, str] | None:
         """Why an upgrade with this Origin and Host header would be refused now, in the order of
         docs/protocol.md section 2: (reason for the log, HTTP status, text), or None."""
         if self.stopping:
@@ -128,7 +147,7 @@ class Hub:
             return "origin", 403, "Origin not allowed"
         return None
 
-    def register(self, session):
+    def register(self, session: Session) -> str:
         """Add an open session to the registry; returns its new, unique client id."""
         client_id = _new_client_id()
         while client_id in self.clients:  # 64 random bits: a repeat is all but impossible, never harmful
@@ -139,7 +158,7 @@ class Hub:
             self.authenticated_clients += 1
         return client_id
 
-    def unregister(self, session):
+    def unregister(self, session: Session) -> None:
         if self.clients.pop(session.client_id, None) is not None and self.tokens is not None:
             self.authenticated_clients -= 1
         if self._all_closed is not None and not self.clients:
@@ -149,7 +168,7 @@ class Hub:
     # -- graceful shutdown -----------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def shut_down(self, grace):
+    def shut_down(self, grace: float) -> Generator[defer.Deferred[Any], object, None]:
         """Refuse new work, tell every client, give commands in flight `grace` seconds to reply,
         close everyone with 1001, and fire once all connections are gone (bounded in time)."""
         self.stopping = True
@@ -168,17 +187,21 @@ class Hub:
         for session in list(self.clients.values()):
             session.connection.abort()
 
-    def _wait_for_clients(self, seconds):
+    def _wait_for_clients(self, seconds: float) -> defer.Deferred[None]:
         if not self.clients or self._all_closed is None:
             return defer.succeed(None)
-        waiting = defer.Deferred()
-        timer = self.reactor.callLater(seconds, lambda: waiting.called or waiting.callback(None))
+        waiting: defer.Deferred[None] = defer.Deferred()
 
-        def closed(_):
-            if timer.active():
-                timer.cancel()
+        def done() -> None:
             if not waiting.called:
                 waiting.callback(None)
+
+        timer = self.reactor.callLater(seconds, done)
+
+        def closed(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            done()
 
         self._all_closed.addBoth(closed)
         return waiting

@@ -20,19 +20,28 @@ line). It wraps both observers here, and under twistd without `--logger` twistd'
 quotes (`command_failed`, POST /api/publish's 500) and the log line with the traceback carries.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import sys
 import uuid
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from twisted.logger import FileLogObserver, ILogObserver, LogLevel, eventAsText, formatEvent
+from twisted.logger import FileLogObserver, ILogObserver, Logger, LogLevel, eventAsText, formatEvent
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from zope.interface import implementer
 
 from . import compat
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from twisted.logger import LogEvent
 
 FIELD_LIMIT = 200  # characters of a field, escapes included, before its cut
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
@@ -41,16 +50,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _LEGACY_KEYS = {"message", "format", "isError", "system", "time", "why", "failure"}
 
 
-def stdout_is_the_journal():
+def stdout_is_the_journal() -> bool:
     """True when systemd connected stdout to the journal (JOURNAL_STREAM is "device:inode")."""
     try:
-        status = os.fstat(sys.__stdout__.fileno())
+        status = os.fstat(sys.__stdout__.fileno())  # type: ignore[union-attr]  # None: AttributeError, caught
     except (OSError, ValueError, AttributeError):
         return False
     return os.environ.get("JOURNAL_STREAM") == f"{status.st_dev}:{status.st_ino}"
 
 
-def log_failure_with_id(log, failure, format, **fields):
+def log_failure_with_id(log: Logger, failure: Failure, format: str, **fields: Any) -> str:
     """Log `failure` with its traceback at error under a new error id (the event's `error_id`
     field, which `format` may show) and return the id, for the reply that quotes it."""
     error_id = uuid.uuid4().hex[:12]
@@ -58,7 +67,7 @@ def log_failure_with_id(log, failure, format, **fields):
     return error_id
 
 
-def escape(text, limit=FIELD_LIMIT):
+def escape(text: str, limit: int | None = FIELD_LIMIT) -> str:
     """`text` fit for a log line: control characters (below U+0020, U+007F and the C1 range)
     written as `\\xNN`, and past `limit` characters (None: no limit) cut, with a marker saying
     how long the text was."""
@@ -70,7 +79,7 @@ def escape(text, limit=FIELD_LIMIT):
     return f"{cut if broken < 0 else cut[:broken]}...[cut: {len(text)} characters]"
 
 
-def escaped(event):
+def escaped(event: LogEvent) -> LogEvent:
     """A copy of `event` that cannot forge or flood a log line: its text fields escaped and cut,
     its message (as formatted from them) escaped whole, and its failure's exception message
     escaped and cut. `log_*` keys are the logging system's own and are kept."""
@@ -89,7 +98,7 @@ def escaped(event):
     return copy
 
 
-def _with_escaped_message(failure):
+def _with_escaped_message(failure: Failure) -> Failure:
     """`failure`, or a copy of it whose value is its exception message escaped and cut: the one
     line of its traceback that may carry a client's text."""
     said = safe_str(failure.value)
@@ -97,7 +106,7 @@ def _with_escaped_message(failure):
     if shown == said:
         return failure
     copy = Failure(failure)  # a Failure of a Failure copies it, traceback included
-    copy.value = shown
+    copy.value = shown  # type: ignore[assignment]  # a traceback shows the value as text: the escaped text
     return copy
 
 
@@ -105,24 +114,25 @@ def _with_escaped_message(failure):
 class EscapingObserver:
     """Hands `observer` the `escaped` copy of each event."""
 
-    def __init__(self, observer):
+    def __init__(self, observer: ILogObserver) -> None:
         self.observer = observer
 
-    def __call__(self, event):
+    def __call__(self, event: LogEvent) -> None:
         self.observer(escaped(event))
 
 
-def escape_twistd_default(application, twistd_options):
+def escape_twistd_default(application: object, twistd_options: Mapping[str, Any] | None) -> None:
     """Under twistd without `--logger`, make twistd's own observer (stdout, `--logfile` or
     `--syslog`, as twistd chooses it: `compat.twistd_log_observer`) an `EscapingObserver`'s:
-    twistd takes the application's ILogObserver when no `--logger` is given."""
-    if twistd_options is None or twistd_options.get("logger"):
+    twistd takes the application's ILogObserver when no `--logger` is given (twistd's application
+    is a Componentized; a service parent of a test is not, and logs as it does)."""
+    if twistd_options is None or twistd_options.get("logger") or not isinstance(application, Componentized):
         return
     application.setComponent(ILogObserver, EscapingObserver(compat.twistd_log_observer(twistd_options)))
 
 
-def _as_json(event, stamped):
-    record = {}
+def _as_json(event: LogEvent, stamped: bool) -> str:
+    record: dict[str, Any] = {}
     if stamped:
         record["time"] = datetime.fromtimestamp(event["log_time"], timezone.utc).isoformat(timespec="milliseconds")
     level = event.get("log_level")
@@ -137,13 +147,13 @@ def _as_json(event, stamped):
     return orjson.dumps(record, default=repr, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE).decode()
 
 
-def json():
+def json() -> EscapingObserver:
     """twistd --logger=zbifrost.logs.json: one JSON object per line on stdout."""
     stamped = not stdout_is_the_journal()
     return EscapingObserver(FileLogObserver(sys.stdout, lambda event: _as_json(event, stamped)))
 
 
-def text():
+def text() -> EscapingObserver:
     """twistd --logger=zbifrost.logs.text: twistd's text lines on stdout, without their
     timestamp when stdout is the journal."""
     stamped = not stdout_is_the_journal()

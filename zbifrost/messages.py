@@ -7,7 +7,19 @@ and encodes the small frames of this protocol several times faster than the stan
 (README, "Benchmark").
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import orjson
+
+# A JSON value as orjson decodes it (dict, list, str, int, float, bool or None): what clients send and
+# what results hold is only known at run time.
+JSONValue = Any
+# A JSON object: a parsed message, a reply's result, an event's data.
+JSON = dict[str, Any]
+# The `_requestId` a client chose: a string or a number (`request_id`).
+RequestId = str | int | float | None
 
 # Error codes of docs/protocol.md section 3.
 BAD_JSON = "bad_json"
@@ -34,7 +46,7 @@ _TOO_DEEP = "A message may nest at most 64 levels of objects and arrays"
 class RequestError(Exception):
     """A request that gets an error reply; the connection stays open."""
 
-    def __init__(self, code, message, details=None):
+    def __init__(self, code: str, message: str, details: JSON | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -46,7 +58,7 @@ class CachedResult:
 
     __slots__ = ("value",)
 
-    def __init__(self, value):
+    def __init__(self, value: JSONValue) -> None:
         self.value = value
 
 
@@ -59,13 +71,13 @@ class _NoReply:
 NO_REPLY = _NoReply()
 
 
-def quote(text):
+def quote(text: object) -> str:
     """Client-supplied text, shortened, for use inside an error message."""
     text = str(text)
     return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."
 
 
-def parse(payload):
+def parse(payload: bytes) -> JSON:
     """Decode one frame (text or binary: both hold UTF-8 JSON) into a message dict.
 
     Raises RequestError(bad_json | bad_message). A message with no `event` takes its event
@@ -92,7 +104,7 @@ def parse(payload):
     return message
 
 
-def check_depth(message, payload):
+def check_depth(message: JSON, payload: bytes) -> None:
     """Raise RequestError(bad_message) when a parsed message nests past MAX_DEPTH levels.
 
     Only a frame with more brackets than the limit can nest past it, so the common case costs
@@ -101,10 +113,10 @@ def check_depth(message, payload):
         raise RequestError(BAD_MESSAGE, _TOO_DEEP)
 
 
-def _deeper_than(value, limit):
+def _deeper_than(value: JSON | list[JSONValue], limit: int) -> bool:
     """Whether objects and arrays nest past `limit` levels in a parsed value (no recursion:
     the structure comes from a client)."""
-    stack = [(value, 1)]
+    stack: list[tuple[JSON | list[JSONValue], int]] = [(value, 1)]
     while stack:
         value, depth = stack.pop()
         if depth > limit:
@@ -118,7 +130,7 @@ def _deeper_than(value, limit):
 _REQUEST_ID_TYPES = (str, int, float)
 
 
-def request_id(message):
+def request_id(message: JSON) -> RequestId:
     """The `_requestId` of a parsed message, to echo on every reply (None when absent).
 
     Raises RequestError(missing_field) for a value that is neither a string nor a number."""
@@ -128,11 +140,11 @@ def request_id(message):
     raise RequestError(MISSING_FIELD, "Invalid field '_requestId': expected a string or number")
 
 
-def encode(frame):
+def encode(frame: JSONValue) -> bytes:
     return orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS)
 
 
-def result_frame(result, req_id):
+def result_frame(result: JSONValue, req_id: RequestId) -> bytes:
     if type(result) is CachedResult:
         frame = {"result": result.value, "_cached": True}
     else:
@@ -142,8 +154,8 @@ def result_frame(result, req_id):
     return encode(frame)
 
 
-def error_frame(err, req_id):
-    frame = {"error": err.message, "code": err.code}
+def error_frame(err: RequestError, req_id: RequestId) -> bytes:
+    frame: JSON = {"error": err.message, "code": err.code}
     if err.details is not None:
         frame["details"] = err.details
     if req_id is not None:
@@ -151,17 +163,17 @@ def error_frame(err, req_id):
     return encode(frame)
 
 
-def event_frame(event, for_request_id=None, **fields):
+def event_frame(event: str, for_request_id: RequestId = None, **fields: JSONValue) -> bytes:
     """An event frame; one that belongs to a running dispatch names it in `_forRequestId`
     (never `_requestId`, which marks the final reply: docs/protocol.md section 4)."""
-    frame = {"event": event}
+    frame: JSON = {"event": event}
     if for_request_id is not None:
         frame["_forRequestId"] = for_request_id
     frame.update(fields)
     return encode(frame)
 
 
-def require_string(message, name, alias=None):
+def require_string(message: JSON, name: str, alias: str | None = None) -> str:
     """The string field `name` (or its alias) of a message, or a missing_field error."""
     value = message.get(name)
     if value is None and alias is not None:
@@ -171,7 +183,7 @@ def require_string(message, name, alias=None):
     return value
 
 
-def optional_field(message, name, kind, kind_name):
+def optional_field(message: JSON, name: str, kind: type | tuple[type, ...], kind_name: str) -> JSONValue:
     """An optional field that must have a given JSON type when present."""
     value = message.get(name)
     if value is not None and not isinstance(value, kind):

@@ -6,6 +6,7 @@ sending past its limit is closed. Pure arithmetic: no I/O, no timers.
 """
 
 import time
+from collections.abc import Callable
 
 ALLOW, LIMITED, ABUSIVE = 0, 1, 2
 ABUSE_FACTOR = 4
@@ -14,7 +15,7 @@ ABUSE_FACTOR = 4
 class RateLimiter:
     __slots__ = ("_rate", "_burst", "_tokens", "_abuse_tokens", "_last", "_clock")
 
-    def __init__(self, rate, burst, clock=time.monotonic):
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = float(rate)
         self._burst = float(burst)
         self._tokens = self._burst
@@ -22,7 +23,7 @@ class RateLimiter:
         self._clock = clock
         self._last = clock()
 
-    def check(self):
+    def check(self) -> int:
         """Count one message: ALLOW, LIMITED (reply rate_limited) or ABUSIVE (close 1008)."""
         now = self._clock()
         elapsed = now - self._last

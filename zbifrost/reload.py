@@ -8,6 +8,8 @@ Nothing here exits the process. The tokens file and the zUI files are re-read by
 watchers when they change.
 """
 
+from __future__ import annotations
+
 import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -19,10 +21,14 @@ from .config import SETTINGS, ConfigError, load_config
 if TYPE_CHECKING:
     from .hub import Hub
 
+if TYPE_CHECKING:
+    from .hub import Hub
+
 log = Logger()
 
 
-def reload_config(hub: "Hub", config_file: str | None,
+
+def reload_config(hub: Hub, config_file: str | None,
                   overrides: Mapping[str, Any] | None) -> dict[str, tuple[Any, Any]]:
     """Load `config_file` again with the same flags (`overrides`) and environment, and apply
     its reloadable settings to `hub`. Returns the applied changes {name: (old, new)}."""

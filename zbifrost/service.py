@@ -12,15 +12,24 @@ seconds (with WATCHDOG=1 at half of `WatchdogSec=`, when that is set) and STOPPI
 starts to stop.
 """
 
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import compat
 from .auth import Credentials, JwtVerifier, TokenFileError, TokenStore
 from .config import ConfigError
 from .hub import Hub
+from .interfaces import IReactor
 from .systemd import Notifier
 from .web import build_metrics_site, build_site
 from .wire.factory import WireFactory
@@ -28,13 +37,18 @@ from .zui.actions import ZuiError
 from .zui.workspace import Workspace
 from .zui.zpath import MissingZuiFile, ZPathError, zui_files
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+
+    from .config import Config
+
 RELOAD_INTERVAL = 0.5  # seconds between checks of the zUI files' modification times
 STATUS_INTERVAL = 10.0  # seconds between systemd STATUS= updates (shorter when the watchdog needs it)
 
 log = Logger()
 
 
-def listen_descriptions(config):
+def listen_descriptions(config: Config) -> list[str]:
     """strports descriptions: `--listen` as given, else tcp on host:port with the backlog."""
     if config.listen:
         return list(config.listen)
@@ -46,36 +60,36 @@ class Listener(service.Service):
     """An endpoint listening for `factory` while the service runs. As with strports.service,
     a bind that fails at once raises from (privileged)startService; `port` is the IListeningPort."""
 
-    def __init__(self, endpoint, factory):
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
         self.endpoint = endpoint
         self.factory = factory
-        self.port = None
+        self.port: IListeningPort | None = None
         self._binding = False
 
-    def privilegedStartService(self):
+    def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self._binding = True
-        failed = []
+        failed: list[Failure] = []
         self.endpoint.listen(self.factory).addCallbacks(self._bound, failed.append)
         if failed:
             self._binding = False
             failed[0].raiseException()
 
-    def _bound(self, port):
+    def _bound(self, port: IListeningPort) -> None:
         self.port = port
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         if not self._binding:
             self.privilegedStartService()
 
-    def stopService(self):
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
         port, self.port, self._binding = self.port, None, False
         return port.stopListening() if port is not None else None
 
 
-def listen(description, factory, reactor):
+def listen(description: str, factory: IProtocolFactory, reactor: IReactor) -> Listener:
     return Listener(endpoints.serverFromString(reactor, description), factory)
 
 
@@ -83,10 +97,13 @@ class BifrostService(service.MultiService):
     """`inherited_sockets` ([(descriptor, family)], from zbifrost.systemd) replace the listeners
     of `config`; `notifier` reports to systemd when the environment names its socket."""
 
-    def __init__(self, config, reactor=None, inherited_sockets=()):
+    def __init__(self, config: Config, reactor: IReactor | None = None,
+                 inherited_sockets: Sequence[tuple[int, socket.AddressFamily]] = ()) -> None:
         super().__init__()
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as installed
+
+            reactor = cast(IReactor, installed)  # it provides IReactorFromThreads too
         self.config = config
         self.reactor = reactor
         self.workspace = Workspace(config.workspace)
@@ -98,6 +115,7 @@ class BifrostService(service.MultiService):
                                      JwtVerifier(config.jwt) if config.jwt else None)
             except TokenFileError as err:
                 raise ConfigError(str(err)) from None
+        assert config.zvafile is not None  # load_config fills it in
         self.hub = Hub(config, self.workspace, config.zvafile, zblock, tokens if config.require_auth else None,
                        reactor, api_tokens=tokens)
         self.factory = WireFactory(self.hub)
@@ -106,7 +124,7 @@ class BifrostService(service.MultiService):
         self.site = build_site(self.hub, self.factory, config.handshake_timeout)
         if service.IService.providedBy(self.hub.channels):  # a broker: connected while the server runs
             self.hub.channels.setServiceParent(self)
-        self.listeners = []
+        self.listeners: list[Listener] = []
         if inherited_sockets:
             self.where = [f"systemd socket {descriptor}" for descriptor, _ in inherited_sockets]
             for descriptor, family in inherited_sockets:
@@ -117,9 +135,11 @@ class BifrostService(service.MultiService):
             self.listeners = [listen(description, self.site, reactor) for description in self.where]
         for listener in self.listeners:
             listener.setServiceParent(self)
-        metrics_site = build_metrics_site(self.hub) if config.metrics_listen else None
-        self.metrics_listeners = [listen(description, metrics_site, reactor)
-                                  for description in config.metrics_listen]
+        self.metrics_listeners: list[Listener] = []
+        if config.metrics_listen:
+            metrics_site = build_metrics_site(self.hub)
+            self.metrics_listeners = [listen(description, metrics_site, reactor)
+                                      for description in config.metrics_listen]
         for listener in self.metrics_listeners:
             listener.setServiceParent(self)
         self._every(RELOAD_INTERVAL, self.workspace.refresh)
@@ -127,18 +147,19 @@ class BifrostService(service.MultiService):
         if self.notifier.enabled:
             self._every(min(STATUS_INTERVAL, self.notifier.watchdog_interval or STATUS_INTERVAL), self._report_status)
 
-    def _every(self, seconds, function):
+    def _every(self, seconds: float, function: Callable[[], object]) -> None:
         timer = internet.TimerService(seconds, function)
         timer.clock = self.reactor
         timer.setServiceParent(self)
 
-    def _report_status(self):
+    def _report_status(self) -> None:
         watchdog = {"WATCHDOG": 1} if self.notifier.watchdog_interval else {}
         self.notifier.notify(STATUS=f"{len(self.hub.clients)} clients", **watchdog)
 
-    def _check_zui(self):
+    def _check_zui(self) -> str:
         """Load the configured zUI file now, so that a bad one stops start-up; return the block."""
         config = self.config
+        assert config.zvafile is not None  # load_config fills it in
         try:
             zfile = self.workspace.file(config.zvafile)
         except MissingZuiFile as err:
@@ -157,7 +178,7 @@ class BifrostService(service.MultiService):
                               f"(it has {', '.join(zfile.blocks)})")
         return zblock
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         compat.report(log)
         log.info("zbifrost listening on {where}, serving {zvafile} from {workspace}",
@@ -167,12 +188,12 @@ class BifrostService(service.MultiService):
         self.notifier.notify(READY=1, STATUS=f"listening on {', '.join(self.where)}")
 
     @defer.inlineCallbacks
-    def stopService(self):
+    def stopService(self) -> Generator[Deferred[Any], object, None]:
         self.notifier.notify(STOPPING=1, STATUS=f"stopping: closing {len(self.hub.clients)} clients")
         yield self.hub.shut_down(self.config.shutdown_grace)
         self.hub.thread_pool.stop()  # its threads are daemons: a stuck one never holds up the exit
         yield super().stopService()
 
-    def ports(self):
+    def ports(self) -> list[IListeningPort | None]:
         """The bound ports (after start): a list of IListeningPort."""
         return [listener.port for listener in self.listeners]

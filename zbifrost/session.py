@@ -9,20 +9,29 @@ that does it). It sends through its connection's `send_frame` and `deliver` and 
 its `close`; it never sees Autobahn or frames beyond their encoded bytes.
 """
 
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import messages
-from .auth import InvalidToken, bearer_token
+from .auth import Identity, InvalidToken, bearer_token
 from .context import Place
 from .events import HANDLERS
 from .events.session import connection_info
 from .logs import log_failure_with_id
-from .messages import COMMAND_FAILED, RATE_LIMITED, TIMEOUT, UNKNOWN_EVENT, RequestError
+from .messages import COMMAND_FAILED, JSON, RATE_LIMITED, TIMEOUT, UNKNOWN_EVENT, JSONValue, RequestError, RequestId
 from .ratelimit import ABUSIVE, LIMITED, RateLimiter
+
+if TYPE_CHECKING:
+    from autobahn.websocket.types import ConnectionRequest
+    from twisted.internet.interfaces import IAddress, IDelayedCall
+
+    from .hub import Hub
 
 CLOSE_SHUTDOWN = (1001, "Server shutdown")
 CLOSE_AUTH_REQUIRED = (1008, "Authentication required")
@@ -34,7 +43,17 @@ CLOSE_INTERNAL = (1011, "Internal error")
 _Deferred = defer.Deferred
 
 
-def _query_token(request):
+class Connection(Protocol):
+    """What a session sends through and closes: its wire protocol (zbifrost.wire.protocol)."""
+
+    def send_frame(self, frame: bytes) -> bool: ...
+    def deliver(self, frame: bytes) -> bool: ...
+    def close(self, code: int, reason: str) -> None: ...
+    def can_send(self) -> bool: ...
+    def abort(self) -> None: ...
+
+
+def _query_token(request: ConnectionRequest) -> str | None:
     for name in ("token", "api_key"):
         values = request.params.get(name)
         if values and values[0]:
@@ -48,20 +67,22 @@ class Session:
 
     _log = Logger()
 
-    client_id = None  # set once open and registered in the hub
-    identity = None
-    place = None  # zbifrost.context.Place: where the client is in the zUI, once open
-    peer = None
-    refusal = None  # close code and reason for a connection whose handshake failed auth
-    _credential = None  # the zbifrost.auth.Identity of the token the connection is authenticated by
-    _expiry_call = None  # the reactor call closing the connection when that token expires
-    _limiter = None
+    # `identity` is set by `admit`, `client_id` and `place` by `opened`: the handlers, the dispatcher
+    # and plugins only ever see an open session, so their types are those of an open session's
+    client_id: str = None  # type: ignore[assignment]  # set once open and registered in the hub
+    identity: JSON = None  # type: ignore[assignment]  # authenticated, user, role, expires
+    place: Place = None  # type: ignore[assignment]  # where the client is in the zUI, once open
+    peer: str | None = None
+    refusal: tuple[int, str] | None = None  # close code and reason for a connection whose handshake failed auth
+    _credential: Identity | None = None  # the Identity of the token the connection is authenticated by
+    _expiry_call: IDelayedCall | None = None  # the reactor call closing the connection when that token expires
+    _limiter: RateLimiter | None = None
     _shutting_down = False
     # created on first use, as most connections never subscribe or answer a zDialog
-    subscriptions = None  # channel names
-    pending_inputs = None  # input_request id -> Deferred of the client's input_response
+    subscriptions: set[str] | None = None  # channel names
+    pending_inputs: dict[str, defer.Deferred[JSONValue]] | None = None  # input_request id -> its input_response
 
-    def __init__(self, hub, connection):
+    def __init__(self, hub: Hub, connection: Connection) -> None:
         self.hub = hub
         self.connection = connection
         self.send_frame = connection.send_frame  # bound: a reply costs no call more
@@ -71,7 +92,7 @@ class Session:
 
     # -- opening ---------------------------------------------------------------------------
 
-    def admit(self, request, transport_peer):
+    def admit(self, request: ConnectionRequest, transport_peer: IAddress) -> tuple[int, str] | None:
         """Check an upgrade request (docs/protocol.md section 2): (HTTP status, text) to refuse it
         now, else None. A missing or invalid token is refused after the upgrade, with a 1008
         close (`refusal`), so that a browser learns why."""
@@ -97,13 +118,13 @@ class Session:
             self._log_refusal("invalid_token", request, f": {err}")
         return None
 
-    def _log_refusal(self, reason, request, detail=""):
+    def _log_refusal(self, reason: str, request: ConnectionRequest, detail: str = "") -> None:
         """Count and log a refused connection: the reason and the peer, never a token."""
         self.hub.metrics.refused(reason)
         self._log.warn("Refused a connection from {peer}: {reason}{detail} (origin {origin})", peer=self.peer,
                        reason=reason, detail=detail, origin=messages.quote(request.headers.get("origin", "none")))
 
-    def opened(self):
+    def opened(self) -> None:
         """The connection is open: register, watch the token's expiry, send connection_info."""
         hub = self.hub
         config = hub.config
@@ -113,7 +134,7 @@ class Session:
         self.client_id = hub.register(self)
         self.send_frame(messages.event_frame("connection_info", data=connection_info(self)))
 
-    def authenticate(self, credential):
+    def authenticate(self, credential: Identity) -> None:
         """Act as the identity of a token (zbifrost.auth.Identity) from now on, until it expires."""
         self._credential = credential
         expires = None if credential.expires is None else int(credential.expires)
@@ -121,7 +142,7 @@ class Session:
         if self.client_id is not None:
             self._watch_expiry()
 
-    def _watch_expiry(self):
+    def _watch_expiry(self) -> None:
         """One reactor call per connection closes it when its token expires (plus a JWT's leeway)."""
         self._stop_expiry_watch()
         credential = self._credential
@@ -129,19 +150,19 @@ class Session:
             delay = max(0.0, credential.expires + credential.leeway - time.time())
             self._expiry_call = self.hub.reactor.callLater(delay, self._token_expired)
 
-    def _stop_expiry_watch(self):
+    def _stop_expiry_watch(self) -> None:
         if self._expiry_call is not None and self._expiry_call.active():
             self._expiry_call.cancel()
         self._expiry_call = None
 
-    def _token_expired(self):
+    def _token_expired(self) -> None:
         self._expiry_call = None
         self._log.info("Closing the connection of {peer}: its token expired", peer=self.peer)
         self.close(*CLOSE_TOKEN_EXPIRED)
 
     # -- the hot path ----------------------------------------------------------------------
 
-    def receive(self, payload, isBinary):
+    def receive(self, payload: bytes, isBinary: bool) -> None:
         """One message of an open connection (the connection's `onMessage`)."""
         hub = self.hub
         hub.metrics.messages_in += 1
@@ -168,7 +189,7 @@ class Session:
         elif result is not messages.NO_REPLY:
             self._send_result(result, req_id)
 
-    def _send_result(self, result, req_id):
+    def _send_result(self, result: JSONValue, req_id: RequestId) -> None:
         try:
             frame = messages.result_frame(result, req_id)
         except TypeError as err:  # a plugin returned something JSON cannot hold
@@ -176,31 +197,29 @@ class Session:
             return
         self.send_frame(frame)
 
-    def _send_error(self, err, req_id):
+    def _send_error(self, err: BaseException | Failure, req_id: RequestId) -> None:
         error = self.error_for(err)
         self.hub.metrics.error(error.code)
         self.send_frame(messages.error_frame(error, req_id))
 
-    def error_for(self, err):
+    def error_for(self, err: BaseException | Failure) -> RequestError:
         """The one place where a failure becomes an error reply."""
-        if isinstance(err, Failure):
-            failure, err = err, err.value
-        else:
-            failure = Failure(err)
-        if isinstance(err, RequestError):
-            return err
-        if isinstance(err, (defer.TimeoutError, defer.CancelledError)):
+        failure = err if isinstance(err, Failure) else Failure(err)
+        value = failure.value
+        if isinstance(value, RequestError):
+            return value
+        if isinstance(value, (defer.TimeoutError, defer.CancelledError)):
             return RequestError(TIMEOUT, "The command did not finish within its timeout")
         error_id = log_failure_with_id(self._log, failure, "Command failed (error id {error_id}, client {client_id})",
                                        client_id=self.client_id)
         return RequestError(COMMAND_FAILED, f"The command failed (error id {error_id})")
 
-    def _track(self, deferred, req_id):
+    def _track(self, deferred: defer.Deferred[Any], req_id: RequestId) -> None:
         """Reply when an asynchronous result arrives, if this connection is still open."""
         self.in_flight += 1
         started = time.perf_counter()
 
-        def done(outcome):
+        def done(outcome: object) -> None:
             self.in_flight -= 1
             self.hub.metrics.observe_command(time.perf_counter() - started)
             if self.connection.can_send():
@@ -217,14 +236,14 @@ class Session:
 
     # -- closing ---------------------------------------------------------------------------
 
-    def begin_shutdown(self, frame):
+    def begin_shutdown(self, frame: bytes) -> None:
         """Tell the client the server is stopping; close 1001 once its commands have replied."""
         self.send_frame(frame)
         self._shutting_down = True
         if not self.in_flight:
             self.close(*CLOSE_SHUTDOWN)
 
-    def closed(self):
+    def closed(self) -> None:
         """The connection has ended: forget its subscriptions, queued jobs and zDialogs."""
         self._stop_expiry_watch()
         if self.client_id is None:

@@ -8,8 +8,11 @@ named or not) for the service to adopt.
 Nothing here knows about WebSocket connections.
 """
 
+from __future__ import annotations
+
 import os
 import socket
+from collections.abc import Mapping
 
 from twisted.logger import Logger
 
@@ -24,23 +27,23 @@ class Notifier:
     """sd_notify for this process: `notify(READY=1, STATUS="...")`; `watchdog_interval` is half
     of `WatchdogSec=` (None when systemd expects no watchdog pings)."""
 
-    def __init__(self, environ=None):
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
         address = environ.get("NOTIFY_SOCKET") or None
         if address is not None and address.startswith("@"):  # an abstract socket
             address = "\0" + address[1:]
         self.address = address
-        self.watchdog_interval = None
+        self.watchdog_interval: float | None = None
         watchdog_pid = environ.get("WATCHDOG_PID")
         if environ.get("WATCHDOG_USEC", "").isdigit() and watchdog_pid in (None, str(os.getpid())):
             self.watchdog_interval = int(environ["WATCHDOG_USEC"]) / 2e6 or None
-        self._socket = None
+        self._socket: socket.socket | None = None
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return self.address is not None
 
-    def notify(self, **fields):
+    def notify(self, **fields: object) -> None:
         """Send one notification, e.g. notify(READY=1, STATUS="3 clients"); failures are logged."""
         if self.address is None:
             return
@@ -53,7 +56,7 @@ class Notifier:
             log.warn("systemd notification {fields} not sent: {error}", fields=", ".join(fields), error=err)
 
 
-def _environment_at_start():
+def _environment_at_start() -> dict[str, str]:
     """The environment this process was started with. twisted.internet.endpoints removes
     LISTEN_PID and LISTEN_FDS from os.environ when it is imported (before any plugin runs), so
     they are read back from /proc/self/environ (Linux, like systemd)."""
@@ -65,7 +68,7 @@ def _environment_at_start():
     return dict(entry.split("=", 1) for entry in entries if "=" in entry)
 
 
-def inherited_sockets(environ=None):
+def inherited_sockets(environ: Mapping[str, str] | None = None) -> list[tuple[int, socket.AddressFamily]]:
     """[(descriptor, address family)] of the listening sockets systemd passed to this process:
     empty unless LISTEN_PID is this process. Twisted's ListenFDs is not used: it drops every
     descriptor when LISTEN_FDNAMES is missing (as with systemd-socket-activate without
@@ -76,7 +79,7 @@ def inherited_sockets(environ=None):
     count = environ.get("LISTEN_FDS", "")
     if not count.isdigit():
         raise ConfigError(f"LISTEN_FDS: expected a number of descriptors, got {count!r}")
-    sockets = []
+    sockets: list[tuple[int, socket.AddressFamily]] = []
     for descriptor in range(_FIRST_DESCRIPTOR, _FIRST_DESCRIPTOR + int(count)):
         try:
             inherited = socket.socket(fileno=descriptor)

@@ -17,14 +17,16 @@ import contextlib
 import gc
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
-import twisted
 from twisted.application import service
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
+
+import twisted
 
 from . import __version__
 from .config import SETTINGS, Config, ConfigError, load_config
@@ -46,8 +48,9 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("Serve the commands of a zUI workspace to WebSocket clients (browsers and programs). "
                 "Settings come from defaults < --config FILE < WEBSOCKET_* environment < these flags.")
-    optFlags = [[flag, setting.short, setting.help] for flag, setting in _FLAGS if setting.switch]
-    optParameters = [
+    optFlags: ClassVar[list[list[str | None]]] = [
+        [flag, setting.short, setting.help] for flag, setting in _FLAGS if setting.switch]
+    optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "YAML config file (a websocket: section, zWorkspace, zVaFile, zBlock)."],
         *([flag, setting.short, None, setting.help] for flag, setting in _FLAGS
           if not setting.switch and not setting.repeatable),
@@ -183,7 +186,7 @@ class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
     """The server of twistd: SIGHUP reloads the config file."""
 
     def __init__(self, config: Config, twistd_options: Mapping[str, Any] | None, reactor: Any = None,
-                 inherited_sockets: Sequence[tuple[int, int]] = (), config_file: str | None = None,
+                 inherited_sockets: Sequence[tuple[int, socket.AddressFamily]] = (), config_file: str | None = None,
                  overrides: Mapping[str, Any] | None = None) -> None:
         super().__init__(config, reactor=reactor, inherited_sockets=inherited_sockets)
         self.twistd_options = twistd_options

@@ -15,14 +15,20 @@ are read with `next_event`); an error reply fails the Deferred with `BifrostErro
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import orjson
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IConnector
+from twisted.python.failure import Failure
 
 from .config import load_config
+from .interfaces import IReactor
+from .messages import JSON, RequestId
 from .service import BifrostService
 
 __all__ = ["BifrostError", "ConnectionClosed", "RunningServer", "start_server", "connect", "BifrostTestClient"]
@@ -56,7 +62,9 @@ class RunningServer:
         self.service = service
         self.hub = service.hub
         self.factory = service.factory
-        self.port = service.ports()[0].getHost().port
+        listening = service.ports()[0]
+        assert listening is not None  # started
+        self.port: int = cast(IPv4Address, listening.getHost()).port
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.http_url = f"http://127.0.0.1:{self.port}"
 
@@ -75,7 +83,9 @@ def start_server(workspace: str | None = None, reactor: Any = None, port: int = 
     The environment's WEBSOCKET_* variables are ignored.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as installed
+
+        reactor = cast(IReactor, installed)  # it provides IReactorFromThreads too
     overrides = dict(settings, listen=[f"tcp:{int(port)}:interface=127.0.0.1"])
     if workspace is not None:
         overrides["workspace"] = workspace
@@ -88,17 +98,17 @@ def start_server(workspace: str | None = None, reactor: Any = None, port: int = 
     if not service.config.broker:
         return defer.succeed(running)
     # with a broker, once it is reached (or never, when a test's redis-server is down)
-    return service.hub.channels.when_up().addCallback(lambda _: running)
+    return service.hub.channels.when_up().addCallback(lambda _: running)  # type: ignore[union-attr]  # a RedisBackend
 
 
 class _ClientProtocol(WebSocketClientProtocol):
-    def onOpen(self):
+    def onOpen(self) -> None:
         self.factory.client._opened(self)
 
-    def onMessage(self, payload, isBinary):
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.client._received(orjson.loads(payload))
 
-    def onClose(self, wasClean, code, reason):
+    def onClose(self, wasClean: bool, code: int, reason: str) -> None:
         self.factory.client._closed(code, reason)
 
 
@@ -106,7 +116,7 @@ class _ClientFactory(WebSocketClientFactory):
     protocol = _ClientProtocol
     client: BifrostTestClient
 
-    def clientConnectionFailed(self, connector, reason):
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         self.client._closed(1006, f"connection failed: {reason.getErrorMessage()}")
 
 
@@ -116,22 +126,22 @@ class BifrostTestClient:
     def __init__(self) -> None:
         self.info: dict[str, Any] | None = None  # connection_info data
         self.frames: list[dict[str, Any]] = []  # every frame received, in order
-        self.close_code = None
-        self.close_reason = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
         self.closed: defer.Deferred[tuple[int, str]] = defer.Deferred()  # fires with (code, reason)
-        self._protocol = None
+        self._protocol: _ClientProtocol | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, defer.Deferred[dict[str, Any]]] = {}  # _requestId -> Deferred
+        self._pending: dict[RequestId, defer.Deferred[dict[str, Any]]] = {}  # _requestId -> Deferred
         self._unsolicited: list[dict[str, Any]] = []  # frames that answer no request and nobody awaited yet
         self._waiters: list[tuple[Callable[[dict[str, Any]], bool], defer.Deferred[dict[str, Any]]]] = []
         self._ready: defer.Deferred[BifrostTestClient] = defer.Deferred()
 
     # -- connection events -----------------------------------------------------------------
 
-    def _opened(self, protocol):
+    def _opened(self, protocol: _ClientProtocol) -> None:
         self._protocol = protocol
 
-    def _received(self, frame):
+    def _received(self, frame: JSON) -> None:
         self.frames.append(frame)
         if self.info is None and frame.get("event") == "connection_info":
             self.info = frame["data"]
@@ -151,11 +161,12 @@ class BifrostTestClient:
                 return
         self._unsolicited.append(frame)
 
-    def _closed(self, code, reason):
+    def _closed(self, code: int, reason: str) -> None:
         self.close_code, self.close_reason = code, reason
         self._protocol = None
         failure = ConnectionClosed(code, reason)
-        for deferred in [self._ready, *self._pending.values(), *(d for _, d in self._waiters)]:
+        waiting: list[defer.Deferred[Any]] = [self._ready, *self._pending.values(), *(d for _, d in self._waiters)]
+        for deferred in waiting:
             if not deferred.called:
                 deferred.errback(failure)
         self._pending.clear()
@@ -174,9 +185,9 @@ class BifrostTestClient:
             raise ConnectionClosed(self.close_code, self.close_reason)
         self._protocol.sendMessage(payload, isBinary=binary)
 
-    def _send_request(self, event, fields):
+    def _send_request(self, event: str, fields: JSON) -> defer.Deferred[JSON]:
         req_id = next(self._ids)
-        deferred = defer.Deferred()
+        deferred: defer.Deferred[JSON] = defer.Deferred()
         self._pending[req_id] = deferred
         self.send(dict(fields, event=event, _requestId=req_id))
         return deferred
@@ -184,8 +195,11 @@ class BifrostTestClient:
     def request_frame(self, event: str, **fields: Any) -> defer.Deferred[dict[str, Any]]:
         """Send an event with a fresh _requestId; fires with the whole reply frame, errors
         included (use `request` to get just the result)."""
-        return self._send_request(event, fields).addErrback(
-            lambda failure: failure.value.reply if failure.check(BifrostError) else failure)
+        def reply_of(failure: Failure) -> JSON:
+            failure.trap(BifrostError)  # any other failure goes on
+            return cast(BifrostError, failure.value).reply
+
+        return self._send_request(event, fields).addErrback(reply_of)
 
     def request(self, event: str, **fields: Any) -> defer.Deferred[Any]:
         """Send an event; fires with the reply's `result`, or fails with BifrostError."""
@@ -206,7 +220,7 @@ class BifrostTestClient:
                 return defer.succeed(frame)
         if self._protocol is None:
             return defer.fail(ConnectionClosed(self.close_code, self.close_reason))
-        deferred = defer.Deferred()
+        deferred: defer.Deferred[JSON] = defer.Deferred()
         self._waiters.append((predicate, deferred))
         return deferred
 

@@ -14,18 +14,25 @@ back with `reactor.callFromThread`. Nothing here knows about frames or protocols
 any hashable key.
 """
 
+from __future__ import annotations
+
 import itertools
 import queue
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorFromThreads
+
 log = Logger()
 
-_RETIRE = object()  # handed to an idle thread instead of a job: the thread leaves the pool
+_RETIRE = None  # handed to an idle thread instead of a job: the thread leaves the pool
 
 
 class _Client:
@@ -33,21 +40,22 @@ class _Client:
 
     __slots__ = ("queued", "held")
 
-    def __init__(self):
-        self.queued = deque()  # jobs waiting for a thread, oldest first
+    def __init__(self) -> None:
+        self.queued: deque[_Job] = deque()  # jobs waiting for a thread, oldest first
         self.held = 0  # threads running its jobs, written-off ones included
 
 
 class _Job:
     __slots__ = ("key", "client", "description", "function", "args", "deferred", "running", "written_off")
+    deferred: Deferred[Any]  # set by `submit`, which makes the job
 
-    def __init__(self, key, client, description, function, args):
+    def __init__(self, key: Hashable, client: _Client, description: str, function: Callable[..., Any],
+                 args: tuple[Any, ...]) -> None:
         self.key = key
         self.client = client
         self.description = description  # names the command in log lines
         self.function = function
         self.args = args
-        self.deferred = None
         self.running = False
         self.written_off = False
 
@@ -56,7 +64,7 @@ class FairThreadPool:
     """Up to `threads` working threads (started on demand), `per_client` of them per client,
     and no more than `max_threads` threads alive, written-off ones included."""
 
-    def __init__(self, reactor, threads, per_client, max_threads):
+    def __init__(self, reactor: IReactorFromThreads, threads: int, per_client: int, max_threads: int) -> None:
         self.reactor = reactor
         self.threads = threads
         self.per_client = per_client
@@ -64,13 +72,14 @@ class FairThreadPool:
         self.alive = 0  # threads started and not ended, written-off ones included
         self.working = 0  # alive threads that are not written off
         self.idle = 0  # working threads waiting for a job
-        self._clients = {}  # client key -> _Client, until drop(key)
-        self._waiting = OrderedDict()  # client key -> _Client with queued jobs, in round-robin order
-        self._handoff = queue.SimpleQueue()  # jobs (or _RETIRE) for idle threads
+        self._clients: dict[Hashable, _Client] = {}  # client key -> _Client, until drop(key)
+        # client key -> _Client with queued jobs, in round-robin order
+        self._waiting: OrderedDict[Hashable, _Client] = OrderedDict()
+        self._handoff: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # jobs (or _RETIRE) for idle threads
         self._thread_numbers = itertools.count(1)
         self._stopped = False
 
-    def submit(self, key, description, function, *args):
+    def submit(self, key: Hashable, description: str, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """Run `function(*args)` in a pool thread for client `key`; a Deferred of its result,
         fired on the reactor thread. Cancelling it (a timeout) unqueues or writes off the job."""
         client = self._clients.get(key)
@@ -83,12 +92,12 @@ class FairThreadPool:
         self._schedule()
         return job.deferred
 
-    def held_by(self, key):
+    def held_by(self, key: Hashable) -> int:
         """The threads client `key` holds: running its jobs, written off or not."""
         client = self._clients.get(key)
         return client.held if client is not None else 0
 
-    def drop(self, key):
+    def drop(self, key: Hashable) -> None:
         """Client `key` has left: its queued jobs never run, its threads stop counting."""
         client = self._clients.pop(key, None)
         if client is None:
@@ -98,7 +107,7 @@ class FairThreadPool:
         for job in dropped:
             job.deferred.cancel()
 
-    def stop(self):
+    def stop(self) -> None:
         """Drop every queued job and let every thread end once it is idle (none is joined)."""
         self._stopped = True
         for key in list(self._clients):
@@ -108,7 +117,7 @@ class FairThreadPool:
 
     # -- reactor thread ----------------------------------------------------------------------
 
-    def _schedule(self):
+    def _schedule(self) -> None:
         """Hand queued jobs to idle threads, round-robin over clients below their share."""
         while not self._stopped:
             key = next((key for key, client in self._waiting.items() if client.held < self.per_client), None)
@@ -129,20 +138,20 @@ class FairThreadPool:
             self.idle -= 1
             self._handoff.put(job)
 
-    def _start_thread(self):
+    def _start_thread(self) -> None:
         self.alive += 1
         self.working += 1
         self.idle += 1
         threading.Thread(target=self._work, name=f"zbifrost-thread-{next(self._thread_numbers)}",
                          daemon=True).start()
 
-    def _retire_one(self):
+    def _retire_one(self) -> None:
         self.idle -= 1
         self.working -= 1
         self.alive -= 1
         self._handoff.put(_RETIRE)
 
-    def _cancel(self, job):
+    def _cancel(self, job: _Job) -> None:
         if job.running:
             self._write_off(job)
             return
@@ -152,7 +161,7 @@ class FairThreadPool:
             if not client.queued:
                 self._waiting.pop(job.key, None)
 
-    def _write_off(self, job):
+    def _write_off(self, job: _Job) -> None:
         job.written_off = True
         self.working -= 1
         log.warn("Pool thread written off: {command} is still running after its command timed out",
@@ -167,7 +176,7 @@ class FairThreadPool:
         self._start_thread()
         self._schedule()
 
-    def _finished(self, job, outcome):
+    def _finished(self, job: _Job, outcome: object) -> None:
         job.client.held -= 1
         self.idle += 1  # the thread is back at the hand-off
         if job.written_off:
@@ -186,7 +195,7 @@ class FairThreadPool:
 
     # -- pool threads ----------------------------------------------------------------------
 
-    def _work(self):
+    def _work(self) -> None:
         while True:
             job = self._handoff.get()
             if job is _RETIRE:

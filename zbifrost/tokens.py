@@ -6,19 +6,26 @@ and roles, marking revoked and expired tokens (never the tokens). A running serv
 changes up on the next connection. The file is written with mode 0600.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import secrets
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import yaml
 
-from .auth import TokenFileError, hash_token, identity_problem, read_token_file
+from .auth import Identity, TokenFileError, hash_token, identity_problem, read_token_file
+
+# the tokens file as YAML holds it: {"tokens": [{"user", "role", "sha256", ...}, ...]}
+TokensData = dict[str, Any]
 
 
-def _load(path):
+def _load(path: str) -> tuple[TokensData, dict[str, Identity]]:
     """The file's data and its {sha256: Identity} table (a malformed file is refused)."""
     if not os.path.exists(path):
         return {"tokens": []}, {}
@@ -29,7 +36,7 @@ def _load(path):
     return data, identities
 
 
-def _save(path, data):
+def _save(path: str, data: TokensData) -> None:
     temporary = f"{path}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -37,7 +44,7 @@ def _save(path, data):
     os.replace(temporary, path)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zbifrost.tokens", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add", help="mint a token for a user (printed once)")

@@ -10,21 +10,36 @@ is held in memory, never spooled to disk). After an upgrade the socket belongs t
 nothing here sees WebSocket frames.
 """
 
+from __future__ import annotations
+
 import io
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import orjson
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 from twisted.web.pages import notFound
+from twisted.web.resource import IResource
 
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token
 from .channels import channel_of
+from .interfaces import IConnectionTransport
 from .logs import escape, log_failure_with_id, stdout_is_the_journal
+from .messages import JSON, JSONValue
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
+
+    from .hub import Handshakes, Hub
+    from .proxies import TrustedProxies
+    from .wire.factory import WireFactory
 
 PUBLISH_PATH = b"/api/publish"
 
@@ -33,7 +48,7 @@ log = Logger()
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 
-def _is_upgrade(request):
+def _is_upgrade(request: server.Request) -> bool:
     return (request.getHeader("upgrade") or "").lower() == "websocket"
 
 
@@ -45,11 +60,11 @@ class _WebSocketOnly(WebSocketResource):
     page asks here why. The Origin judged is the request's own, or, since browsers send none
     on a same-origin GET, the `origin` query parameter (`?origin=<location.origin>`)."""
 
-    def __init__(self, hub, factory):
+    def __init__(self, hub: Hub, factory: WireFactory) -> None:
         super().__init__(factory)
         self.hub = hub
 
-    def render(self, request):
+    def render(self, request: server.Request) -> bytes | int:
         if not _is_upgrade(request):
             return self._explain(request)
         channel = request.channel
@@ -63,7 +78,7 @@ class _WebSocketOnly(WebSocketResource):
         return result
 
 
-    def _explain(self, request):
+    def _explain(self, request: server.Request) -> bytes:
         origin = request.getHeader("origin") or _first(request.args.get(b"origin"))
         refusal = self.hub.refusal(origin, request.getHeader("host"))
         if refusal is None:
@@ -78,7 +93,7 @@ class _WebSocketOnly(WebSocketResource):
         return orjson.dumps({"status": status, "reason": text})
 
 
-def _first(values):
+def _first(values: list[bytes] | None) -> str | None:
     return values[0].decode("utf-8", "replace") if values else None
 
 
@@ -88,7 +103,9 @@ class _Page(resource.Resource):
 
     isLeaf = True
 
-    def render_HEAD(self, request):
+    render_GET: Callable[[server.Request], bytes]  # each page's own
+
+    def render_HEAD(self, request: server.Request) -> bytes:
         body = self.render_GET(request)
         request.setHeader(b"content-length", b"%d" % len(body))
         return b""
@@ -97,13 +114,13 @@ class _Page(resource.Resource):
 class StaticFile(_Page):
     """One file of zbifrost/static, read when asked (they are small), never a path from the URL."""
 
-    def __init__(self, name, content_type, shared=False):
+    def __init__(self, name: str, content_type: bytes, shared: bool = False) -> None:
         super().__init__()
         self.path = os.path.join(STATIC_DIR, name)
         self.content_type = content_type
         self.shared = shared  # other sites' pages may import it (it holds no secrets)
 
-    def render_GET(self, request):
+    def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"content-type", self.content_type)
         if self.shared:
             request.setHeader(b"access-control-allow-origin", b"*")
@@ -116,13 +133,15 @@ class StaticFile(_Page):
 class _StatusPage(_Page):
     """A page computed from the hub's live state, never cached by proxies or browsers."""
 
-    content_type = None
+    content_type: bytes
 
-    def __init__(self, hub):
+    def __init__(self, hub: Hub) -> None:
         super().__init__()
         self.hub = hub
 
-    def render_GET(self, request):
+    body: Callable[[server.Request, Hub], bytes]  # each page's own
+
+    def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"content-type", self.content_type)
         request.setHeader(b"cache-control", b"no-store")
         return self.body(request, self.hub)
@@ -131,10 +150,10 @@ class _StatusPage(_Page):
 class Healthz(_StatusPage):
     content_type = b"application/json"
 
-    def body(self, request, hub):
+    def body(self, request: server.Request, hub: Hub) -> bytes:
         if hub.stopping:
             request.setResponseCode(503)
-        health = {
+        health: JSON = {
             "status": "stopping" if hub.stopping else "ok",
             "version": __version__,
             "uptime_s": round(time.time() - hub.started, 3),
@@ -143,7 +162,7 @@ class Healthz(_StatusPage):
             "require_auth": hub.config.require_auth,
         }
         if hub.config.broker:
-            health["broker"] = "up" if hub.channels.up else "unavailable"
+            health["broker"] = "up" if hub.channels.up else "unavailable"  # type: ignore[union-attr]  # a RedisBackend
         board = hub.worker_board  # set in a worker of --workers (zbifrost.workers)
         if board is not None:
             health = board.whole_server(health)
@@ -153,11 +172,11 @@ class Healthz(_StatusPage):
 class Metrics(_StatusPage):
     content_type = CONTENT_TYPE_LATEST.encode("ascii")
 
-    def __init__(self, hub):
+    def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
         self.registry = hub.metrics.registry(hub)
 
-    def body(self, request, hub):
+    def body(self, request: server.Request, hub: Hub) -> bytes:
         board = hub.worker_board  # set in a worker of --workers: every worker's metrics
         return generate_latest(self.registry if board is None else board.registry)
 
@@ -168,11 +187,11 @@ class PublishApi(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, hub):
+    def __init__(self, hub: Hub) -> None:
         super().__init__()
         self.hub = hub
 
-    def render_POST(self, request):
+    def render_POST(self, request: _Request) -> bytes | int:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         hub = self.hub
@@ -193,16 +212,16 @@ class PublishApi(resource.Resource):
         except messages.RequestError as err:
             return _api_error(request, 400, err.message)
 
-        gone = []  # the client left before the answer
+        gone: list[Failure] = []  # the client left before the answer
         request.notifyFinish().addErrback(gone.append)
 
-        def published(result):
+        def published(result: JSON) -> None:
             if not gone:
                 request.write(orjson.dumps(result))
                 request.finish()
 
-        def failed(failure):
-            if failure.check(messages.RequestError):  # broker_unavailable
+        def failed(failure: Failure) -> None:
+            if isinstance(failure.value, messages.RequestError):  # broker_unavailable
                 if not gone:
                     request.write(_api_error(request, 503, failure.value.message))
                     request.finish()
@@ -217,12 +236,12 @@ class PublishApi(resource.Resource):
         return server.NOT_DONE_YET
 
 
-def _api_error(request, status, text):
+def _api_error(request: server.Request, status: int, text: str) -> bytes:
     request.setResponseCode(status)
     return orjson.dumps({"error": text})
 
 
-def _publish_body(body):
+def _publish_body(body: bytes) -> tuple[str, JSONValue]:
     """(channel, data) of a publish request's body, or RequestError with the problem."""
     try:
         message = orjson.loads(body)
@@ -238,11 +257,11 @@ def _publish_body(body):
 class Root(resource.Resource):
     """`/`: the WebSocket endpoint for upgrades, the demo page otherwise; routes the rest."""
 
-    def __init__(self, hub, factory):
+    def __init__(self, hub: Hub, factory: WireFactory) -> None:
         super().__init__()
         self.websocket = _WebSocketOnly(hub, factory)
         self.page = StaticFile("index.html", b"text/html; charset=utf-8")
-        self.routes = {
+        self.routes: dict[bytes, IResource] = {
             b"ws": self.websocket,
             b"healthz": Healthz(hub),
             b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8", shared=True),
@@ -253,7 +272,7 @@ class Root(resource.Resource):
         if not hub.config.metrics_listen:
             self.routes[b"metrics"] = Metrics(hub)
 
-    def getChildWithDefault(self, path, request):
+    def getChildWithDefault(self, path: bytes, request: _Request) -> IResource:
         if path == b"" and not request.postpath:
             return self.websocket if _is_upgrade(request) else self.page
         child = self.routes.get(b"/".join([path, *request.postpath]))
@@ -263,11 +282,11 @@ class Root(resource.Resource):
         del request.postpath[:]
         return child
 
-    def render(self, request):  # reached only for a request without a path
+    def render(self, request: _Request) -> bytes | int:  # reached only for a request without a path
         return self.getChildWithDefault(b"", request).render(request)
 
 
-def _access_log_line(timestamp, request):
+def _access_log_line(timestamp: str, request: _Request) -> str:
     """An access-log line without the query string, where a `?token=` would otherwise land, with
     the path escaped and cut like any log field (twisted.web refuses control characters in it),
     and without its time on the systemd journal, which has its own."""
@@ -285,7 +304,14 @@ _TOO_LARGE = (b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnectio
 
 
 class _Request(server.Request):
-    def gotLength(self, length):
+    """A request of the site on the WebSocket port."""
+
+    site: _Site
+    content: io.BytesIO
+    prepath: list[bytes]  # set, like postpath, before the resources see the request
+    postpath: list[bytes]
+
+    def gotLength(self, length: int | None) -> None:
         """Hold the body in memory: `_Channel` lets only a small one through (twisted.web would
         spool one past 100 kB to a temporary file)."""
         self.content = io.BytesIO()
@@ -296,24 +322,26 @@ class _Channel(http.HTTPChannel):
     (`Handshakes`), however slowly its bytes arrive, and no request body is read but that of a
     `POST /api/publish` within `max_message_size`."""
 
-    _request_line = ()  # method and target of the request whose headers are being received
+    site: _Site
+    transport: IConnectionTransport
+    _request_line: list[bytes] | tuple[()] = ()  # method and target of the request whose headers are being received
     _awaiting_request_line = True
 
-    def connectionMade(self):
+    def connectionMade(self) -> None:
         super().connectionMade()
         self.site.handshakes.begin(self.transport)
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.site.handshakes.end(self.transport)
         super().connectionLost(reason)
 
-    def lineReceived(self, line):
+    def lineReceived(self, line: bytes) -> None:
         if self._awaiting_request_line and line:  # twisted.web skips a blank line before it
             self._awaiting_request_line = False
             self._request_line = line.split(b" ", 2)[:2]
         super().lineReceived(line)
 
-    def allHeadersReceived(self):
+    def allHeadersReceived(self) -> None:
         self._awaiting_request_line = True
         # `length` is 0 without a body, None for a chunked one: refuse before twisted.web
         # allocates the body's buffer (a temporary file past 100 kB)
@@ -323,7 +351,7 @@ class _Channel(http.HTTPChannel):
             return
         super().allHeadersReceived()
 
-    def _may_send_body(self):
+    def _may_send_body(self) -> bool:
         """A POST /api/publish whose Content-Length (chunked bodies have none) is within the limit."""
         if len(self._request_line) != 2:
             return False
@@ -332,13 +360,23 @@ class _Channel(http.HTTPChannel):
                 and self.length is not None and self.length <= self.site.hub.config.max_message_size)
 
 
-def build_site(hub, factory, timeout):
+class _Site(server.Site):
+    """The Site on the WebSocket port, with what its HTTP connections need of the hub."""
+
+    hub: Hub  # its config, which SIGHUP replaces
+    handshakes: Handshakes
+    trusted_proxies: TrustedProxies
+    timestamped: bool  # access-log lines carry their time (not on the systemd journal)
+    # HTTP/1.1 only, not twisted.web's HTTP/2-capable wrapper: the WebSocket upgrade needs nothing else
+    protocol = _Channel  # type: ignore[assignment]
+    requestFactory = _Request
+
+
+def build_site(hub: Hub, factory: WireFactory, timeout: float) -> server.Site:
     """The Site serving everything on the port, upgrading to `factory`'s WebSocket protocol;
     `timeout` closes idle HTTP connections."""
-    site = server.Site(Root(hub, factory), timeout=timeout, logFormatter=_access_log_line)
-    site.protocol = _Channel  # HTTP/1.1 only: the WebSocket upgrade needs nothing else
-    site.requestFactory = _Request
-    site.hub = hub  # its config, which SIGHUP replaces
+    site = _Site(Root(hub, factory), timeout=timeout, logFormatter=_access_log_line)
+    site.hub = hub
     site.handshakes = hub.handshakes
     site.trusted_proxies = hub.trusted_proxies
     site.timestamped = not stdout_is_the_journal()
@@ -350,17 +388,17 @@ def build_site(hub, factory, timeout):
 class _MetricsRoot(resource.Resource):
     """The root of the metrics site: its children, and a 404 for anything else."""
 
-    def getChild(self, path, request):
+    def getChild(self, path: bytes, request: server.Request) -> IResource:
         return notFound()
 
 
-def build_metrics_site(hub):
+def build_metrics_site(hub: Hub) -> server.Site:
     """The Site of `--metrics-listen`: `/metrics` and `/healthz` only, without access-log lines
     (a scrape every few seconds would fill the log)."""
     root = _MetricsRoot()
     root.putChild(b"metrics", Metrics(hub))
     root.putChild(b"healthz", Healthz(hub))
     site = server.Site(root)
-    site.log = lambda request: None
+    site.log = lambda request: None  # type: ignore[method-assign]  # no access log
     site.displayTracebacks = False
     return site

@@ -12,12 +12,16 @@ owns, twice a second, so that `/healthz` and `/metrics` of any worker answer for
 server (the other workers as of their last write; every metric sample gets a `worker` label).
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -27,7 +31,19 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from .interfaces import IReactor
 from .systemd import Notifier
+
+if TYPE_CHECKING:
+    from twisted.internet.error import ProcessDone, ProcessTerminated
+    from twisted.internet.interfaces import IDelayedCall, IProcessTransport
+    from twisted.python.failure import Failure
+
+    from .config import Config
+    from .hub import Hub
+
+# A worker's state file, as JSON: {"worker", "pid", "clients", "authenticated_clients", "stopping", "metrics"}
+Snapshot = dict[str, Any]
 
 WORKER_ENV = "ZBIFROST_WORKER"  # the worker's index, in a child of the parent
 BOARD_ENV = "ZBIFROST_WORKERS_DIR"  # the folder of the workers' state files
@@ -41,12 +57,12 @@ STOP_MARGIN = 10.0  # seconds past the shutdown grace before a worker that has n
 log = Logger()
 
 
-def state_file(folder, index):
+def state_file(folder: str, index: int) -> str:
     """Where worker `index` writes its snapshot."""
     return os.path.join(folder, f"worker-{index}.json")
 
 
-def worker_index(environ=None):
+def worker_index(environ: Mapping[str, str] | None = None) -> int | None:
     """This process's worker index when the parent of `--workers` started it, else None."""
     value = (os.environ if environ is None else environ).get(WORKER_ENV, "")
     return int(value) if value.isdigit() else None
@@ -56,7 +72,7 @@ class WorkerBoard:
     """The workers' shared folder, seen from one worker: `publish` writes this worker's state
     and metrics; `whole_server` (for /healthz) and `registry` (for /metrics) read every worker's."""
 
-    def __init__(self, folder, index, hub):
+    def __init__(self, folder: str, index: int, hub: Hub) -> None:
         self.folder = folder
         self.index = index
         self.hub = hub
@@ -65,7 +81,7 @@ class WorkerBoard:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_WholeServerMetrics(self))
 
-    def snapshot(self):
+    def snapshot(self) -> Snapshot:
         """This worker's live state and metric families, as JSON."""
         hub = self.hub
         return {"worker": self.index, "pid": os.getpid(), "clients": len(hub.clients),
@@ -74,14 +90,14 @@ class WorkerBoard:
                              [[sample.name, sample.labels, sample.value] for sample in family.samples]]
                             for family in self.own_metrics.collect()]}
 
-    def publish(self):
+    def publish(self) -> None:
         """Write this worker's snapshot (atomically: readers never see half a file)."""
         partial = f"{self.path}.{os.getpid()}.tmp"
         with open(partial, "wb") as handle:
             handle.write(orjson.dumps(self.snapshot()))
         os.replace(partial, self.path)
 
-    def snapshots(self):
+    def snapshots(self) -> list[Snapshot]:
         """Every worker's last snapshot, this one's live, ordered by worker index."""
         snapshots = {self.index: self.snapshot()}
         for name in os.listdir(self.folder):
@@ -94,7 +110,7 @@ class WorkerBoard:
                 snapshots.setdefault(snapshot["worker"], snapshot)
         return [snapshots[index] for index in sorted(snapshots)]
 
-    def whole_server(self, health):
+    def whole_server(self, health: dict[str, Any]) -> dict[str, Any]:
         """`health` (this worker's /healthz) with the clients of all workers and a list of them."""
         workers = self.snapshots()
         health["clients"] = sum(worker["clients"] for worker in workers)
@@ -108,11 +124,11 @@ class WorkerBoard:
 class _WholeServerMetrics:
     """Every worker's metric families in one, each sample labelled with its `worker`."""
 
-    def __init__(self, board):
+    def __init__(self, board: WorkerBoard) -> None:
         self.board = board
 
-    def collect(self):
-        families = {}
+    def collect(self) -> list[Metric]:
+        families: dict[str, Metric] = {}
         for snapshot in self.board.snapshots():
             worker = str(snapshot["worker"])
             for name, documentation, kind, samples in snapshot["metrics"]:
@@ -126,33 +142,36 @@ class OrphanWatch:
     """Stops a worker gracefully once its parent is gone (killed with SIGKILL, say), instead of
     serving on unsupervised; `check` runs on a timer."""
 
-    def __init__(self, reactor):
+    def __init__(self, reactor: IReactor) -> None:
         self.reactor = reactor
         self.parent = os.getppid()
         self.stopping = False
 
-    def check(self):
+    def check(self) -> None:
         if os.getppid() != self.parent and not self.stopping:
             self.stopping = True
             log.warn("zbifrost worker: the parent (pid {pid}) is gone; stopping", pid=self.parent)
             self.reactor.stop()
 
 
-def ignore_sigterm_once_stopping(reactor):
+def ignore_sigterm_once_stopping(reactor: IReactor) -> None:
     """Let a worker take a second SIGTERM quietly (twistd's handler raises ReactorNotRunning):
     under systemd both the parent and the service manager (KillMode=control-group) send one."""
     reactor.addSystemEventTrigger("before", "shutdown", signal.signal, signal.SIGTERM, signal.SIG_IGN)
 
 
 class _WorkerProcess(protocol.ProcessProtocol):
-    def __init__(self, parent, index):
+    transport: IProcessTransport
+
+    def __init__(self, parent: WorkersParent, index: int) -> None:
         self.parent = parent
         self.index = index
-        self.pid = None
-        self.ended = defer.Deferred()
+        self.pid: int | None = None
+        self.ended: defer.Deferred[None] = defer.Deferred()
 
-    def processEnded(self, reason):
-        self.parent.worker_ended(self, reason.value.exitCode, reason.value.signal)
+    def processEnded(self, reason: Failure) -> None:
+        ended = cast("ProcessDone | ProcessTerminated", reason.value)
+        self.parent.worker_ended(self, ended.exitCode, ended.signal)
         self.ended.callback(None)
 
 
@@ -160,32 +179,35 @@ class WorkersParent(service.Service):
     """Binds `host:port`, runs `count` workers on it with `arguments` (the zbifrost plugin's
     own command line) and keeps them running until it stops."""
 
-    def __init__(self, config, count, arguments, reactor=None):
+    listening: socket.socket  # the shared socket, bound by privilegedStartService
+    folder: str  # the workers' state files, made by startService
+
+    def __init__(self, config: Config, count: int, arguments: Iterable[str], reactor: IReactor | None = None) -> None:
         if reactor is None:
-            from twisted.internet import reactor
+            from twisted.internet import reactor as installed
+
+            reactor = cast(IReactor, installed)  # it provides IReactorFromThreads too
         self.config = config
         self.count = count
         self.arguments = list(arguments)
         self.reactor = reactor
-        self.listening = None
-        self.folder = None
-        self.workers = {}  # index -> _WorkerProcess
-        self.started_at = {}  # index -> reactor time of the last start
+        self.workers: dict[int, _WorkerProcess] = {}
+        self.started_at: dict[int, float] = {}  # index -> reactor time of the last start
         self.restart_delay = FIRST_RESTART_DELAY
-        self.pending_restarts = {}  # index -> IDelayedCall
-        self.restarted = set()  # indexes of the workers started more than once
-        self.failure = None  # why the parent gave up, if it did
+        self.pending_restarts: dict[int, IDelayedCall] = {}
+        self.restarted: set[int] = set()  # indexes of the workers started more than once
+        self.failure: str | None = None  # why the parent gave up, if it did
         self.notifier = Notifier()  # systemd's main process is the parent: it reports for all
         self.watchdog = task.LoopingCall(self.notifier.notify, WATCHDOG=1)
         self.watchdog.clock = reactor
 
-    def give_up(self, reason):
+    def give_up(self, reason: str) -> None:
         """Stop the whole server: `reason` (one line) is logged and kept in `failure`."""
         log.error("zbifrost: {reason}", reason=reason)
         self.failure = reason
         self.reactor.stop()
 
-    def privilegedStartService(self):
+    def privilegedStartService(self) -> None:
         """Bind the shared socket (a port in use raises CannotListenError, as without workers)."""
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         listening = socket.socket(family, socket.SOCK_STREAM)
@@ -199,7 +221,7 @@ class WorkersParent(service.Service):
         self.listening = listening
         super().privilegedStartService()
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         self.folder = tempfile.mkdtemp(prefix="zbifrost-workers-")
         for index in range(self.count):
@@ -211,7 +233,7 @@ class WorkersParent(service.Service):
         log.info("zbifrost parent: {count} workers on {host}:{port}", count=self.count, host=self.config.host,
                  port=self.config.port)
 
-    def start_worker(self, index):
+    def start_worker(self, index: int) -> None:
         self.pending_restarts.pop(index, None)
         environment = {name: value for name, value in os.environ.items() if name not in NOTIFY_ENV}
         environment.update({WORKER_ENV: str(index), BOARD_ENV: self.folder})
@@ -224,7 +246,7 @@ class WorkersParent(service.Service):
         self.workers[index] = worker
         self.started_at[index] = self.reactor.seconds()
 
-    def worker_ended(self, worker, exit_code, signal_number):
+    def worker_ended(self, worker: _WorkerProcess, exit_code: int | None, signal_number: int | None) -> None:
         index = worker.index
         if self.workers.get(index) is worker:
             del self.workers[index]
@@ -249,12 +271,12 @@ class WorkersParent(service.Service):
                  pid=worker.pid, how=how, delay=delay)
         self.pending_restarts[index] = self.reactor.callLater(delay, self.start_worker, index)
 
-    def signal_all(self, number):
+    def signal_all(self, number: str | int) -> None:
         for worker in list(self.workers.values()):
             worker.transport.signalProcess(number)
 
     @defer.inlineCallbacks
-    def stopService(self):
+    def stopService(self) -> Generator[defer.Deferred[Any], object, None]:
         yield super().stopService()
         self.notifier.notify(STOPPING=1, STATUS=f"stopping {len(self.workers)} workers")
         if self.watchdog.running:

@@ -4,8 +4,10 @@ PyYAML's own message spans several lines and repeats the file name; operators ge
 instead, the same for every file zbifrost reads.
 """
 
+import yaml
 
-def yaml_error_text(what, err):
+
+def yaml_error_text(what: str, err: yaml.YAMLError) -> str:
     """"<what>, line N: invalid YAML (<problem>)" for a yaml.YAMLError `err` in the file `what`
     names (e.g. "config file /etc/zbifrost.yaml"); without the line when PyYAML does not know it."""
     mark = getattr(err, "problem_mark", None)

@@ -6,8 +6,20 @@ reply. `session` is the client's zbifrost.session.Session (`client_id`, `identit
 `hub`, `send_frame`, ...), never its connection or frames.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..messages import JSON, RequestId
+    from ..session import Session
+
+    # returns the reply's result (a JSON value), a Deferred of it, or NO_REPLY
+    Handler = Callable[[Session, JSON, RequestId], Any]
+
 from . import cache, channels, discovery, dispatch, input, session
 
-HANDLERS = {}
+HANDLERS: dict[str, Handler] = {}
 for _family in (session, dispatch, discovery, cache, channels, input):
     HANDLERS.update(_family.HANDLERS)

@@ -5,12 +5,24 @@ The handlers check the message, then ask the server's channel backend (`session.
 an `IChannelBackend`), whichever it is, and turn what it answers into replies.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+
 from .. import messages
 from ..channels import MAX_SUBSCRIPTIONS_PER_CLIENT, channel_of
-from ..messages import FORBIDDEN, MISSING_FIELD, NO_REPLY, NOT_AVAILABLE, RequestError
+from ..messages import FORBIDDEN, JSON, MISSING_FIELD, NO_REPLY, NOT_AVAILABLE, RequestError, RequestId
+
+if TYPE_CHECKING:
+    from ..channels import Subscribed
+    from ..messages import _NoReply
+    from ..session import Session
+    from . import Handler
 
 
-def _since(message):
+def _since(message: JSON) -> tuple[str, int] | None:
     """The optional `since` of a subscribe as (epoch, offset)."""
     since = message.get("since")
     if since is None:
@@ -18,21 +30,22 @@ def _since(message):
     epoch = since.get("epoch") if type(since) is dict else None
     offset = since.get("offset") if type(since) is dict else None
     if type(epoch) is not str or type(offset) is not int or offset < 0:
-        raise RequestError(MISSING_FIELD, "Invalid field 'since': expected {\"epoch\": string, \"offset\": integer >= 0}")
+        raise RequestError(MISSING_FIELD,
+                           "Invalid field 'since': expected {\"epoch\": string, \"offset\": integer >= 0}")
     return epoch, offset
 
 
-def _forbidden(action, channel):
+def _forbidden(action: str, channel: str) -> RequestError:
     return RequestError(FORBIDDEN, f"Not allowed to {action} on channel {messages.quote(channel)}")
 
 
-def _check_may_subscribe(session, channel, action):
+def _check_may_subscribe(session: Session, channel: str, action: str) -> None:
     user = session.identity["user"] if session.hub.tokens is not None else None  # nobody is authenticated with auth off
     if not session.hub.channel_rules.may_subscribe(channel, session.identity["role"], user):
         raise _forbidden(action, channel)
 
 
-def subscribe(session, message, request_id):
+def subscribe(session: Session, message: JSON, request_id: RequestId) -> Deferred[_NoReply]:
     channel = channel_of(message)
     since = _since(message)
     hub = session.hub
@@ -43,7 +56,7 @@ def subscribe(session, message, request_id):
         raise RequestError(FORBIDDEN, f"Too many subscriptions: at most {MAX_SUBSCRIPTIONS_PER_CLIENT}")
     session.subscriptions.add(channel)
 
-    def reply_then_missed(found):
+    def reply_then_missed(found: Subscribed) -> _NoReply:
         """The reply first, then the missed publications in order (docs/protocol.md section 6)."""
         result = {"channel": channel, "subscribed": True, "epoch": found.epoch, "offset": found.offset}
         if found.recovered is not None:
@@ -58,7 +71,7 @@ def subscribe(session, message, request_id):
     return hub.channels.subscribe(channel, session, since, membership).addCallback(reply_then_missed)
 
 
-def unsubscribe(session, message, request_id):
+def unsubscribe(session: Session, message: JSON, request_id: RequestId) -> Deferred[JSON]:
     channel = channel_of(message)
     if session.subscriptions:
         session.subscriptions.discard(channel)
@@ -66,18 +79,18 @@ def unsubscribe(session, message, request_id):
         lambda _: {"channel": channel, "subscribed": False})
 
 
-def publish(session, message, request_id):
+def publish(session: Session, message: JSON, request_id: RequestId) -> Deferred[JSON]:
     channel = channel_of(message)
     if "data" not in message:
         raise RequestError(MISSING_FIELD, "Missing field 'data'")
     rules = session.hub.channel_rules
     if not rules.may_publish(channel, session.identity["role"]):
         raise _forbidden("publish", channel)
-    return session.hub.channels.publish(channel, message["data"], session.client_id, rules.history(channel)).addCallback(
-        lambda published: dict(channel=channel, **published))
+    publishing = session.hub.channels.publish(channel, message["data"], session.client_id, rules.history(channel))
+    return publishing.addCallback(lambda published: dict(channel=channel, **published))
 
 
-def _presence_of(session, message):
+def _presence_of(session: Session, message: JSON) -> tuple[str, Deferred[dict[str, JSON]]]:
     """The channel asked about and a Deferred of its presence; `forbidden` first, then
     `not_available` (docs/protocol.md section 6)."""
     channel = channel_of(message)
@@ -87,16 +100,16 @@ def _presence_of(session, message):
     return channel, session.hub.channels.presence(channel)
 
 
-def presence(session, message, request_id):
+def presence(session: Session, message: JSON, request_id: RequestId) -> Deferred[JSON]:
     channel, clients = _presence_of(session, message)
     return clients.addCallback(lambda found: {"channel": channel, "clients": found})
 
 
-def presence_stats(session, message, request_id):
+def presence_stats(session: Session, message: JSON, request_id: RequestId) -> Deferred[JSON]:
     channel, clients = _presence_of(session, message)
     return clients.addCallback(lambda found: {"channel": channel, "clients": len(found),
                                               "users": len({entry["user"] for entry in found.values()})})
 
 
-HANDLERS = {"subscribe": subscribe, "unsubscribe": unsubscribe, "publish": publish,
+HANDLERS: dict[str, Handler] = {"subscribe": subscribe, "unsubscribe": unsubscribe, "publish": publish,
             "presence": presence, "presence_stats": presence_stats}

@@ -1,13 +1,21 @@
 """`discover` and `introspect`: what the client's role may run in its current zUI file
 (and `get_schema`, zBifrost 1.5.4's data-model query, which has nothing to answer here)."""
 
-from ..messages import FORBIDDEN, NOT_AVAILABLE, RequestError, optional_field, quote, require_string
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NoReturn
+
+from ..messages import FORBIDDEN, JSON, NOT_AVAILABLE, RequestError, RequestId, optional_field, quote, require_string
+
+if TYPE_CHECKING:
+    from ..session import Session
+    from . import Handler
 
 
-def discover(session, message, request_id):
+def discover(session: Session, message: JSON, request_id: RequestId) -> JSON:
     role = session.identity["role"]
     zfile = session.hub.workspace.file(session.place.zvafile)
-    blocks = {}
+    blocks: JSON = {}
     for name, block in zfile.blocks.items():
         commands = [{"key": command.key, "kind": command.action.kind, "description": command.description}
                     for command in block.commands.values() if command.allows(role)]
@@ -15,7 +23,7 @@ def discover(session, message, request_id):
     return {"zVaFile": zfile.zpath, "blocks": blocks}
 
 
-def introspect(session, message, request_id):
+def introspect(session: Session, message: JSON, request_id: RequestId) -> JSON:
     zkey = require_string(message, "zKey", alias="cmd")
     zblock = optional_field(message, "zBlock", str, "a string")
     _, block, command = session.hub.dispatcher.resolve(session.place, zkey, zblock)
@@ -26,8 +34,8 @@ def introspect(session, message, request_id):
     return info
 
 
-def get_schema(session, message, request_id):
+def get_schema(session: Session, message: JSON, request_id: RequestId) -> NoReturn:
     raise RequestError(NOT_AVAILABLE, "get_schema is not available: zbifrost has no data models")
 
 
-HANDLERS = {"discover": discover, "introspect": introspect, "get_schema": get_schema}
+HANDLERS: dict[str, Handler] = {"discover": discover, "introspect": introspect, "get_schema": get_schema}

@@ -4,10 +4,20 @@ A client may have `max_in_flight` commands unanswered, and as many pool-thread j
 running: a thread that outlived its command's timeout keeps its slot until it returns.
 """
 
-from ..messages import SHUTTING_DOWN, TOO_MANY_REQUESTS, RequestError
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+
+from ..messages import JSON, SHUTTING_DOWN, TOO_MANY_REQUESTS, CachedResult, JSONValue, RequestError, RequestId
+
+if TYPE_CHECKING:
+    from ..session import Session
+    from . import Handler
 
 
-def dispatch(session, message, request_id):
+def dispatch(session: Session, message: JSON, request_id: RequestId) -> JSONValue | Deferred[JSONValue] | CachedResult:
     hub = session.hub
     if hub.stopping:
         raise RequestError(SHUTTING_DOWN, "The server is shutting down and accepts no new commands")
@@ -17,4 +27,4 @@ def dispatch(session, message, request_id):
     return hub.dispatcher.dispatch(session, message, request_id)
 
 
-HANDLERS = {"dispatch": dispatch}
+HANDLERS: dict[str, Handler] = {"dispatch": dispatch}

@@ -1,9 +1,17 @@
 """`input_response`: a client's answer to an `input_request` of a running zDialog."""
 
-from ..messages import NO_REPLY, require_string
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..messages import JSON, NO_REPLY, RequestId, _NoReply, require_string
+
+if TYPE_CHECKING:
+    from ..session import Session
+    from . import Handler
 
 
-def input_response(session, message, request_id):
+def input_response(session: Session, message: JSON, request_id: RequestId) -> _NoReply:
     input_id = require_string(message, "requestId")
     waiting = session.pending_inputs.pop(input_id, None) if session.pending_inputs else None
     if waiting is not None and not waiting.called:
@@ -11,4 +19,4 @@ def input_response(session, message, request_id):
     return NO_REPLY
 
 
-HANDLERS = {"input_response": input_response}
+HANDLERS: dict[str, Handler] = {"input_response": input_response}

@@ -1,20 +1,27 @@
 """`connection_info`, `ping` and `refresh`: what a client learns about the server and its own
 session, and how it renews its token on an open connection (docs/protocol.md section 2)."""
 
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
 from .. import __version__, messages
 from ..auth import InvalidToken
-from ..messages import FORBIDDEN, INVALID_TOKEN, RequestError
+from ..messages import FORBIDDEN, INVALID_TOKEN, JSON, RequestError, RequestId
+
+if TYPE_CHECKING:
+    from ..session import Session
+    from . import Handler
 
 log = Logger()
 
 PROTOCOL_VERSION = 1
 
 
-def connection_info(session, message=None, request_id=None):
+def connection_info(session: Session, message: JSON | None = None, request_id: RequestId = None) -> JSON:
     """The `data` of the first frame, and the result of a `connection_info` request."""
     hub = session.hub
     config = hub.config
@@ -32,15 +39,15 @@ def connection_info(session, message=None, request_id=None):
     }
 
 
-def _number(value):
+def _number(value: float) -> float:
     return int(value) if float(value).is_integer() else value
 
 
-def ping(session, message, request_id):
+def ping(session: Session, message: JSON, request_id: RequestId) -> JSON:
     return {"pong": time.time()}
 
 
-def refresh(session, message, request_id):
+def refresh(session: Session, message: JSON, request_id: RequestId) -> JSON:
     """Renew the connection's token with a new one of the same user; its expiry moves with it."""
     credentials = session.hub.tokens
     if credentials is None:
@@ -58,4 +65,4 @@ def refresh(session, message, request_id):
     return {"expires": session.identity["expires"]}
 
 
-HANDLERS = {"connection_info": connection_info, "ping": ping, "refresh": refresh}
+HANDLERS: dict[str, Handler] = {"connection_info": connection_info, "ping": ping, "refresh": refresh}

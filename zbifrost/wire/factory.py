@@ -7,6 +7,11 @@ every connection's wire needs: the hub (for the sessions), the config, the metri
 frames in, and the per-turn batches of channel deliveries.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
 from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 
@@ -14,8 +19,12 @@ from .. import compat
 from .frames import TurnBatches
 from .protocol import WireProtocol
 
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..hub import Hub
 
-def _accept_deflate(offers):
+
+def _accept_deflate(offers: Sequence[object]) -> PerMessageDeflateOfferAccept | None:
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
             return PerMessageDeflateOfferAccept(offer)
@@ -25,14 +34,14 @@ def _accept_deflate(offers):
 class WireFactory(WebSocketServerFactory):
     protocol = WireProtocol
 
-    def __init__(self, hub):
+    def __init__(self, hub: Hub) -> None:
         super().__init__(reactor=hub.reactor)
         self.hub = hub
         self.metrics = hub.metrics
         self.turn_batches = TurnBatches(hub.reactor)
         self.configure(hub.config)
 
-    def configure(self, config):
+    def configure(self, config: Config) -> None:
         """Use `config` for the connections opened from now on (and its limits for all)."""
         self.config = config
         self.setProtocolOptions(
@@ -63,5 +72,5 @@ class WireFactory(WebSocketServerFactory):
         if options:
             options["perMessageCompressionAccept"] = staticmethod(options["perMessageCompressionAccept"])
         bases = (compat.FastPath, WireProtocol) if compat.INTERNALS else (WireProtocol,)
-        self.protocol = type(WireProtocol.__name__, bases, options)
+        self.protocol = cast("type[WireProtocol]", type(WireProtocol.__name__, bases, options))
 

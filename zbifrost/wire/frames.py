@@ -4,8 +4,17 @@ Server frames are unmasked and unfragmented (RFC 6455 5.2); `TurnBatches` sends 
 connection's deliveries of a reactor turn in one send.
 """
 
+from __future__ import annotations
 
-def text_frame(payload):
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+    from .protocol import WireProtocol
+
+
+def text_frame(payload: bytes) -> bytes:
     """One unmasked, unfragmented text frame (RFC 6455 5.2) carrying `payload`."""
     size = len(payload)
     if size < 126:
@@ -31,24 +40,25 @@ class TurnBatches:
     limits fan-out, so a server behind catches up instead of falling further behind.
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor: IReactorTime) -> None:
         self.reactor = reactor
-        self._waiting = []
-        self._call = None  # the reactor call that sends the next batches
-        self._payload = self._frame = None  # the last payload encoded alone, and its frame
+        self._waiting: list[WireProtocol] = []
+        self._call: IDelayedCall | None = None  # the reactor call that sends the next batches
+        self._payload: bytes | None = None  # the last payload encoded alone, and its frame
+        self._frame = b""
 
-    def encoded(self, payload):
+    def encoded(self, payload: bytes) -> bytes:
         """The frame of `payload`, encoded once for every subscriber that gets it alone."""
         if payload is not self._payload:
             self._payload, self._frame = payload, text_frame(payload)
         return self._frame
 
-    def add(self, conn):
+    def add(self, conn: WireProtocol) -> None:
         self._waiting.append(conn)
         if self._call is None:
             self._call = self.reactor.callLater(0, self._send)
 
-    def _send(self):
+    def _send(self) -> None:
         """Send up to BATCHES_PER_TURN batches, and the rest in the next turns."""
         self._call = None
         waiting = self._waiting

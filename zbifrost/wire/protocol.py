@@ -12,14 +12,25 @@ Autobahn's own logger is `self.log`, so ours is `_log`. Autobahn swallows except
 in `onConnect`/`onOpen`, so both guard themselves.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .. import compat
+from ..interfaces import IConnectionTransport
 from ..session import CLOSE_INTERNAL, Session
 from .frames import text_frame
+
+if TYPE_CHECKING:
+    from autobahn.websocket.types import ConnectionRequest
 
 SUBPROTOCOL = "zbifrost.v1"
 
@@ -35,38 +46,44 @@ CLOSE_TOO_MANY_FRAGMENTS = (1009, "Too many fragments")
 CLOSE_ANSWER_TIMEOUT = 10
 
 
+@implementer(IPushProducer)
 class _OutboundWatch:
     """The transport's producer: tells the protocol when its send buffer is full or drained."""
 
     __slots__ = ("protocol",)
 
-    def __init__(self, protocol):
+    def __init__(self, protocol: WireProtocol) -> None:
         self.protocol = protocol
 
-    def pauseProducing(self):
+    def pauseProducing(self) -> None:
         self.protocol.buffer_full()
 
-    def resumeProducing(self):
+    def resumeProducing(self) -> None:
         self.protocol.buffer_drained()
 
-    def stopProducing(self):
+    def stopProducing(self) -> None:
         pass
 
 
 class WireProtocol(WebSocketServerProtocol):
     _log = Logger()
 
-    session = None  # zbifrost.session.Session, from the upgrade request on
+    transport: IConnectionTransport
+    # Autobahn's protocol options, from the factory
+    maxMessagePayloadSize: int
+    maxFramePayloadSize: int
+    utf8validateIncoming: bool
+    session: Session | None = None  # from the upgrade request on, until the connection is lost
     _open = False  # data frames may be sent (and, through the session, received)
-    _backlog = None  # bytes queued while the transport's buffer is full; None when it is not
+    _backlog: int | None = None  # bytes queued while the transport's buffer is full; None when it is not
     _writes_at_once = False  # a plain TCP transport: replies go out in the turn they are made
     _compressed = False  # permessage-deflate was negotiated: Autobahn frames (and compresses) replies
-    _batch = None  # channel payloads waiting to go out in one send (TurnBatches)
+    _batch: list[bytes] | None = None  # channel payloads waiting to go out in one send (TurnBatches)
     _fragments = 0  # fragments of the message being received
 
     # -- opening ---------------------------------------------------------------------------
 
-    def onConnect(self, request):
+    def onConnect(self, request: ConnectionRequest) -> str | None:
         try:
             self.session = Session(self.factory.hub, self)
             refusal = self.session.admit(request, self.transport.getPeer())
@@ -80,12 +97,13 @@ class WireProtocol(WebSocketServerProtocol):
             self._log.failure("Unexpected error while checking a WebSocket upgrade")
             raise ConnectionDeny(ConnectionDeny.INTERNAL_SERVER_ERROR, "Internal server error") from None
 
-    def onOpen(self):
+    def onOpen(self) -> None:
         hub = self.factory.hub
         hub.handshakes.end(self.transport)
         try:
             compat.drop_handshake_leftovers(self)
             session = self.session
+            assert session is not None  # onConnect made it
             if session.refusal is not None:
                 hub.refused_closing.add(self)  # it still holds a socket: max_connections counts it
                 self.closeHandshakeTimeout = CLOSE_ANSWER_TIMEOUT
@@ -95,13 +113,14 @@ class WireProtocol(WebSocketServerProtocol):
             self._writes_at_once = compat.writes_at_once(self.transport)
             self._compressed = bool(self.websocket_extensions_in_use)
             self._open = True
-            self.onMessage = session.receive  # the hot path: frame -> session -> handler
+            # the hot path: frame -> session -> handler, the instance's onMessage until the close
+            self.onMessage = session.receive  # type: ignore[method-assign]
             session.opened()
         except Exception:
             self._log.failure("Unexpected error while opening a connection")
             self.close(*CLOSE_INTERNAL)
 
-    def _watch_outbound(self):
+    def _watch_outbound(self) -> None:
         """Become the transport's producer so that a full send buffer is reported to us.
 
         Under twisted.web the HTTP channel that handed us the socket is still registered as
@@ -114,14 +133,14 @@ class WireProtocol(WebSocketServerProtocol):
 
     # -- receiving -------------------------------------------------------------------------
 
-    def onMessage(self, payload, isBinary):
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """Not open (refused, or closing): nothing a client sends is processed."""
 
-    def onMessageBegin(self, isBinary):
+    def onMessageBegin(self, isBinary: bool) -> None:
         self._fragments = 0
         super().onMessageBegin(isBinary)
 
-    def onMessageFrameBegin(self, length):
+    def onMessageFrameBegin(self, length: int) -> None:
         """Autobahn's, with a cap on the fragments of one message (`max_fragments`)."""
         if self._fragments >= self.factory.config.max_fragments:
             compat.fail_connection(self, *CLOSE_TOO_MANY_FRAGMENTS)
@@ -130,21 +149,21 @@ class WireProtocol(WebSocketServerProtocol):
 
     # -- sending ---------------------------------------------------------------------------
 
-    def can_send(self):
+    def can_send(self) -> bool:
         """Whether data frames may still be sent."""
         return self._open
 
-    def send_frame(self, frame):
+    def send_frame(self, frame: bytes) -> bool:
         """Send one encoded frame to this client now; False when it is closed or was cut off."""
         return self._send_or_batch(frame, False)
 
-    def deliver(self, frame):
+    def deliver(self, frame: bytes) -> bool:
         """Send one frame of a channel fan-out (a publication, a join, a leave) from the end of
         this reactor turn on, in one send with this connection's other deliveries made until
         then (TurnBatches); False when it is closed or was cut off."""
         return self._send_or_batch(frame, True)
 
-    def _send_or_batch(self, frame, batched):
+    def _send_or_batch(self, frame: bytes, batched: bool) -> bool:
         if not self._open or self.state != self.STATE_OPEN:
             return False  # no data frame may follow a close frame, whoever sent it
         if self._backlog is not None:
@@ -164,24 +183,24 @@ class WireProtocol(WebSocketServerProtocol):
         self.factory.metrics.messages_out += 1
         return True
 
-    def send_batch(self):
+    def send_batch(self) -> None:
         """Write the frames batched this turn (nothing once a close frame has been sent)."""
         batch, self._batch = self._batch, None
         if batch and self.state == self.STATE_OPEN:
             self._write(self.factory.turn_batches.encoded(batch[0]) if len(batch) == 1
                         else b"".join(map(text_frame, batch)))
 
-    def _write(self, data):
+    def _write(self, data: bytes) -> None:
         """Write encoded frames through Autobahn, after anything it has queued (compat.FastPath
         replaces this with a direct write)."""
         self.sendData(data)
 
-    def buffer_full(self):
+    def buffer_full(self) -> None:
         if self._backlog is None:
             self._backlog = 0
             self.transport.pauseProducing()  # read nothing more from a client that reads nothing
 
-    def buffer_drained(self):
+    def buffer_drained(self) -> None:
         if self._backlog is not None:
             self._backlog = None
             if self._open:
@@ -189,7 +208,7 @@ class WireProtocol(WebSocketServerProtocol):
 
     # -- closing ---------------------------------------------------------------------------
 
-    def close(self, code, reason):
+    def close(self, code: int, reason: str) -> None:
         """Send a close frame with any code (Autobahn's sendClose refuses 1001/1008/1011/1013)."""
         self._open = False
         vars(self).pop("onMessage", None)  # back to the class's: nothing more is processed
@@ -198,19 +217,20 @@ class WireProtocol(WebSocketServerProtocol):
                 self.send_batch()  # the close frame comes last
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8"), isReply=False)
 
-    def _close_slow_consumer(self):
+    def _close_slow_consumer(self) -> None:
         """Queue the 1013 close frame behind the data already queued and give the client time
         to read through to it (docs/protocol.md section 7); then Autobahn drops the TCP link."""
-        self._log.warn("Closing slow consumer {client_id} ({peer})", client_id=self.session.client_id, peer=self.peer)
+        client_id = self.session.client_id if self.session is not None else None
+        self._log.warn("Closing slow consumer {client_id} ({peer})", client_id=client_id, peer=self.peer)
         self.closeHandshakeTimeout = CLOSE_ANSWER_TIMEOUT
         self.close(*CLOSE_SLOW)
         self.transport.resumeProducing()  # to read its close reply; nothing else it sends is processed
 
-    def abort(self):
+    def abort(self) -> None:
         """Drop the TCP connection now, without a close handshake."""
         self.transport.abortConnection()
 
-    def connectionLost(self, reason=connectionDone):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         hub = self.factory.hub
         hub.handshakes.end(self.transport)  # a connection lost before it opened
         hub.refused_closing.discard(self)
@@ -221,7 +241,7 @@ class WireProtocol(WebSocketServerProtocol):
         self.is_closed = None
         self.session = None
 
-    def onClose(self, wasClean, code, reason):
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._open = False
         vars(self).pop("onMessage", None)
         if self.session is not None:

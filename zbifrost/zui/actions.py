@@ -12,16 +12,27 @@ in, the reactor, and `ctx.ask` for a zDialog's input round trip. Nothing here re
 or sockets.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 
-from ..messages import UNKNOWN_COMMAND, RequestError
-from .arguments import ArgumentError, parse_arguments, placeholders, placeholders_in_strings, substitute
+from ..messages import JSON, UNKNOWN_COMMAND, JSONValue, RequestError
+from .arguments import ArgumentError, Arguments, parse_arguments, placeholders, placeholders_in_strings, substitute
 from .errors import ZuiError
 from .forms import parse_fields, validate
 from .plugins import PluginError
 from .zpath import ZPathError, plugin_target, split_zpath, zpath_to_file
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
+    from .forms import Field
+    from .loader import ParseContext
+    from .model import Action, ZuiFile
+    from .plugins import PluginModule
 
 MAX_NESTING = 8  # wizards and dialogs inside one another, at most this deep
 
@@ -38,13 +49,13 @@ class MessageAction:
     uses_context = False
     __slots__ = ("result",)
 
-    def __init__(self, text):
+    def __init__(self, text: str) -> None:
         self.result = {"message": text}
 
-    def run(self, ctx):
+    def run(self, ctx: RequestContext | None) -> JSON:
         return self.result
 
-    def introspect(self):
+    def introspect(self) -> JSON:
         return {}
 
 
@@ -56,7 +67,9 @@ class DisplayAction:
     uses_context = False
     __slots__ = ("result",)
 
-    def __init__(self, spec, line):
+    result: JSON
+
+    def __init__(self, spec: Any, line: int) -> None:
         if not isinstance(spec, dict) or not isinstance(spec.get("event"), str):
             raise ZuiError(f"line {line}: zDisplay needs a mapping with a string 'event'")
         event = spec["event"]
@@ -70,10 +83,10 @@ class DisplayAction:
             known = ", ".join(sorted(DISPLAY_MESSAGE_EVENTS | DISPLAY_DATA_EVENTS))
             raise ZuiError(f"line {line}: zDisplay event {event!r} is not one of {known}")
 
-    def run(self, ctx):
+    def run(self, ctx: RequestContext | None) -> JSON:
         return self.result
 
-    def introspect(self):
+    def introspect(self) -> JSON:
         return {}
 
 
@@ -86,7 +99,9 @@ class FunctionAction:
     cacheable = True
     __slots__ = ("function_name", "arg_count", "args", "module")
 
-    def __init__(self, target, args, line, context):
+    module: PluginModule
+
+    def __init__(self, target: object, args: list[Arguments], line: int, context: ParseContext) -> None:
         try:
             segments, self.function_name = plugin_target(target)
         except ZPathError as err:
@@ -104,15 +119,15 @@ class FunctionAction:
             raise ZuiError(f"line {line}: {target}: {err}") from None
         context.plugin_calls.append(self)
 
-    def run(self, ctx):
+    def run(self, ctx: RequestContext) -> Deferred[JSONValue]:
         args = substitute(self.args, ctx.zConv)  # a fresh copy: a plugin may mutate its arguments
         return self.module.functions[self.function_name].call(args, ctx)
 
-    def introspect(self):
+    def introspect(self) -> JSON:
         return {}
 
 
-def _block_view(zvafile, zfile, name, role):
+def _block_view(zvafile: str, zfile: ZuiFile, name: str, role: str) -> JSON:
     """The result of zLink and zBack: the block the client is in and its menu for its role."""
     block = zfile.blocks.get(name)
     if block is None:
@@ -128,7 +143,10 @@ class LinkAction:
     cacheable = False
     __slots__ = ("zvafile", "zblock")
 
-    def __init__(self, target, line, context):
+    zvafile: str
+    zblock: str | None  # None: that file's default block
+
+    def __init__(self, target: object, line: int, context: ParseContext) -> None:
         if not isinstance(target, str) or not target:
             raise ZuiError(f"line {line}: a zLink target must be a block name or a zPath")
         if not target.startswith("@"):
@@ -152,14 +170,14 @@ class LinkAction:
         if blocks is not None and self.zblock is not None and self.zblock not in blocks:
             raise ZuiError(f"line {line}: zLink target {target!r}: {self.zvafile} has no block {self.zblock!r}")
 
-    def run(self, ctx):
+    def run(self, ctx: RequestContext) -> JSON:
         zfile = ctx.workspace.file(self.zvafile)
         name = self.zblock or zfile.default_block()
         view = _block_view(self.zvafile, zfile, name, ctx.role)
         ctx.session.move_to(self.zvafile, name)
         return view
 
-    def introspect(self):
+    def introspect(self) -> JSON:
         return {"target": {"zVaFile": self.zvafile, "zBlock": self.zblock}}
 
 
@@ -171,11 +189,11 @@ class BackAction:
     cacheable = False
     __slots__ = ()
 
-    def run(self, ctx):
+    def run(self, ctx: RequestContext) -> JSON:
         zvafile, name = ctx.session.back()
         return _block_view(zvafile, ctx.workspace.file(zvafile), name, ctx.role)
 
-    def introspect(self):
+    def introspect(self) -> JSON:
         return {}
 
 
@@ -187,19 +205,20 @@ class WizardAction:
     uses_context = True
     __slots__ = ("steps", "cacheable")
 
-    def __init__(self, spec, line, context):
+    def __init__(self, spec: Any, line: int, context: ParseContext) -> None:
         if not isinstance(spec, dict) or not spec:
             raise ZuiError(f"line {line}: zWizard needs a mapping of step names to actions")
         inner = context.nested()
         lines = getattr(spec, "lines", {})
-        self.steps = tuple((str(name), parse_action(value, lines.get(name, line), inner))
-                           for name, value in spec.items())
+        self.steps: tuple[tuple[str, Action], ...] = tuple(
+            (str(name), parse_action(value, lines.get(name, line), inner)) for name, value in spec.items())
         self.cacheable = all(step.cacheable for _, step in self.steps)
 
-    def run(self, ctx):
+    def run(self, ctx: RequestContext) -> list[JSONValue] | Deferred[list[JSONValue]]:
         return self._run_from(0, [], ctx)
 
-    def _run_from(self, index, results, ctx):
+    def _run_from(self, index: int, results: list[JSONValue], ctx: RequestContext
+                  ) -> list[JSONValue] | Deferred[list[JSONValue]]:
         while index < len(self.steps):
             result = self.steps[index][1].run(ctx.derive(zHat=list(results)))
             index += 1
@@ -208,11 +227,12 @@ class WizardAction:
             results.append(result)
         return results
 
-    def _step_done(self, result, index, results, ctx):
+    def _step_done(self, result: JSONValue, index: int, results: list[JSONValue], ctx: RequestContext
+                   ) -> list[JSONValue] | Deferred[list[JSONValue]]:
         results.append(result)
         return self._run_from(index, results, ctx)
 
-    def introspect(self):
+    def introspect(self) -> JSON:
         return {"steps": [name for name, _ in self.steps]}
 
 
@@ -226,7 +246,11 @@ class DialogAction:
     cacheable = False
     __slots__ = ("fields", "prompt", "on_submit")
 
-    def __init__(self, spec, line, context):
+    fields: tuple[Field, ...]
+    prompt: str | None
+    on_submit: Action
+
+    def __init__(self, spec: Any, line: int, context: ParseContext) -> None:
         if not isinstance(spec, dict):
             raise ZuiError(f"line {line}: zDialog needs a mapping with fields and onSubmit")
         only_keys(spec, {"fields", "onSubmit", "prompt"}, line)
@@ -240,32 +264,32 @@ class DialogAction:
         names = frozenset(field.name for field in self.fields)
         self.on_submit = parse_action(spec["onSubmit"], lines.get("onSubmit", line), context.nested(form_fields=names))
 
-    def run(self, ctx):
+    def run(self, ctx: RequestContext) -> JSONValue | Deferred[JSONValue]:
         if ctx.data is not None:
             return self._submit(ctx.data, ctx)
         prompt = self.prompt or ctx.command.description or ctx.command.key.lstrip("^")
         asked = ctx.ask(prompt, [field.describe() for field in self.fields])
         return asked.addCallback(self._submit, ctx)
 
-    def _submit(self, values, ctx):
+    def _submit(self, values: JSONValue, ctx: RequestContext) -> JSONValue | Deferred[JSONValue]:
         form = validate(self.fields, values)
         return self.on_submit.run(ctx.derive(zConv=form))
 
-    def introspect(self):
-        info = {"fields": [field.introspect() for field in self.fields]}
+    def introspect(self) -> JSON:
+        info: JSON = {"fields": [field.introspect() for field in self.fields]}
         if self.prompt is not None:
             info["prompt"] = self.prompt
         return info
 
 
-def only_keys(mapping, allowed, line):
+def only_keys(mapping: dict[Any, Any], allowed: set[str], line: int) -> None:
     """Refuse keys a dict action does not know (a typo must not pass silently)."""
     extra = sorted(str(key) for key in mapping if key not in allowed)
     if extra:
         raise ZuiError(f"line {line}: unknown key(s) {', '.join(extra)} beside {'/'.join(sorted(allowed))}")
 
 
-def _arguments(text, line):
+def _arguments(text: str, line: int) -> list[Arguments]:
     try:
         return parse_arguments(text)
     except ArgumentError as err:
@@ -277,37 +301,37 @@ _SHORT_CALL = re.compile(r"&([A-Za-z_][A-Za-z0-9_.]*)(?:\((.*)\))?\s*", re.S)
 _ZLINK_CALL = re.compile(r"zLink\(\s*([^()]*?)\s*\)\s*", re.S)
 
 
-def _zfunc_string(text, line, context):
+def _zfunc_string(text: str, line: int, context: ParseContext) -> FunctionAction:
     match = _ZFUNC_CALL.fullmatch(text)
     if match is None:
         raise ZuiError(f"line {line}: expected zFunc(@.plugins.<module>.<function>, <arguments>), got {text!r}")
     return FunctionAction(match[1], _arguments(match[2] or "", line), line, context)
 
 
-def _short_function_string(text, line, context):
+def _short_function_string(text: str, line: int, context: ParseContext) -> FunctionAction:
     match = _SHORT_CALL.fullmatch(text)
     if match is None:
         raise ZuiError(f"line {line}: expected &<module>.<function>(<arguments>), got {text!r}")
     return FunctionAction("@.plugins." + match[1], _arguments(match[2] or "", line), line, context)
 
 
-def _zlink_string(text, line, context):
+def _zlink_string(text: str, line: int, context: ParseContext) -> LinkAction:
     match = _ZLINK_CALL.fullmatch(text)
     if match is None:
         raise ZuiError(f"line {line}: expected zLink(<block>) or zLink(@.zUI.<file>.<block>), got {text!r}")
     return LinkAction(match[1], line, context)
 
 
-def _back_string(text, line, context):
+def _back_string(text: str, line: int, context: ParseContext) -> BackAction:
     return BackAction()
 
 
-def _display(mapping, line, context):
+def _display(mapping: dict[Any, Any], line: int, context: ParseContext) -> DisplayAction:
     only_keys(mapping, {"zDisplay"}, line)
     return DisplayAction(mapping["zDisplay"], line)
 
 
-def _zfunc_mapping(mapping, line, context):
+def _zfunc_mapping(mapping: dict[Any, Any], line: int, context: ParseContext) -> FunctionAction:
     only_keys(mapping, {"zFunc", "args"}, line)
     args = mapping.get("args", [])
     if not isinstance(args, list):
@@ -315,24 +339,24 @@ def _zfunc_mapping(mapping, line, context):
     return FunctionAction(mapping["zFunc"], placeholders_in_strings(args), line, context)
 
 
-def _zlink_mapping(mapping, line, context):
+def _zlink_mapping(mapping: dict[Any, Any], line: int, context: ParseContext) -> LinkAction:
     only_keys(mapping, {"zLink"}, line)
     return LinkAction(mapping["zLink"], line, context)
 
 
-def _wizard(mapping, line, context):
+def _wizard(mapping: dict[Any, Any], line: int, context: ParseContext) -> WizardAction:
     only_keys(mapping, {"zWizard"}, line)
     return WizardAction(mapping["zWizard"], line, context)
 
 
-def _dialog(mapping, line, context):
+def _dialog(mapping: dict[Any, Any], line: int, context: ParseContext) -> DialogAction:
     only_keys(mapping, {"zDialog"}, line)
     return DialogAction(mapping["zDialog"], line, context)
 
 
 # Dict actions: the key naming the kind -> a constructor taking (the mapping without its
 # options, line, parse_context).
-DICT_KINDS = {
+DICT_KINDS: dict[str, Callable[[dict[Any, Any], int, ParseContext], Action]] = {
     "zDisplay": _display,
     "zFunc": _zfunc_mapping,
     "zLink": _zlink_mapping,
@@ -342,7 +366,7 @@ DICT_KINDS = {
 
 # String actions: a pattern matching the start of the text -> a constructor taking (text,
 # line, parse_context). A string no pattern matches is a plain message.
-STRING_KINDS = {
+STRING_KINDS: dict[re.Pattern[str], Callable[[str, int, ParseContext], Action]] = {
     re.compile(r"zFunc\("): _zfunc_string,
     re.compile(r"&[A-Za-z_]"): _short_function_string,
     re.compile(r"zLink\("): _zlink_string,
@@ -350,7 +374,7 @@ STRING_KINDS = {
 }
 
 
-def parse_action(value, line, context):
+def parse_action(value: Any, line: int, context: ParseContext) -> Action:
     """Build the action for a YAML value (the value without its options)."""
     if context.depth > MAX_NESTING:
         raise ZuiError(f"line {line}: wizards and dialogs are nested more than {MAX_NESTING} deep")
@@ -363,6 +387,7 @@ def parse_action(value, line, context):
         kinds = [key for key in value if key in DICT_KINDS]
         if len(kinds) != 1:
             expected = ", ".join(sorted(DICT_KINDS))
-            raise ZuiError(f"line {line}: an action mapping needs exactly one of {expected}; got keys {sorted(map(str, value))}")
+            raise ZuiError(f"line {line}: an action mapping needs exactly one of {expected}; "
+                           f"got keys {sorted(map(str, value))}")
         return DICT_KINDS[kinds[0]](value, line, context)
     raise ZuiError(f"line {line}: an action must be a string or a mapping, not {type(value).__name__}")

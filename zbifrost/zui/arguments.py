@@ -8,7 +8,14 @@ form when the action runs (`substitute`): values go into the argument structure,
 other strings.
 """
 
+from __future__ import annotations
+
 import ast
+from collections.abc import Iterator
+from typing import Any
+
+# An argument structure: literals, lists, dicts with string keys, and Placeholders anywhere in them.
+Arguments = Any
 
 _NAMED_CONSTANTS = {"true": True, "false": False, "null": None}
 FORM = "zConv"
@@ -23,23 +30,23 @@ class Placeholder:
 
     __slots__ = ("field",)
 
-    def __init__(self, field):
+    def __init__(self, field: str | None) -> None:
         self.field = field
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Placeholder) and other.field == self.field
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self.field)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return FORM if self.field is None else f"{FORM}.{self.field}"
 
-    def value(self, form):
+    def value(self, form: dict[str, Any]) -> Any:
         return dict(form) if self.field is None else form[self.field]
 
 
-def parse_arguments(text):
+def parse_arguments(text: str) -> list[Arguments]:
     """The values of a comma-separated argument list (empty text: no arguments)."""
     if not text.strip():
         return []
@@ -55,7 +62,7 @@ def parse_arguments(text):
     return [_literal(node) for node in call.args]
 
 
-def _literal(node):
+def _literal(node: ast.expr) -> Arguments:
     if isinstance(node, ast.Constant):
         if node.value is None or isinstance(node.value, (str, bool, int, float)):
             return node.value
@@ -65,7 +72,7 @@ def _literal(node):
         keys = [_literal(key) if key is not None else None for key in node.keys]
         if not all(isinstance(key, str) for key in keys):
             raise ArgumentError("dict keys in arguments must be strings")
-        return dict(zip(keys, (_literal(value) for value in node.values)))
+        return dict(zip(keys, (_literal(value) for value in node.values), strict=True))
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = _literal(node.operand)
         if isinstance(operand, (int, float)) and not isinstance(operand, bool):
@@ -81,7 +88,7 @@ def _literal(node):
     raise ArgumentError(f"only literals are allowed in arguments, not {ast.unparse(node)!r}")
 
 
-def placeholders_in_strings(value):
+def placeholders_in_strings(value: Arguments) -> Arguments:
     """YAML-written arguments (dict form `args: [...]`): the exact strings `zConv` and
     `zConv.<field>` become Placeholders; everything else is kept as is."""
     if isinstance(value, str):
@@ -97,7 +104,7 @@ def placeholders_in_strings(value):
     return value
 
 
-def placeholders(value):
+def placeholders(value: Arguments) -> Iterator[Placeholder]:
     """Every Placeholder in an argument structure."""
     if isinstance(value, Placeholder):
         yield value
@@ -109,10 +116,10 @@ def placeholders(value):
             yield from placeholders(item)
 
 
-def substitute(value, form):
+def substitute(value: Arguments, form: dict[str, Any] | None) -> Arguments:
     """A copy of an argument structure with each Placeholder replaced by its form value."""
     if isinstance(value, Placeholder):
-        return value.value(form)
+        return value.value(form)  # type: ignore[arg-type]  # a Placeholder is only loaded inside an onSubmit: a form
     if isinstance(value, list):
         return [substitute(item, form) for item in value]
     if isinstance(value, dict):

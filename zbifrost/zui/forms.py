@@ -7,11 +7,14 @@ coerced values or raises `RequestError(invalid_input)` whose `details` name each
 problem. Nothing here knows about connections or how the values arrived.
 """
 
+from __future__ import annotations
+
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from ..messages import INVALID_INPUT, RequestError, quote
+from ..messages import INVALID_INPUT, JSON, JSONValue, RequestError, quote
 from .errors import ZuiError
 
 TEXT_TYPES = frozenset({"string", "email", "password"})
@@ -35,16 +38,16 @@ class Field:
     name: str
     type: str = "string"
     required: bool = True
-    label: str = None
-    minimum: float = None  # a number's value, or a text's length
-    maximum: float = None
-    pattern: re.Pattern = None  # full match, text types only
+    label: str | None = None
+    minimum: float | None = None  # a number's value, or a text's length
+    maximum: float | None = None
+    pattern: re.Pattern[str] | None = None  # full match, text types only
 
-    def describe(self):
+    def describe(self) -> JSON:
         """What an `input_request` tells the client about this field."""
         return {"name": self.name, "type": self.type, "required": self.required, "label": self.label or self.name}
 
-    def introspect(self):
+    def introspect(self) -> JSON:
         """`describe()` plus the constraints that are set."""
         info = self.describe()
         if self.minimum is not None:
@@ -55,7 +58,7 @@ class Field:
             info["pattern"] = self.pattern.pattern
         return info
 
-    def coerce(self, value):
+    def coerce(self, value: JSONValue) -> str | bool | int | float:
         """The value as this field's type, within its bounds. Raises FieldProblem."""
         if self.type in TEXT_TYPES:
             value = _text(value)
@@ -71,24 +74,24 @@ class Field:
         self._check_bounds(value, "at least {}", "at most {}")
         return value
 
-    def _check_bounds(self, measure, too_small, too_large):
+    def _check_bounds(self, measure: float, too_small: str, too_large: str) -> None:
         if self.minimum is not None and measure < self.minimum:
             raise FieldProblem(f"must be {too_small.format(_shown(self.minimum))}")
         if self.maximum is not None and measure > self.maximum:
             raise FieldProblem(f"must be {too_large.format(_shown(self.maximum))}")
 
 
-def _shown(number):
+def _shown(number: float) -> float:
     return int(number) if float(number).is_integer() else number
 
 
-def _text(value):
+def _text(value: JSONValue) -> str:
     if not isinstance(value, str):
         raise FieldProblem("must be text")
     return value
 
 
-def _boolean(value):
+def _boolean(value: JSONValue) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
@@ -98,7 +101,7 @@ def _boolean(value):
     raise FieldProblem("must be true or false")
 
 
-def _integer(value):
+def _integer(value: JSONValue) -> int:
     if isinstance(value, bool):
         raise FieldProblem("must be a whole number")
     if isinstance(value, int):
@@ -110,7 +113,7 @@ def _integer(value):
     raise FieldProblem("must be a whole number")
 
 
-def _real(value):
+def _real(value: JSONValue) -> float:
     if isinstance(value, bool):
         raise FieldProblem("must be a number")
     if isinstance(value, (int, float)):
@@ -127,11 +130,11 @@ def _real(value):
     return number
 
 
-def _missing(value):
+def _missing(value: JSONValue) -> bool:
     return value is None or value == ""
 
 
-def validate(fields, values):
+def validate(fields: tuple[Field, ...], values: JSONValue) -> dict[str, Any]:
     """The coerced form (every field present; an optional one left empty is None).
 
     Raises RequestError(invalid_input) with `details: {field: problem}` naming every field
@@ -139,7 +142,8 @@ def validate(fields, values):
     """
     if not isinstance(values, dict):
         raise RequestError(INVALID_INPUT, "The form values must be an object", details={})
-    form, problems = {}, {}
+    form: dict[str, Any] = {}
+    problems: dict[str, str] = {}
     for field in fields:
         value = values.get(field.name)
         if _missing(value):
@@ -163,11 +167,12 @@ def validate(fields, values):
 
 # -- load time ------------------------------------------------------------------------------
 
-def parse_fields(spec, line):
+def parse_fields(spec: Any, line: int) -> tuple[Field, ...]:
     """The Fields of a zDialog's `fields` list. Raises ZuiError naming the line."""
     if not isinstance(spec, list) or not spec:
         raise ZuiError(f"line {line}: zDialog fields must be a non-empty list")
-    fields, names = [], set()
+    fields: list[Field] = []
+    names: set[str] = set()
     for index, raw in enumerate(spec, start=1):
         where = f"line {getattr(raw, 'line', line)}: zDialog field {index}"
         if not isinstance(raw, dict):
@@ -183,7 +188,7 @@ def parse_fields(spec, line):
     return tuple(fields)
 
 
-def _parse_field(raw, where):
+def _parse_field(raw: dict[Any, Any], where: str) -> Field:
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise ZuiError(f"{where}: name must be an identifier (letters, digits, _)")
@@ -211,7 +216,7 @@ def _parse_field(raw, where):
                  pattern=pattern)
 
 
-def _bound(raw, key, kind, where):
+def _bound(raw: dict[Any, Any], key: str, kind: str, where: str) -> float | None:
     value = raw.get(key)
     if value is None:
         return None

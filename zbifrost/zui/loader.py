@@ -5,9 +5,13 @@ here at load time so that requests never meet a malformed action. This module re
 it knows nothing of connections, caching or reloading (see `zbifrost.zui.workspace`).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -16,6 +20,13 @@ from ..yaml_errors import yaml_error_text
 from .actions import ZuiError, parse_action
 from .model import BACK_KEY, Block, Command, ZuiFile
 
+if TYPE_CHECKING:
+    from .actions import FunctionAction
+    from .plugins import Plugins
+
+# A value as safe YAML loads it (mappings are _LineDicts): what a zUI file holds is only known once read.
+YAMLValue = Any
+
 OPTION_KEYS = ("description", "roles", "cache_ttl", "timeout")
 
 
@@ -23,7 +34,7 @@ class _LineDict(dict):
     """A YAML mapping that remembers where it and each of its keys were written."""
 
     line = 0
-    lines = None
+    lines: dict[Any, int]  # key -> the line it is written on, set with the mapping
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -31,7 +42,7 @@ class _LineLoader(yaml.SafeLoader):
     refusing duplicate keys instead of silently keeping the last one."""
 
 
-def _construct_mapping(loader, node):
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
     loader.flatten_mapping(node)
     mapping = _LineDict()
     mapping.line = node.start_mark.line + 1
@@ -59,31 +70,32 @@ class ParseContext:
 
     workspace: str  # the workspace's real path
     zpath: str  # of the file being loaded
-    block_names: frozenset  # the blocks of the file being loaded
-    plugins: object  # zbifrost.zui.plugins.Plugins: imports and checks zFunc targets
-    linked_blocks: object  # zpath -> block names of another file, or None while it is loading
-    plugin_calls: list  # every zFunc action of the file, appended as they are built
-    form_fields: frozenset = None  # inside a zDialog's onSubmit: the names zConv.<field> may use
+    block_names: frozenset[str]  # the blocks of the file being loaded
+    plugins: Plugins  # imports and checks zFunc targets
+    # zpath -> block names of another file, or None while it is loading
+    linked_blocks: Callable[[str], frozenset[str] | None]
+    plugin_calls: list[FunctionAction]  # every zFunc action of the file, appended as they are built
+    form_fields: frozenset[str] | None = None  # inside a zDialog's onSubmit: the names zConv.<field> may use
     depth: int = 0  # how deep inside wizards and dialogs
 
-    def nested(self, **changes):
+    def nested(self, **changes: Any) -> ParseContext:
         """The context for an action inside a wizard or a dialog."""
         return dataclasses.replace(self, depth=self.depth + 1, **changes)
 
-    def blocks_of(self, zpath):
+    def blocks_of(self, zpath: str) -> frozenset[str] | None:
         """The block names of a zLink's target file (None: not known yet, it is loading)."""
         return self.block_names if zpath == self.zpath else self.linked_blocks(zpath)
 
 
-def _number(value, name, line):
+def _number(value: YAMLValue, name: str, line: int) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ZuiError(f"line {line}: {name} must be a number greater than zero")
     return float(value)
 
 
-def _parse_command(key, value, line, context):
+def _parse_command(key: str, value: YAMLValue, line: int, context: ParseContext) -> Command:
     options = {}
-    if isinstance(value, dict):
+    if isinstance(value, _LineDict):  # every mapping _LineLoader builds
         options = {name: value[name] for name in OPTION_KEYS if name in value}
         if options:
             lines = value.lines
@@ -110,8 +122,8 @@ def _parse_command(key, value, line, context):
     return command
 
 
-def _parse_block(name, body, line, context):
-    if not isinstance(body, dict):
+def _parse_block(name: str, body: YAMLValue, line: int, context: ParseContext) -> Block:
+    if not isinstance(body, _LineDict):
         raise ZuiError(f"line {line}: block {name!r} must be a mapping of keys to actions")
     block = Block(name=name)
     for key, value in body.items():
@@ -133,7 +145,8 @@ def _parse_block(name, body, line, context):
     return block
 
 
-def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
+def load_zui_file(workspace: str, zpath: str, path: str, plugins: Plugins,
+                  linked_blocks: Callable[[str], frozenset[str] | None]) -> ZuiFile:
     """Parse and validate the file at `path` (found from `zpath`). Raises ZuiError.
 
     `plugins` imports the functions the file calls; `linked_blocks(zpath)` gives the block
@@ -145,11 +158,11 @@ def load_zui_file(workspace, zpath, path, plugins, linked_blocks):
             stamp = filestamp.stamp_of(os.fstat(handle.fileno()))
             text = handle.read()
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
-        if not isinstance(raw, dict) or not raw:
+        if not isinstance(raw, _LineDict) or not raw:
             raise ZuiError("line 1: a zUI file must be a mapping of block names to blocks")
         context = ParseContext(workspace=workspace, zpath=zpath, block_names=frozenset(raw),
                                plugins=plugins, linked_blocks=linked_blocks, plugin_calls=[])
-        blocks = {}
+        blocks: dict[str, Block] = {}
         for name, body in raw.items():
             line = raw.lines.get(name, 1)
             if not isinstance(name, str) or not name:

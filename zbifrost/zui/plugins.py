@@ -12,19 +12,31 @@ Deferred-returning functions on the reactor.
 Nothing here knows about zUI files, connections or requests (beyond passing `ctx` on).
 """
 
+from __future__ import annotations
+
 import hashlib
 import importlib.util
 import inspect
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from importlib.machinery import SourceFileLoader
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from .. import filestamp
 from .zpath import inside
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
+    from .actions import FunctionAction
+
+# (modification time, size, inode) of a plugin file: a change to any of them re-imports it
+Stamp = tuple[int, int, int]
 
 log = Logger()
 
@@ -37,11 +49,11 @@ class _SourceOnlyLoader(SourceFileLoader):
     """Compiles the plugin from its source on every import: no `__pycache__` is read or
     written, so an edit is never hidden by bytecode with the same size and second."""
 
-    def path_stats(self, path):
+    def path_stats(self, path: str) -> NoReturn:
         raise OSError("plugins are always compiled from source")
 
 
-def _runs_on_reactor(function):
+def _runs_on_reactor(function: Callable[..., Any]) -> bool:
     """`async def`, `@inlineCallbacks` and functions annotated `-> Deferred` run on the reactor."""
     if inspect.iscoroutinefunction(function):
         return True
@@ -59,24 +71,24 @@ class PluginFunction:
 
     __slots__ = ("function", "name", "takes_ctx", "on_reactor")
 
-    def __init__(self, function, name):
+    def __init__(self, function: Callable[..., Any], name: str) -> None:
         self.function = function
         self.name = name
         self.takes_ctx = "ctx" in inspect.signature(function).parameters
         self.on_reactor = _runs_on_reactor(function)
 
-    def check_arguments(self, count):
+    def check_arguments(self, count: int) -> None:
         """Raise TypeError unless the function accepts `count` positional arguments (and ctx)."""
         inspect.signature(self.function).bind(*([None] * count), **({"ctx": None} if self.takes_ctx else {}))
 
-    def call(self, args, ctx):
+    def call(self, args: list[Any], ctx: RequestContext) -> defer.Deferred[Any]:
         """A Deferred of the function's result; ctx is passed as the keyword `ctx` if it takes one."""
         kwargs = {"ctx": ctx} if self.takes_ctx else {}
         if self.on_reactor:
             return defer.maybeDeferred(self.function, *args, **kwargs)
         return ctx.run_in_thread(self._call_in_thread, args, kwargs, name=self.name)
 
-    def _call_in_thread(self, args, kwargs):
+    def _call_in_thread(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
         result = self.function(*args, **kwargs)
         if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -90,16 +102,16 @@ class PluginFunction:
 class PluginModule:
     """One plugin file: its current module and the functions in use from it."""
 
-    def __init__(self, path, shown, module_name):
+    def __init__(self, path: str, shown: str, module_name: str) -> None:
         self.path = path  # real path, inside <workspace>/plugins
         self.shown = shown  # path relative to the workspace, for messages
         self.module_name = module_name
-        self.module = None
-        self.stamp = None
-        self.functions = {}  # name -> PluginFunction of the current module
+        self.module: ModuleType | None = None
+        self.stamp: Stamp | None = None
+        self.functions: dict[str, PluginFunction] = {}  # name -> PluginFunction of the current module
 
 
-def _failure_line(err, path):
+def _failure_line(err: BaseException, path: str) -> int | str | None:
     if isinstance(err, SyntaxError) and err.lineno:
         return err.lineno
     lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if frame.filename == path]
@@ -113,16 +125,16 @@ class Plugins:
     `function_name` and `arg_count`): a new version of a module must serve all of them.
     """
 
-    def __init__(self, workspace_root, calls_in_use):
+    def __init__(self, workspace_root: str, calls_in_use: Callable[[], Iterable[FunctionAction]]) -> None:
         self.workspace_root = workspace_root
         self._calls_in_use = calls_in_use
         self.folder = os.path.join(workspace_root, "plugins")
         digest = hashlib.sha256(workspace_root.encode("utf-8")).hexdigest()[:12]
         self._name_prefix = f"_zbifrost_plugin_{digest}_"
-        self._modules = {}  # path -> PluginModule
-        self._failed = {}  # path -> stamp of the edit that did not load (logged once)
+        self._modules: dict[str, PluginModule] = {}  # path -> PluginModule
+        self._failed: dict[str, Stamp | None] = {}  # path -> stamp of the edit that did not load (logged once)
 
-    def use(self, segments, name, arg_count):
+    def use(self, segments: list[str], name: str, arg_count: int) -> PluginModule:
         """The PluginModule whose function `name` a zFunc action will call, after checking that
         the function exists and takes `arg_count` positional arguments. Raises PluginError."""
         module = self._module(segments)
@@ -137,7 +149,7 @@ class Plugins:
         module.functions[name] = function
         return module
 
-    def _module(self, segments):
+    def _module(self, segments: list[str]) -> PluginModule:
         path = os.path.join(self.folder, *segments[:-1], segments[-1] + ".py")
         shown = os.path.relpath(path, self.workspace_root)
         if not inside(self.workspace_root, self.folder):
@@ -159,7 +171,7 @@ class Plugins:
                 pass  # refresh() logs it; the last good version serves meanwhile
         return module
 
-    def refresh(self):
+    def refresh(self) -> None:
         """Re-import every plugin module whose file changed; keep the last good one on failure."""
         for module in list(self._modules.values()):
             try:
@@ -171,7 +183,7 @@ class Plugins:
                     log.error("Plugin change not loaded, still serving the last good version: {error}",
                               error=str(err))
 
-    def _update(self, module):
+    def _update(self, module: PluginModule) -> None:
         """(Re-)import the module if its file changed since it was imported. Raises PluginError."""
         try:
             stamp = filestamp.stamp(module.path)
@@ -182,7 +194,7 @@ class Plugins:
         previous = sys.modules.get(module.module_name)
         try:
             fresh = self._import(module)
-            functions = {}
+            functions: dict[str, PluginFunction] = {}
             for call in self._calls_in_use():
                 if call.module is not module:
                     continue
@@ -203,9 +215,10 @@ class Plugins:
             log.info("Plugin reloaded: {plugin}", plugin=module.shown)
         module.module, module.functions, module.stamp = fresh, functions, stamp
 
-    def _import(self, module):
+    def _import(self, module: PluginModule) -> ModuleType:
         loader = _SourceOnlyLoader(module.module_name, module.path)
         spec = importlib.util.spec_from_file_location(module.module_name, module.path, loader=loader)
+        assert spec is not None  # always, given a loader
         fresh = importlib.util.module_from_spec(spec)
         sys.modules[module.module_name] = fresh  # while it runs, for dataclasses and the like
         try:
@@ -217,7 +230,7 @@ class Plugins:
         return fresh
 
 
-def _function(loaded, name, module):
+def _function(loaded: ModuleType | None, name: str, module: PluginModule) -> PluginFunction:
     function = getattr(loaded, name, None)
     if function is None:
         raise PluginError(f"plugin {module.shown}: no function {name!r}")

@@ -6,13 +6,18 @@ periodically by the service, reloads the zUI files and then the plugin modules
 version of each when a change does not load. Nothing here knows about connections.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterator
 
 from twisted.logger import Logger
 
 from .. import filestamp
-from .actions import ZuiError
+from ..filestamp import Stamp
+from .actions import FunctionAction, ZuiError
 from .loader import load_zui_file
+from .model import ZuiFile
 from .plugins import Plugins
 from .zpath import ZPathError, zpath_to_file
 
@@ -20,16 +25,16 @@ log = Logger()
 
 
 class Workspace:
-    def __init__(self, root):
+    def __init__(self, root: str) -> None:
         self.root = os.path.realpath(root)
         self.name = os.path.basename(self.root)
         self.plugins = Plugins(self.root, self._plugin_calls_in_use)
-        self._files = {}  # zpath -> ZuiFile
-        self._loading = set()  # zpaths being loaded now (a zLink cycle stops here)
-        self._failed = {}  # zpath -> stamp of the edit that did not load (logged once)
+        self._files: dict[str, ZuiFile] = {}  # zpath -> ZuiFile
+        self._loading: set[str] = set()  # zpaths being loaded now (a zLink cycle stops here)
+        self._failed: dict[str, Stamp | None] = {}  # zpath -> stamp of the edit that did not load (logged once)
         self.reloads = 0
 
-    def file(self, zpath):
+    def file(self, zpath: str) -> ZuiFile:
         """The loaded ZuiFile for a zPath. Raises ZuiError or ZPathError."""
         loaded = self._files.get(zpath)
         if loaded is None:
@@ -37,37 +42,37 @@ class Workspace:
             self._files[zpath] = loaded
         return loaded
 
-    def _load(self, zpath, path):
+    def _load(self, zpath: str, path: str) -> ZuiFile:
         self._loading.add(zpath)
         try:
             return load_zui_file(self.root, zpath, path, self.plugins, self._linked_blocks)
         finally:
             self._loading.discard(zpath)
 
-    def _linked_blocks(self, zpath):
+    def _linked_blocks(self, zpath: str) -> frozenset[str] | None:
         """The block names of a file a zLink names; None while that file is being loaded."""
         if zpath in self._loading:
             return None
         return frozenset(self.file(zpath).blocks)
 
-    def _plugin_calls_in_use(self):
+    def _plugin_calls_in_use(self) -> Iterator[FunctionAction]:
         """The zFunc actions of the loaded files, except those of a file being replaced now
         (so that a plugin and the zUI file calling it can change together)."""
         for zpath, loaded in self._files.items():
             if zpath not in self._loading:
                 yield from loaded.plugin_calls
 
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         """`cache_stats.schema_cache`: the zUI files loaded now, and the reloads since start."""
         return {"files": len(self._files), "reloads": self.reloads}
 
-    def refresh(self):
+    def refresh(self) -> None:
         """Reload what changed on disk: zUI files first, then plugin modules (so that a plugin
         change is checked against the zUI files now in use)."""
         self._refresh_files()
         self.plugins.refresh()
 
-    def _refresh_files(self):
+    def _refresh_files(self) -> None:
         for zpath, current in list(self._files.items()):
             try:
                 path = zpath_to_file(self.root, zpath)

@@ -6,6 +6,8 @@ and the split of a plugin zPath (`@.plugins.mod.fn`) into a module path and a fu
 name (importing it is `zbifrost.zui.plugins`' job).
 """
 
+from __future__ import annotations
+
 import os
 import re
 
@@ -21,20 +23,20 @@ class MissingZuiFile(ZPathError):
     """A well-formed zPath whose file does not exist. str() says `<workspace>` rather than the
     server's path, as clients may see it; `for_operator()` names the real folder searched."""
 
-    def __init__(self, zpath, name, workspace, folders):
+    def __init__(self, zpath: str, name: str, workspace: str, folders: list[str]) -> None:
         super().__init__(self._text(zpath, name, os.path.join("<workspace>", *folders)))
         self.folder = os.path.join(workspace, *folders)
         self._zpath, self._name = zpath, name
 
     @staticmethod
-    def _text(zpath, name, folder):
+    def _text(zpath: str, name: str, folder: str) -> str:
         return f"zPath {zpath!r}: no zUI.{name}.yaml (or .yml/.json) in {folder}"
 
-    def for_operator(self):
+    def for_operator(self) -> str:
         return self._text(self._zpath, self._name, self.folder)
 
 
-def split_zpath(zpath):
+def split_zpath(zpath: object) -> tuple[list[str], str, list[str]]:
     """`@.apps.blog.zUI.main.Block` -> (["apps", "blog"], "main", ["Block"]).
 
     The segments before `zUI` are folders, the one after it names the file, the rest (used by
@@ -55,13 +57,13 @@ def split_zpath(zpath):
     return folders, rest[0], rest[1:]
 
 
-def inside(root, path):
+def inside(root: str, path: str) -> bool:
     """True when the real path of `path` is `root` or below it (root must be a real path)."""
     real = os.path.realpath(path)
     return real == root or real.startswith(root + os.sep)
 
 
-def zpath_to_file(workspace, zpath):
+def zpath_to_file(workspace: str, zpath: str) -> str:
     """The file a zPath names (workspace must be a real path). Raises ZPathError."""
     folders, name, extra = split_zpath(zpath)
     if extra:
@@ -76,7 +78,7 @@ def zpath_to_file(workspace, zpath):
     raise MissingZuiFile(zpath, name, workspace, folders)
 
 
-def zui_files(folder):
+def zui_files(folder: str) -> list[str]:
     """The names of the zUI files directly in `folder` (zUI.<name>.yaml/.yml/.json), sorted."""
     try:
         names = os.listdir(folder)
@@ -91,7 +93,7 @@ def zui_files(folder):
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def plugin_target(zpath):
+def plugin_target(zpath: object) -> tuple[list[str], str]:
     """`@.plugins.reports.build` -> (["reports"], "build"): the module's path below
     `<workspace>/plugins/` and the function's name. Raises ZPathError.
 
