@@ -18,8 +18,10 @@ from . import messages
 from .auth import ANONYMOUS, OriginPolicy
 from .cache import QueryCache
 from .channels import SERVER_SENDER
-from .channels.memory import MemoryBackend
-from .channels.redis import RedisBackend
+from .channels.memory import MemoryBroker, MemoryPresence
+from .channels.node import Channels
+from .channels.redis import RedisBroker
+from .channels.redis_presence import RedisPresence
 from .channels.rules import ChannelRules
 from .config import broker_address
 from .dispatcher import Dispatcher
@@ -82,8 +84,11 @@ class Hub:
         self.stopping = False
         self._all_closed = None
         self.metrics = Metrics()
-        self.channels = (RedisBackend(reactor, *broker_address(config.broker), config.presence_ttl) if config.broker
-                         else MemoryBackend(reactor, config.history_max_bytes))
+        if config.broker:
+            broker = RedisBroker(reactor, *broker_address(config.broker))
+            self.channels = Channels(broker, RedisPresence(broker, config.presence_ttl))
+        else:
+            self.channels = Channels(MemoryBroker(reactor, config.history_max_bytes), MemoryPresence())
         self.channel_rules = ChannelRules(config.channels)
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)

@@ -25,6 +25,7 @@ from twisted.web.pages import notFound
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token
 from .channels import channel_of
+from .channels.interfaces import ILifecycle
 from .logs import escape, stdout_is_the_journal
 
 PUBLISH_PATH = b"/api/publish"
@@ -143,8 +144,9 @@ class Healthz(_StatusPage):
             "authenticated_clients": hub.authenticated_clients,
             "require_auth": hub.config.require_auth,
         }
-        if hub.config.broker:
-            health["broker"] = "up" if hub.channels.up else "unavailable"
+        broker = hub.channels.broker
+        if ILifecycle.providedBy(broker):
+            health["broker"] = "up" if broker.up else "unavailable"
         board = hub.worker_board  # set in a worker of --workers (zbifrost.workers)
         if board is not None:
             health = board.whole_server(health)
