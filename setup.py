@@ -41,7 +41,7 @@ setup(
         "autobahn>=26.7.1",
         "pyyaml>=6.0",
         "orjson>=3.9",
-        "zope.interface>=6.2",  # zbifrost.channels.IChannelBackend; autobahn.twisted needs 6.2 (it joins interfaces with |)
+        "zope.interface>=6.2",  # zbifrost.channels.interfaces; autobahn.twisted needs 6.2 (it joins interfaces with |)
         "prometheus_client>=0.17",
         "txredisapi>=1.6",  # --broker: Redis on the reactor (zbifrost.channels.redis)
         # txredisapi's C reply parser when installed; its pure-Python one takes a reactor turn
