@@ -101,7 +101,7 @@ def test_while_redis_is_down_channels_answer_broker_unavailable_and_work_again_o
 def test_subscribers_get_what_was_published_while_their_fanout_connection_was_lost(make_server, redis_server):
     one, _two, alice, bob = yield _alice_and_bob_on_two_servers(make_server, redis_server)
     yield alice.request("subscribe", channel="feed")
-    fanout = one.hub.channels._fanout.transport.getHost()
+    fanout = one.hub.channels.broker._fanout.transport.getHost()
     killed = yield in_thread(redis_server.command, "CLIENT", "KILL", "ADDR", f"{fanout.host}:{fanout.port}")
     assert killed == ":1"  # one killed
     # server one reconnects after a backoff of about a second; bob's publish lands meanwhile

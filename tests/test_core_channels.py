@@ -4,6 +4,7 @@ with `since`."""
 
 import pytest_twisted
 
+from zbifrost.channels import SERVER_SENDER, History
 from zbifrost.testing import connect
 from zbifrost.wire.frames import BATCHES_PER_TURN, TurnBatches
 
@@ -176,6 +177,25 @@ def test_another_epoch_or_history_that_no_longer_reaches_back_is_not_recovered(m
     assert len(_messages(bob)) == 101 + 100  # the live ones, then the last 100 again
     yield alice.close()
     yield bob.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_with_a_gap_is_not_recovered_across_the_gap(channel_server):
+    """Publications kept, then one not (its channel's rule reloaded with `size: 0`): a client
+    from before the gap is not recovered, rather than recovered without the message of the gap."""
+    channels = channel_server.hub.channels
+    kept, not_kept = History(size=10, ttl=300), History(size=0, ttl=300)
+    for n, history in enumerate((kept, kept, not_kept, kept)):
+        published = yield channels.publish("gap", n, SERVER_SENDER, history)
+    client = yield connect(channel_server.url)
+    across = yield client.request("subscribe", channel="gap", since={"epoch": published["epoch"], "offset": 0})
+    assert (across["recovered"], across["offset"]) == (False, 4)
+    # control: from past the gap, the one message after it is recovered
+    after = yield client.request("subscribe", channel="gap", since={"epoch": published["epoch"], "offset": 3})
+    assert after["recovered"] is True
+    yield client.request("ping")
+    assert [message["data"] for message in _messages(client)] == [3]
+    yield client.close()
 
 
 @pytest_twisted.inlineCallbacks

@@ -23,8 +23,10 @@ from .auth import ANONYMOUS, Credentials, OriginPolicy
 from .broker_url import broker_address
 from .cache import QueryCache
 from .channels import SERVER_SENDER
-from .channels.memory import MemoryBackend
-from .channels.redis import RedisBackend
+from .channels.memory import MemoryBroker, MemoryPresence
+from .channels.node import Channels
+from .channels.redis import RedisBroker
+from .channels.redis_presence import RedisPresence
 from .channels.rules import ChannelRules
 from .config import Config
 from .dispatcher import Dispatcher
@@ -96,12 +98,11 @@ class Hub:
         self.stopping = False
         self._all_closed: defer.Deferred[None] | None = None
         self.metrics = Metrics()
-        self.channels: RedisBackend | MemoryBackend
         if config.broker:
-            host, port, db = broker_address(config.broker)
-            self.channels = RedisBackend(reactor, host, port, db, config.presence_ttl)
+            broker = RedisBroker(reactor, *broker_address(config.broker))
+            self.channels = Channels(broker, RedisPresence(broker, config.presence_ttl))
         else:
-            self.channels = MemoryBackend(reactor, config.history_max_bytes)
+            self.channels = Channels(MemoryBroker(reactor, config.history_max_bytes), MemoryPresence())
         self.channel_rules = ChannelRules(config.channels)
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)

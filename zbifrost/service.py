@@ -122,8 +122,7 @@ class BifrostService(service.MultiService):
         # an HTTP connection idle for handshake_timeout is dropped: before an upgrade that bounds
         # the opening handshake, after one Autobahn's own openHandshakeTimeout takes over
         self.site = build_site(self.hub, self.factory, config.handshake_timeout)
-        if service.IService.providedBy(self.hub.channels):  # a broker: connected while the server runs
-            self.hub.channels.setServiceParent(self)
+        self.hub.channels.setServiceParent(self)  # a broker's connections: while the server runs
         self.listeners: list[Listener] = []
         if inherited_sockets:
             self.where = [f"systemd socket {descriptor}" for descriptor, _ in inherited_sockets]

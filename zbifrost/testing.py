@@ -95,10 +95,8 @@ def start_server(workspace: str | None = None, reactor: Any = None, port: int = 
     except Exception:
         return defer.fail()
     running = RunningServer(service)
-    if not service.config.broker:
-        return defer.succeed(running)
-    # with a broker, once it is reached (or never, when a test's redis-server is down)
-    return service.hub.channels.when_up().addCallback(lambda _: running)  # type: ignore[union-attr]  # a RedisBackend
+    # once a broker is reached (or never, when a test's redis-server is down)
+    return service.hub.channels.when_up().addCallback(lambda _: running)
 
 
 class _ClientProtocol(WebSocketClientProtocol):

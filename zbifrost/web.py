@@ -30,6 +30,7 @@ from twisted.web.resource import IResource
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token
 from .channels import channel_of
+from .channels.interfaces import ILifecycle
 from .interfaces import IConnectionTransport
 from .logs import escape, log_failure_with_id, stdout_is_the_journal
 from .messages import JSON, JSONValue
@@ -161,8 +162,9 @@ class Healthz(_StatusPage):
             "authenticated_clients": hub.authenticated_clients,
             "require_auth": hub.config.require_auth,
         }
-        if hub.config.broker:
-            health["broker"] = "up" if hub.channels.up else "unavailable"  # type: ignore[union-attr]  # a RedisBackend
+        broker = hub.channels.broker
+        if ILifecycle.providedBy(broker):
+            health["broker"] = "up" if broker.up else "unavailable"
         board = hub.worker_board  # set in a worker of --workers (zbifrost.workers)
         if board is not None:
             health = board.whole_server(health)

@@ -1,23 +1,21 @@
-"""The channel layer: one interface (`IChannelBackend`), and the names and shapes every backend
-shares (docs/protocol.md section 6).
+"""The channel layer's shared names and shapes (docs/protocol.md section 6): channel names, a
+channel's `History` setting, a `Publication` and a broker's `Stream` of them, what a subscribe
+found (`Subscribed`), a subscriber's `Membership`, and the one encoding of a `message` event.
 
-A backend owns channels' subscribers, epochs, offsets and history. Its methods return Deferreds,
-so that the broker-backed one (`redis`) slots in behind the same calls; the event handlers
-never learn which backend runs. Nothing here knows about frames beyond the one encoded
-`message` event a publish becomes, and nothing here decides permissions (see `rules`).
-A subscriber is anything with `client_id`, `send_frame(bytes)` (now) and `deliver(bytes)` (the
-fan-out of a publication, a join or a leave: goes out from the end of the reactor turn on).
-Presence (1.2): a subscribe may carry a `Membership`, which the backend keeps until the
-unsubscribe (or the connection's end) for `presence` and announces with `join` / `leave` to the
-channel's other subscribers.
+The parts: `node.Channels` (this process's subscribers, fan-out and recovery), behind it a
+broker (`interfaces.IBroker`: `memory`, `redis`) and a presence manager (`interfaces.IPresence`),
+and `rules` (who may do what where). A subscriber is anything with `client_id`,
+`send_frame(bytes)` (now) and `deliver(bytes)` (the fan-out of a publication, a join or a
+leave: goes out from the end of the reactor turn on).
 Channel names are checked here, by `valid_channel` alone, wherever they come from (client
 events, `ctx.publish`, `POST /api/publish`), with one error text (`INVALID_CHANNEL`).
 """
 
+from __future__ import annotations
+
 import re
 from dataclasses import dataclass
-
-from zope.interface import Attribute, Interface
+from typing import Any, NamedTuple, Protocol, TypeGuard
 
 from .. import messages
 
@@ -28,18 +26,28 @@ MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
 SERVER_SENDER = "server"  # the `from` of messages published by the backend
 
 
-def valid_channel(name):
+def valid_channel(name: object) -> TypeGuard[str]:
     """True for a channel name (docs/protocol.md sections 6 and 7a), matched in full: a trailing
     newline or a 129th character is not one (as a `re.match` with `$` would let through)."""
     return type(name) is str and CHANNEL_NAME.fullmatch(name) is not None
 
 
-def channel_of(message):
+def channel_of(message: dict[str, Any]) -> str:
     """The `channel` of a client's event or of an API body, or RequestError(missing_field)."""
     channel = message.get("channel")
     if not valid_channel(channel):
         raise messages.RequestError(messages.MISSING_FIELD, INVALID_CHANNEL)
     return channel
+
+
+class Subscriber(Protocol):
+    """What the channels send to: a session (zbifrost.session)."""
+
+    client_id: str
+
+    def send_frame(self, frame: bytes) -> bool: ...
+
+    def deliver(self, frame: bytes) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,24 @@ class History:
 DEFAULT_HISTORY = History()
 
 
+class Publication(NamedTuple):
+    """One publish as a broker hands it on: its offset, who sent it, and its encoded `message`
+    event (`message_frame`), made once per process and sent alike to every subscriber."""
+
+    offset: int
+    sender_id: str
+    frame: bytes
+
+
+class Stream(NamedTuple):
+    """A channel's position (`epoch`, latest `offset`) and the `publications` a history read
+    found, oldest first."""
+
+    epoch: str
+    offset: int
+    publications: tuple[Publication, ...] = ()
+
+
 @dataclass
 class Subscribed:
     """What a subscribe found: the channel's `epoch` and latest `offset`; with `since`, whether
@@ -61,8 +87,8 @@ class Subscribed:
 
     epoch: str
     offset: int
-    recovered: bool = None  # None when no `since` was given
-    missed: tuple = ()
+    recovered: bool | None = None  # None when no `since` was given
+    missed: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,45 +96,20 @@ class Membership:
     """How a subscriber shows in a channel: `info` ({"client_id", "user", "role"}, as it
     subscribed), listed by `presence` when `listed`, announced by join/leave when `announced`."""
 
-    info: dict
+    info: dict[str, str]
     listed: bool
     announced: bool
 
-    def frame(self, event, channel):
+    def frame(self, event: str, channel: str) -> bytes:
         """The encoded `join` or `leave` event of this member."""
         return messages.event_frame(event, channel=channel, info=self.info)
 
 
-def presence_entry(info):
+def presence_entry(info: dict[str, str]) -> tuple[str, dict[str, str]]:
     """(client_id, {"user", "role"}): a member's entry in a `presence` reply."""
     return info["client_id"], {"user": info["user"], "role": info["role"]}
 
 
-def message_frame(channel, data, sender_id, offset):
+def message_frame(channel: str, data: Any, sender_id: str, offset: int) -> bytes:
     """The one encoded `message` event of a publication, sent alike to all its subscribers."""
     return messages.event_frame("message", channel=channel, data=data, offset=offset, **{"from": sender_id})
-
-
-class IChannelBackend(Interface):
-    features = Attribute("names added to connection_info's `features` (e.g. `broker`)")
-
-    def subscribe(channel, subscriber, since=None, membership=None):
-        """Make `subscriber` receive the channel's publications from now on; fires with a
-        `Subscribed` once the subscription is live. `since` is None or (epoch, offset).
-        A `membership` is kept, and announced when new; a repeated subscribe changes nothing."""
-
-    def unsubscribe(channel, subscriber):
-        """Stop delivering the channel to `subscriber`, announcing its leave; fires with None."""
-
-    def unsubscribe_all(subscriber, channels):
-        """Forget a closed connection's subscriptions, announcing its leaves (returns nothing
-        to wait for)."""
-
-    def presence(channel):
-        """Fires with {client_id: {"user", "role"}} of the channel's listed members, every
-        process included."""
-
-    def publish(channel, data, sender_id, history=DEFAULT_HISTORY):
-        """Deliver `data` to every subscriber but `sender_id`, in publish order per channel,
-        and keep it per `history`; fires with `{"epoch", "offset"}` (plus `"delivered"`: the
-        local subscribers reached, when no broker runs)."""

@@ -11,7 +11,10 @@ authenticated user `<name>` may subscribe, and no client may publish. The backen
 backends: callers pass the role and the user. `parse_channel_rules` reads the section itself.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -29,14 +32,14 @@ _HISTORY_KEYS = ("size", "ttl")
 @dataclass(frozen=True)
 class ChannelRule:
     pattern: str
-    subscribe: tuple = (EVERY_ROLE,)
-    publish: tuple = (EVERY_ROLE,)
+    subscribe: tuple[str, ...] = (EVERY_ROLE,)
+    publish: tuple[str, ...] = (EVERY_ROLE,)
     history: History = DEFAULT_HISTORY
     presence: bool = False  # `presence` / `presence_stats` answer (1.2)
     join_leave: bool = False  # subscribers get `join` / `leave` events (1.2)
 
 
-def valid_pattern(pattern):
+def valid_pattern(pattern: object) -> bool:
     """True for a glob that can match channel names: a str of their characters and `*?[]!`,
     matched in full (a YAML block scalar's trailing newline is not part of a pattern)."""
     return type(pattern) is str and _PATTERN.fullmatch(pattern) is not None
@@ -85,26 +88,26 @@ def _history(where: str, raw: Any) -> History:
     return History(size=size, ttl=float(ttl))
 
 
-def _allows(roles, role):
+def _allows(roles: tuple[str, ...], role: str) -> bool:
     return EVERY_ROLE in roles or role in roles
 
 
 class ChannelRules:
-    def __init__(self, rules):
+    def __init__(self, rules: Iterable[ChannelRule]) -> None:
         self.rules = tuple(rules)
 
-    def rule_for(self, channel):
+    def rule_for(self, channel: str) -> ChannelRule | None:
         """The first rule matching the channel, or None."""
         for rule in self.rules:
             if fnmatchcase(channel, rule.pattern):
                 return rule
         return None
 
-    def history(self, channel):
+    def history(self, channel: str) -> History:
         rule = self.rule_for(channel)
         return DEFAULT_HISTORY if rule is None else rule.history
 
-    def membership(self, channel, info):
+    def membership(self, channel: str, info: dict[str, str]) -> Membership | None:
         """The `Membership` a subscriber with `info` gets, or None when the channel's rule
         turns neither presence nor join/leave on."""
         rule = self.rule_for(channel)
@@ -112,20 +115,20 @@ class ChannelRules:
             return None
         return Membership(info, rule.presence, rule.join_leave)
 
-    def has_presence(self, channel):
+    def has_presence(self, channel: str) -> bool:
         rule = self.rule_for(channel)
         return rule is not None and rule.presence
 
-    def may_subscribe(self, channel, role, user):
+    def may_subscribe(self, channel: str, role: str, user: str | None) -> bool:
         """`user` is the authenticated user's name, or None when auth is off."""
         if channel.startswith(PRIVATE_PREFIX):
             return user is not None and channel == PRIVATE_PREFIX + user
         return self._open_to(channel, role, "subscribe")
 
-    def may_publish(self, channel, role):
+    def may_publish(self, channel: str, role: str) -> bool:
         return not channel.startswith(PRIVATE_PREFIX) and self._open_to(channel, role, "publish")
 
-    def _open_to(self, channel, role, action):
+    def _open_to(self, channel: str, role: str, action: str) -> bool:
         if not self.rules:
             return True
         rule = self.rule_for(channel)

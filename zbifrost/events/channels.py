@@ -1,8 +1,9 @@
 """`subscribe`, `unsubscribe` and `publish`: the only way one client reaches another; and
 `presence` / `presence_stats`: who is subscribed to a channel (1.2).
 
-The handlers check the message, then ask the server's channel backend (`session.hub.channels`,
-an `IChannelBackend`), whichever it is, and turn what it answers into replies.
+The handlers check the message, then ask the server's channels (`session.hub.channels`, a
+`zbifrost.channels.node.Channels`), whichever broker is behind them, and turn what they answer
+into replies.
 """
 
 from __future__ import annotations
