@@ -268,6 +268,8 @@ class Root(resource.Resource):
             b"healthz": Healthz(hub),
             b"bifrost.js": StaticFile("bifrost.js", b"text/javascript; charset=utf-8", shared=True),
             b"demo.js": StaticFile("demo.js", b"text/javascript; charset=utf-8"),
+            b"forms.js": StaticFile("forms.js", b"text/javascript; charset=utf-8"),
+            b"render.js": StaticFile("render.js", b"text/javascript; charset=utf-8"),
             b"demo.css": StaticFile("demo.css", b"text/css; charset=utf-8"),
             PUBLISH_PATH[1:]: PublishApi(hub),
         }

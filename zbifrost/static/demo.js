@@ -8,16 +8,12 @@
 //                and whether a reconnection recovered the messages missed meanwhile; who is
 //                in it and their joins and leaves, where its rule turns presence on;
 //   connection   connection_info, following the client's current zVaFile and zBlock;
-// plus the form of a zDialog command, which stays open with each field's problem when the
-// server rejects it. A `?token=` in the page's URL is passed on. A new panel (presence, ...)
-// adds its own section to index.html and its own block of code here.
+// plus the form of a zDialog command (forms.js), which stays open with each field's problem
+// when the server rejects it; results are drawn by render.js. A `?token=` in the page's URL
+// is passed on. A new panel adds its own section to index.html and its own block of code here.
 import { BifrostClient } from '/bifrost.js';
-
-const $ = (id) => document.getElementById(id);
-const MESSAGE_LEVELS = new Set(['text', 'success', 'info', 'warning', 'error', 'header']);
-const INPUT_TYPES = {string: 'text', int: 'number', float: 'number', bool: 'checkbox', email: 'email', password: 'password'};
-const MASK = '••••••';
-const MAX_DEPTH = 4; // nesting rendered as lists and tables; deeper values show as JSON
+import { openForm, secretsOf } from '/forms.js';
+import { $, el, hidden, isPlainObject, renderDisplay, renderResult } from '/render.js';
 
 const state = {
   info: null, // connection_info.data
@@ -57,14 +53,7 @@ client.connect().catch((err) => {
   if (err.closeCode === undefined) setStatus('down', `Could not connect: ${err.message}`); // else already said
 });
 
-function el(tag, props = {}, ...children) {
-  const node = Object.assign(document.createElement(tag), props);
-  node.append(...children);
-  return node;
-}
-
 const bare = (key) => (key.startsWith('^') ? key.slice(1) : key);
-const isPlainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value);
 
 function setStatus(state, text) {
   const status = $('status');
@@ -324,99 +313,6 @@ async function askForm(title, fields) {
   return values;
 }
 
-// Shows the form; `submit(values)` resolves with null to close it, or with the server's
-// problems ({field: problem}) to keep it open with them. Resolves with whether it was submitted.
-function openForm(title, fields, submit) {
-  const dialog = $('dialog');
-  const form = $('dialog-form');
-  $('dialog-title').textContent = title;
-  $('dialog-fields').replaceChildren(...fields.map(fieldRow));
-  showProblems(fields, {});
-  dialog.showModal();
-  return new Promise((resolve) => {
-    const finish = (submitted) => {
-      form.onsubmit = dialog.onclose = $('dialog-cancel').onclick = null;
-      dialog.close();
-      resolve(submitted);
-    };
-    form.onsubmit = async (event) => {
-      event.preventDefault();
-      $('dialog-submit').disabled = true;
-      try {
-        const problems = await submit(formValues(fields));
-        if (problems) showProblems(fields, problems);
-        else finish(true);
-      } finally {
-        $('dialog-submit').disabled = false;
-      }
-    };
-    $('dialog-cancel').onclick = () => finish(false);
-    dialog.onclose = () => finish(false);
-  });
-}
-
-function fieldRow(field) {
-  const input = el('input', {
-    id: `field-${field.name}`, name: field.name, type: INPUT_TYPES[field.type] || 'text',
-    required: Boolean(field.required) && field.type !== 'bool',
-  });
-  if (field.type === 'int') input.step = '1';
-  if (field.type === 'float') input.step = 'any';
-  if (field.type === 'password') input.autocomplete = 'new-password';
-  if (field.type === 'email') input.autocomplete = 'email';
-  if (input.type === 'number') { // the server checks every bound; these are hints
-    if (field.min != null) input.min = field.min;
-    if (field.max != null) input.max = field.max;
-  }
-  const optional = field.required || field.type === 'bool' ? '' : ' (optional)';
-  const label = el('label', {htmlFor: input.id}, field.label || field.name, el('span', {className: 'muted'}, optional));
-  const problem = el('p', {id: `problem-${field.name}`, className: 'field-problem', hidden: true});
-  return el('div', {className: `field field-${input.type}`}, label, input, problem);
-}
-
-// Marks each field with its problem (and lists the ones that name no field); the first
-// marked field gets the focus.
-function showProblems(fields, problems) {
-  const names = new Set(fields.map((field) => field.name));
-  for (const name of names) {
-    const input = $(`field-${name}`);
-    const problem = $(`problem-${name}`);
-    const text = problems[name];
-    problem.textContent = text || '';
-    problem.hidden = !text;
-    if (text) {
-      input.setAttribute('aria-invalid', 'true');
-      input.setAttribute('aria-describedby', problem.id);
-    } else {
-      input.removeAttribute('aria-invalid');
-      input.removeAttribute('aria-describedby');
-    }
-  }
-  const others = Object.entries(problems).filter(([name]) => !names.has(name));
-  $('dialog-errors').replaceChildren(...others.map(([name, text]) => el('li', {}, `${name}: ${text}`)));
-  $('dialog-errors').hidden = !others.length;
-  $('dialog-fields').querySelector('[aria-invalid="true"]')?.focus();
-}
-
-function formValues(fields) {
-  const values = {};
-  for (const field of fields) {
-    const input = $(`field-${field.name}`);
-    if (field.type === 'bool') values[field.name] = input.checked;
-    else if (input.value === '') continue; // left empty: the server applies its rules
-    else if (field.type === 'int' && /^-?\d+$/.test(input.value)) values[field.name] = Number.parseInt(input.value, 10);
-    else if (field.type === 'float' && Number.isFinite(Number(input.value))) values[field.name] = Number(input.value);
-    else values[field.name] = input.value; // the server says what is wrong with it
-  }
-  return values;
-}
-
-// The typed passwords of a form: never shown again, not even inside a result.
-function secretsOf(fields, values) {
-  return new Set(fields.filter((field) => field.type === 'password' && values[field.name])
-    .map((field) => values[field.name]));
-}
-
 // -- results -------------------------------------------------------------------------------
 
 function addEntry(title) {
@@ -477,68 +373,3 @@ function rawToggle(value, item) {
   item.append(raw);
   return button;
 }
-
-// A copy of a value with every typed password replaced by a mask.
-function hidden(value, secrets) {
-  if (!secrets.size) return value;
-  if (typeof value === 'string') return secrets.has(value) ? MASK : value;
-  if (Array.isArray(value)) return value.map((item) => hidden(item, secrets));
-  if (isPlainObject(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, hidden(v, secrets)]));
-  return value;
-}
-
-// A command's result by its shape (docs/protocol.md section 5): a message with its level, a
-// zDisplay event, or any JSON value as text, a list, a table or a key/value list (whose
-// items are rendered the same way, a wizard's step results for instance).
-function renderResult(value, depth = 0) {
-  if (isPlainObject(value) && typeof value.message === 'string') {
-    const {message, level, ...rest} = value;
-    const shown = messageLine(MESSAGE_LEVELS.has(level) ? level : 'text', message);
-    return Object.keys(rest).length ? el('div', {}, shown, renderValue(rest, depth)) : shown;
-  }
-  if (isPlainObject(value) && typeof value.display_event === 'string' && isPlainObject(value.data)) {
-    return renderDisplay(value.display_event, value.data);
-  }
-  return renderValue(value, depth);
-}
-
-function renderDisplay(event, data = {}) {
-  if (MESSAGE_LEVELS.has(event)) {
-    const content = data.content ?? data.message;
-    return typeof content === 'string' ? messageLine(event, content) : renderValue(content);
-  }
-  const rows = data.rows || data.items || Object.values(data).find(Array.isArray);
-  if (event === 'list' && rows) return el('ul', {className: 'list'}, ...rows.map((item) => el('li', {}, renderValue(item, 1))));
-  if (event === 'table' && rows) return table(rows, data.columns || data.headers);
-  return json(event === 'json' && 'value' in data ? data.value : data);
-}
-
-function messageLine(level, text) {
-  return el(level === 'header' ? 'h4' : 'p', {className: `message level-${level}`}, text);
-}
-
-function renderValue(value, depth = 0) {
-  if (value === null || value === undefined) return el('p', {className: 'muted'}, 'No result');
-  if (typeof value !== 'object') return el('p', {className: 'scalar'}, String(value));
-  if (depth >= MAX_DEPTH) return json(value);
-  if (Array.isArray(value)) {
-    if (!value.length) return el('p', {className: 'muted'}, 'Empty list');
-    if (value.every(isPlainObject)) return table(value);
-    return el('ul', {className: 'list'}, ...value.map((item) => el('li', {}, renderResult(item, depth + 1))));
-  }
-  const entries = Object.entries(value);
-  if (!entries.length) return el('p', {className: 'muted'}, 'Empty');
-  return el('dl', {className: 'kv'}, ...entries.flatMap(([key, item]) =>
-    [el('dt', {}, key), el('dd', {}, renderResult(item, depth + 1))]));
-}
-
-function table(rows, columns) {
-  const keys = columns || (rows.every(isPlainObject) ? [...new Set(rows.flatMap(Object.keys))] : null);
-  const cells = (row) => (Array.isArray(row) ? row : keys ? keys.map((key) => row[key]) : [row]);
-  return el('div', {className: 'table-wrap'}, el('table', {},
-    keys ? el('thead', {}, el('tr', {}, ...keys.map((key) => el('th', {scope: 'col'}, key)))) : '',
-    el('tbody', {}, ...rows.map((row) => el('tr', {}, ...cells(row).map((cell) => el('td', {}, text(cell))))))));
-}
-
-const text = (value) => (value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value));
-const json = (value) => el('pre', {}, JSON.stringify(value, null, 2));
