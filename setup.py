@@ -29,7 +29,8 @@ setup(
     license="MIT",
     author="The zbifrost authors",
     python_requires=">=3.10",
-    packages=["zbifrost", "zbifrost.channels", "zbifrost.events", "zbifrost.zui", "zbifrost.demo", "twisted.plugins"],
+    packages=["zbifrost", "zbifrost.channels", "zbifrost.client", "zbifrost.events", "zbifrost.zui", "zbifrost.demo",
+              "twisted.plugins"],
     package_dir={"zbifrost.demo": "zui"},
     package_data={
         "zbifrost": ["static/*", "py.typed"],

@@ -1,0 +1,8 @@
+"""zbifrost's Python client: the sans-IO core (`zbifrost.client.core`) under an asyncio client on the
+`websockets` library (`zbifrost.client.aio`), and a command line (`python -m zbifrost.client`).
+
+    async with zbifrost.client.connect("ws://127.0.0.1:18774/ws") as client:
+        print(await client.dispatch("^Ping"))
+
+Importing it imports neither Twisted nor Autobahn.
+"""
