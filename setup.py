@@ -56,6 +56,7 @@ setup(
     ],
     extras_require={
         "tls": ["twisted[tls]"],
+        "client": ["websockets>=13"],  # zbifrost.client: the asyncio client and the command line
         "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13", "twisted[tls]", "kosoku>=0.1",
                  "hypothesis>=6"],
     },

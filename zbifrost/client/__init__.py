@@ -6,3 +6,8 @@
 
 Importing it imports neither Twisted nor Autobahn.
 """
+
+from .aio import Client, RecoveryLost, State, Subscription, connect
+from .core import BifrostError, Position, Publication
+
+__all__ = ["connect", "Client", "Subscription", "State", "RecoveryLost", "BifrostError", "Position", "Publication"]

@@ -232,6 +232,11 @@ class ClientCore:
             times.append(self.refresh_at)
         return min(times) if times else None
 
+    def deadline_of(self, request_id: int) -> float | None:
+        """When a waiting request times out unless a frame for it arrives first."""
+        request = self._pending.get(request_id)
+        return request.deadline if request else None
+
     def position(self, channel: str) -> Position | None:
         subscription = self._subscriptions.get(channel)
         return subscription.position if subscription else None
@@ -313,8 +318,11 @@ class ClientCore:
         return events
 
     def receive(self, text: str | bytes, now: float) -> list[Event]:
-        """One frame from the server."""
-        frame = orjson.loads(text)
+        """One frame from the server (one that is not a JSON object is ignored)."""
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return []
         if not isinstance(frame, dict):
             return []
         event = frame.get("event")
