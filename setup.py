@@ -61,7 +61,8 @@ setup(
                  "hypothesis>=6"],
     },
     options={"editable_wheel": {"mode": "compat"}},
-    entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main"]},
+    entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main",
+                                      "zbifrost-client = zbifrost.client.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

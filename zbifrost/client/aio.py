@@ -249,15 +249,22 @@ class Client:
     # -- the connection -------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._core.closed:
-            self._set_state(State("connecting"))
-            code, reason, status = await self._connection()
-            if self._core.closed:
-                return
-            self._ws = None
-            delay = self._handle(self._core.connection_lost(code, reason, status))
-            if delay is not None:
-                await asyncio.sleep(delay)
+        try:
+            while not self._core.closed:
+                self._set_state(State("connecting"))
+                code, reason, status = await self._connection()
+                if self._core.closed:
+                    return
+                self._ws = None
+                delay = self._handle(self._core.connection_lost(code, reason, status))
+                if delay is not None:
+                    await asyncio.sleep(delay)
+        except Exception as failed:  # a malformed URL, or a fault of this client: it closes, never hangs
+            if self._first is not None and not self._first.done():
+                self._first.set_exception(failed)
+            else:
+                log.exception("zbifrost.client: the connection loop failed")
+            self._handle(self._core.close())
 
     async def _connection(self) -> tuple[int, str, int | None]:
         """Open one connection and read it to its end: (close code, reason, HTTP status of a refusal)."""
