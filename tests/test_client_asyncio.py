@@ -278,3 +278,19 @@ def test_subscribe_since_a_saved_position_replays_what_followed_it(make_server):
     saved, replayed = yield run(scenario)
     assert saved.offset == 3  # its own publications moved the position on
     assert [(pub.data, pub.offset) for pub in replayed] == [(1, 2), (2, 3)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_origin_refused_at_the_upgrade_closes_for_good_with_its_status(make_server):
+    server = yield make_server()
+
+    async def scenario():
+        states = []
+        with pytest.raises(BifrostError) as caught:
+            async with connect(server.url, origin="http://evil.example", on_state=states.append):
+                pass
+        return caught.value, [str(state) for state in states]
+
+    error, states = yield run(scenario)
+    assert (error.code, error.status) == ("disconnected", 403)
+    assert states == ["connecting", "closed (HTTP 403)"]
