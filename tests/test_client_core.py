@@ -159,6 +159,15 @@ def test_a_refused_subscribe_is_forgotten_and_one_cut_short_is_sent_again():
     assert [frame["channel"] for frame in sent(core)] == ["chat"]
 
 
+def test_frames_not_sent_before_the_connection_was_lost_are_not_sent_on_the_next_one():
+    core = ClientCore()
+    connected(core)
+    core.request("dispatch", {"zKey": "^Ping"}, T0)
+    core.connection_lost(1006, "")
+    connected(core)
+    assert sent(core) == []
+
+
 def test_own_publications_are_skipped_in_order_not_waited_for():
     core = ClientCore()
     connected(core)

@@ -490,6 +490,7 @@ class ClientCore:
 
     def _lost(self, code: int, reason: str, status: int | None) -> list[Event]:
         self.info = None
+        self._outbox.clear()  # frames of the lost connection: their requests fail below
         self.refresh_at = None
         self._refresh_id = None
         events: list[Event] = []
