@@ -290,7 +290,8 @@ class Client:
                 await self._flush()
         except ConnectionClosed:
             pass
-        return ws.close_code or 1006, ws.close_reason or "", None
+        closing = ws.protocol  # websockets 13.0 has close_code and close_reason there only
+        return closing.close_code or 1006, closing.close_reason or "", None
 
     async def _flush(self) -> None:
         ws = self._ws
