@@ -232,8 +232,9 @@ class Client:
     async def _request(self, event: str, fields: dict[str, Any], timeout: float | None = None,
                        on_event: Callback | None = None, on_input: Callback | None = None) -> Any:
         request_id = self._core.request(event, fields, time.time(), timeout)
-        if on_event is not None or on_input is not None:
-            self._callbacks[request_id] = (on_event, on_input)
+        if on_event is None and on_input is None:
+            return await self._wait(request_id)
+        self._callbacks[request_id] = (on_event, on_input)
         try:
             return await self._wait(request_id)
         finally:
@@ -287,7 +288,8 @@ class Client:
         try:
             async for text in ws:
                 self._handle(self._core.receive(text, time.time()))
-                await self._flush()
+                if self._core.has_data_to_send:
+                    await self._flush()
         except ConnectionClosed:
             pass
         closing = ws.protocol  # websockets 13.0 has close_code and close_reason there only
@@ -297,7 +299,7 @@ class Client:
         ws = self._ws
         for frame in self._core.data_to_send():
             if ws is None:
-                return  # what the core queued is sent again, or failed, when the connection is back
+                return  # the connection is gone: the core fails these requests when it hears of it
             try:
                 await ws.send(frame)
             except ConnectionClosed:

@@ -225,6 +225,10 @@ class ClientCore:
         frames, self._outbox = self._outbox, []
         return frames
 
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._outbox)
+
     def next_timer(self) -> float | None:
         """The earliest time at which `handle_timer` has something to do, or None."""
         times = [request.deadline for request in self._pending.values()]
