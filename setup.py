@@ -29,7 +29,8 @@ setup(
     license="MIT",
     author="The zbifrost authors",
     python_requires=">=3.10",
-    packages=["zbifrost", "zbifrost.channels", "zbifrost.events", "zbifrost.zui", "zbifrost.demo", "twisted.plugins"],
+    packages=["zbifrost", "zbifrost.channels", "zbifrost.client", "zbifrost.events", "zbifrost.zui", "zbifrost.demo",
+              "twisted.plugins"],
     package_dir={"zbifrost.demo": "zui"},
     package_data={
         "zbifrost": ["static/*", "py.typed"],
@@ -55,11 +56,15 @@ setup(
     ],
     extras_require={
         "tls": ["twisted[tls]"],
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13", "twisted[tls]", "kosoku>=0.1",
+        # zbifrost.client (the asyncio client, the command line); 13.0's asyncio client fails an assertion on
+        # a refused upgrade instead of reporting its HTTP status
+        "client": ["websockets>=13.1"],
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "websockets>=13.1", "twisted[tls]", "kosoku>=0.1",
                  "hypothesis>=6"],
     },
     options={"editable_wheel": {"mode": "compat"}},
-    entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main"]},
+    entry_points={"console_scripts": ["zbifrost-tokens = zbifrost.tokens:main",
+                                      "zbifrost-client = zbifrost.client.cli:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",
