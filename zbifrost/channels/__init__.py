@@ -63,12 +63,14 @@ DEFAULT_HISTORY = History()
 
 
 class Publication(NamedTuple):
-    """One publish as a broker hands it on: its offset, who sent it, and its encoded `message`
-    event (`message_frame`), made once per process and sent alike to every subscriber."""
+    """One publish as a broker hands it on: its offset, who sent it, its encoded `message`
+    event (`message_frame`), made once per process and sent alike to every subscriber, and the
+    epoch of its channel it was published in."""
 
     offset: int
     sender_id: str
     frame: bytes
+    epoch: str
 
 
 class Stream(NamedTuple):
@@ -108,6 +110,11 @@ class Membership:
 def presence_entry(info: dict[str, str]) -> tuple[str, dict[str, str]]:
     """(client_id, {"user", "role"}): a member's entry in a `presence` reply."""
     return info["client_id"], {"user": info["user"], "role": info["role"]}
+
+
+def unsubscribed_frame(channel: str, reason: str) -> bytes:
+    """The `unsubscribed` event (docs/protocol.md section 6a): the server ended a subscription."""
+    return messages.event_frame("unsubscribed", channel=channel, reason=reason)
 
 
 def message_frame(channel: str, data: Any, sender_id: str, offset: int) -> bytes:

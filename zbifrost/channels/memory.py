@@ -109,7 +109,8 @@ class MemoryBroker:
     def publish(self, name: str, data: Any, sender_id: str, history: History) -> defer.Deferred[dict[str, Any]]:
         channel = self._channel(name)
         channel.offset += 1
-        publication = Publication(channel.offset, sender_id, message_frame(name, data, sender_id, channel.offset))
+        frame = message_frame(name, data, sender_id, channel.offset)
+        publication = Publication(channel.offset, sender_id, frame, channel.epoch)
         if history.size:
             self._keep(name, channel, publication, history)
         delivered = self._handler.handle_publication(name, publication) if self._handler is not None else 0

@@ -6,14 +6,16 @@ through this broker's (`call`).
 Per channel, a hash `zbifrost:meta:<name>` holds its `epoch` and `offset`, and a stream
 `zbifrost:history:<name>` its history, the entry of offset N having the id `N-0`. One Lua script
 publishes atomically: it takes the next offset, XADDs with MAXLEN and sets the stream's expiry
-(the channel's `History`), and PUBLISHes `<offset> <payload>` on `zbifrost:message:<name>`;
+(the channel's `History`), and PUBLISHes `<offset> <epoch> <payload>` on
+`zbifrost:message:<name>`;
 another reads epoch, offset and the entries after an offset at one instant. Each process holds
 one pub/sub connection, PSUBSCRIBEd to every channel (so `subscribe` has nothing to do), and
 hands what arrives to its event handler (`node.Channels`), each publication encoded once.
 Joins and leaves are PUBLISHed as `<client_id> <event>` on `zbifrost:join_leave:<name>`.
 
 Two connections (commands, pub/sub) reconnect with txredisapi's backoff. While either is down,
-every command fails at once with `broker_unavailable` (one log line per outage); once both are
+every command fails at once with `broker_unavailable` (one log line per outage), as does one
+that Redis refuses to write durably now (loading, MISCONF, no replicas, read-only); once both are
 back, the handler is told (`handle_reconnected`), so that subscribers get what was published
 meanwhile (as far as history reaches).
 """
@@ -45,6 +47,9 @@ CONNECT_TIMEOUT = 5  # seconds; also when a broker not reached since start-up co
 
 log = Logger()
 
+# the errors of a Redis that is up but cannot take (or durably keep) a write now: broker_unavailable
+_UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "MASTERDOWN", "READONLY", "NOREPLICAS", "BUSY", "TRYAGAIN")
+
 # KEYS: meta, stream, pub/sub channel; ARGV: a new epoch, the payload, history size, ttl in ms
 _PUBLISH = """
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
@@ -53,8 +58,9 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'm', ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-redis.call('PUBLISH', KEYS[3], offset .. ' ' .. ARGV[2])
-return {redis.call('HGET', KEYS[1], 'epoch'), offset}
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+redis.call('PUBLISH', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[2])
+return {epoch, offset}
 """
 
 # KEYS: meta, stream; ARGV: a new epoch, the epoch asked about (*: any), the offset asked from (-1: none)
@@ -71,10 +77,10 @@ return {epoch, offset, redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')}
 _ANNOUNCE = "redis.call('PUBLISH', KEYS[1], ARGV[1])"
 
 
-def _publication(name: str, offset: int, payload: str) -> Publication:
+def _publication(name: str, offset: int, payload: str, epoch: str) -> Publication:
     """A publication of its payload as Redis holds it (`[sender_id, data]`), encoded."""
     sender_id, data = orjson.loads(payload)
-    return Publication(offset, sender_id, message_frame(name, data, sender_id, offset))
+    return Publication(offset, sender_id, message_frame(name, data, sender_id, offset), epoch)
 
 
 def broker_unavailable() -> messages.RequestError:
@@ -187,8 +193,11 @@ class RedisBroker:
         if connection is None:
             return defer.fail(broker_unavailable())
 
-        def unavailable(failure: Failure) -> None:
-            failure.trap(txredisapi.ConnectionError)
+        def unavailable(failure: Failure) -> Failure:
+            failure.trap(txredisapi.ConnectionError, txredisapi.ResponseError)
+            if isinstance(failure.value, txredisapi.ResponseError) and not str(failure.value).startswith(
+                    _UNAVAILABLE_REPLIES):
+                return failure
             raise broker_unavailable()
 
         return connection.eval(script, keys, args).addErrback(unavailable)
@@ -204,8 +213,8 @@ class RedisBroker:
             handler.handle_join_leave(redis_channel[len(JOIN_LEAVE):], client_id, event.encode("utf-8"))
             return
         name = redis_channel[len(MESSAGES):]
-        offset, payload = message.split(" ", 1)
-        handler.handle_publication(name, _publication(name, int(offset), payload))
+        offset, epoch, payload = message.split(" ", 2)
+        handler.handle_publication(name, _publication(name, int(offset), payload, epoch))
 
     # -- IBroker -------------------------------------------------------------------------
 
@@ -222,7 +231,7 @@ class RedisBroker:
         asked = [ANY_EPOCH if epoch is None else epoch, -1 if since is None else since]
         read = self.call(_READ, [META + name, HISTORY + name], [secrets.token_hex(8), *asked])
         return read.addCallback(lambda found: Stream(found[0], int(found[1]), tuple(
-            _publication(name, int(entry_id.split("-")[0]), fields[1]) for entry_id, fields in found[2])))
+            _publication(name, int(entry_id.split("-")[0]), fields[1], found[0]) for entry_id, fields in found[2])))
 
     def publish(self, name: str, data: Any, sender_id: str, history: History) -> defer.Deferred[dict[str, Any]]:
         payload = orjson.dumps([sender_id, data]).decode("utf-8")
