@@ -38,8 +38,7 @@ class Zbifrost:
     def __init__(self, folder, *args, port=None):
         self.port = port or free_port()
         self.folder = str(folder)
-        log = open(os.path.join(self.folder, f"twistd-{self.port}.log"), "w")
-        with log:
+        with open(os.path.join(self.folder, f"twistd-{self.port}.log"), "w") as log:
             self.process = subprocess.Popen(
                 [*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(self.port), *args], cwd=self.folder,
                 env=dict(os.environ, PYTHONPATH=REPO, TMPDIR=self.folder), stdout=log, stderr=subprocess.STDOUT,
@@ -308,9 +307,9 @@ def check(events, acks):
             last = max(last, offset)
     for ack_epoch, offset, data_id in acks:
         ranges = covered.get(ack_epoch, [[0, None]])  # an epoch it was never told of: all owed
-        if any(first <= offset and (end is None or offset <= end) for first, end in ranges):
-            if received.get(ack_epoch, {}).get(offset) != data_id:
-                counts.lost += 1
+        owed = any(first <= offset and (end is None or offset <= end) for first, end in ranges)
+        if owed and received.get(ack_epoch, {}).get(offset) != data_id:
+            counts.lost += 1
     return counts
 
 

@@ -95,8 +95,7 @@ def test_a_gap_that_history_no_longer_holds_ends_the_subscription_with_insuffici
 def test_a_publication_of_another_epoch_ends_the_subscription_with_insufficient_state():
     broker, channels, alice = subscribed_alice(at=7)
     channels.handle_publication("news", publication(1, epoch="e2"))  # the broker lost its data
-    since, epoch, read = broker.reads.pop()
-    read.callback(Stream("e2", 1))
+    broker.reads.pop()[2].callback(Stream("e2", 1))
     assert alice.frames == [INSUFFICIENT]
 
 
@@ -109,3 +108,19 @@ def test_a_broker_back_after_an_outage_fills_and_one_still_unreachable_ends_the_
     broker.reads.pop()[2].errback(RequestError(BROKER_UNAVAILABLE, "down"))
     channels.handle_publication("news", publication(4))
     assert alice.frames[2:] == [INSUFFICIENT]
+
+
+def test_publications_made_while_a_subscribe_reads_history_come_once_in_order_after_the_reply():
+    broker = AnsweredBroker()
+    channels = Channels(broker, broker)
+    alice = Recorder()
+    replies = []
+    channels.subscribe("news", alice, since=("e1", 1)).addCallback(replies.append)
+    channels.handle_publication("news", publication(3))  # in history too: the read began after it
+    channels.handle_publication("news", publication(4))  # after the read
+    broker.reads.pop()[2].callback(Stream("e1", 3, (publication(2), publication(3))))
+    channels.handle_publication("news", publication(4))  # late on the way: already sent
+    channels.handle_publication("news", publication(5))
+    [reply] = replies
+    assert (reply.recovered, [json.loads(frame)["offset"] for frame in reply.missed]) == (True, [2, 3])
+    assert alice.offsets() == [4, 5]

@@ -32,7 +32,7 @@ def table(request):
         with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
             print()
             for row in [COLUMNS, *rows]:
-                print("| " + " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + " |")
+                print("| " + " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) + " |")
 
 
 @pytest.fixture
