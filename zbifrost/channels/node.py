@@ -27,8 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..messages import RequestError
-from . import (DEFAULT_HISTORY, History, Membership, Publication, Stream, Subscribed, Subscriber,
-               unsubscribed_frame)
+from . import DEFAULT_HISTORY, History, Membership, Publication, Stream, Subscribed, Subscriber, unsubscribed_frame
 from .interfaces import IBroker, IBrokerEventHandler, ILifecycle, IPresence
 
 
@@ -179,11 +178,12 @@ class Channels(service.Service):
         for name in names:
             self._forget(name, subscriber.client_id)
 
-    def publish(self, name: str, data: Any, sender_id: str,
-                history: History = DEFAULT_HISTORY) -> defer.Deferred[dict[str, Any]]:
+    def publish(self, name: str, data: Any, sender_id: str, history: History = DEFAULT_HISTORY,
+                idempotency_key: str | None = None) -> defer.Deferred[dict[str, Any]]:
         """Deliver `data` to every subscriber but `sender_id`, in publish order per channel, and
-        keep it per `history`; fires with `{"epoch", "offset"}` (and `"delivered"`, see IBroker)."""
-        return self.broker.publish(name, data, sender_id, history)
+        keep it per `history`; fires with `{"epoch", "offset"}` (and `"delivered"`, see IBroker),
+        those of the first publish with the same `idempotency_key` when there was one."""
+        return self.broker.publish(name, data, sender_id, history, idempotency_key)
 
     def presence(self, name: str) -> defer.Deferred[dict[str, dict[str, str]]]:
         """Fires with {client_id: {"user", "role"}} of the channel's listed members."""

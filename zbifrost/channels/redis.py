@@ -8,7 +8,10 @@ Per channel, a hash `zbifrost:meta:<name>` holds its `epoch` and `offset`, and a
 publishes atomically: it takes the next offset, XADDs with MAXLEN and sets the stream's expiry
 (the channel's `History`), and PUBLISHes `<offset> <epoch> <payload>` on
 `zbifrost:message:<name>`;
-another reads epoch, offset and the entries after an offset at one instant. Each process holds
+another reads epoch, offset and the entries after an offset at one instant. A publish with an
+`idempotency_key` first looks in the hash `zbifrost:idem:<name>:<key>` (field: the channel name,
+so that names and keys with `:` cannot meet; expires IDEMPOTENCY_WINDOW seconds after it was
+set) for the `<epoch> <offset>` of a publish with that key, and answers it without publishing. Each process holds
 one pub/sub connection, PSUBSCRIBEd to every channel (so `subscribe` has nothing to do), and
 hands what arrives to its event handler (`node.Channels`), each publication encoded once.
 Joins and leaves are PUBLISHed as `<client_id> <event>` on `zbifrost:join_leave:<name>`.
@@ -35,13 +38,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import messages
-from . import History, Publication, Stream, message_frame
+from . import IDEMPOTENCY_WINDOW, History, Publication, Stream, message_frame
 from .interfaces import IBroker, IBrokerEventHandler, ILifecycle
 
 META = "zbifrost:meta:"
 HISTORY = "zbifrost:history:"
 MESSAGES = "zbifrost:message:"
 JOIN_LEAVE = "zbifrost:join_leave:"
+IDEMPOTENCY = "zbifrost:idem:"
 ANY_EPOCH = "*"
 CONNECT_TIMEOUT = 5  # seconds; also when a broker not reached since start-up counts as an outage
 
@@ -50,8 +54,16 @@ log = Logger()
 # the errors of a Redis that is up but cannot take (or durably keep) a write now: broker_unavailable
 _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "MASTERDOWN", "READONLY", "NOREPLICAS", "BUSY", "TRYAGAIN")
 
-# KEYS: meta, stream, pub/sub channel; ARGV: a new epoch, the payload, history size, ttl in ms
+# KEYS: meta, stream, pub/sub channel[, idempotency hash]; ARGV: a new epoch, the payload, history
+# size, ttl in ms[, channel name, idempotency window in s]
 _PUBLISH = """
+if KEYS[4] then
+  local seen = redis.call('HGET', KEYS[4], ARGV[5])
+  if seen then
+    local epoch, offset = string.match(seen, '(%S+) (%d+)')
+    return {epoch, tonumber(offset)}
+  end
+end
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 if tonumber(ARGV[3]) > 0 then
@@ -60,6 +72,10 @@ if tonumber(ARGV[3]) > 0 then
 end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 redis.call('PUBLISH', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[2])
+if KEYS[4] then
+  redis.call('HSET', KEYS[4], ARGV[5], epoch .. ' ' .. offset)
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+end
 return {epoch, offset}
 """
 
@@ -233,10 +249,15 @@ class RedisBroker:
         return read.addCallback(lambda found: Stream(found[0], int(found[1]), tuple(
             _publication(name, int(entry_id.split("-")[0]), fields[1], found[0]) for entry_id, fields in found[2])))
 
-    def publish(self, name: str, data: Any, sender_id: str, history: History) -> defer.Deferred[dict[str, Any]]:
+    def publish(self, name: str, data: Any, sender_id: str, history: History,
+                idempotency_key: str | None = None) -> defer.Deferred[dict[str, Any]]:
         payload = orjson.dumps([sender_id, data]).decode("utf-8")
-        published = self.call(_PUBLISH, [META + name, HISTORY + name, MESSAGES + name],
-                              [secrets.token_hex(8), payload, history.size, max(1, int(history.ttl * 1000))])
+        keys = [META + name, HISTORY + name, MESSAGES + name]
+        args: list[Any] = [secrets.token_hex(8), payload, history.size, max(1, int(history.ttl * 1000))]
+        if idempotency_key is not None:
+            keys.append(f"{IDEMPOTENCY}{name}:{idempotency_key}")
+            args += [name, IDEMPOTENCY_WINDOW]
+        published = self.call(_PUBLISH, keys, args)
         return published.addCallback(lambda found: {"epoch": found[0], "offset": int(found[1])})
 
     def publish_join_leave(self, name: str, client_id: str, frame: bytes) -> defer.Deferred[None]:
