@@ -29,7 +29,7 @@ from .test_core_twistd import REPO, TWISTD, free_port
 
 CHANNEL = "chaos"
 TOKEN = "chaos-admin-token"
-QUIET = 1.0  # seconds without a new message after which a subscriber counts as caught up
+QUIET = 0.5  # seconds without a message after the last one owed, in which a duplicate would show
 
 
 class Zbifrost:
@@ -313,13 +313,17 @@ def check(events, acks):
     return counts
 
 
-def wait_until_caught_up(subscribers, acks, seconds=15):
-    """Wait until every subscriber has been quiet for QUIET seconds after the last ack's offset
-    reached it (or `seconds` passed: the checker then counts what is missing)."""
+def wait_until_caught_up(subscribers, publishers, seconds=20):
+    """Wait until every subscriber has the publishers' last acknowledged offset (of the epoch of
+    their last acknowledgement) and has been quiet for QUIET seconds since, or `seconds` passed
+    (the checker then counts what is missing)."""
+    last_epochs = [publisher.acks[-1][0] for publisher in publishers if publisher.acks]
+    epoch = max(set(last_epochs), key=last_epochs.count)
+    offset = max(ack[1] for publisher in publishers for ack in publisher.acks if ack[0] == epoch)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         now = time.monotonic()
-        if all(subscriber.connection is not None and now - subscriber.last_message > QUIET
+        if all(subscriber.epoch == epoch and subscriber.offset >= offset and now - subscriber.last_message > QUIET
                for subscriber in subscribers):
             return
         time.sleep(0.1)

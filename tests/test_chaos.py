@@ -4,6 +4,7 @@ Every case expects 0 acknowledged publications lost, 0 duplicates, 0 reorderings
 not excused by `recovered: false`; the empty restart of Redis expects `recovered: false`.
 The table of every case is printed at the end of the module."""
 
+import json
 import os
 import shutil
 import signal
@@ -62,7 +63,7 @@ def zbifrost(tmp_path, redis):
         process.stop()
 
 
-def run_case(table, case, fault, subscriber_urls, publisher_urls, api_ports, padding=0, expect_not_recovered=False,
+def run_case(folder, table, case, fault, subscriber_urls, publisher_urls, api_ports, padding=0, expect_not_recovered=False,
              slow=None):
     """Subscribers on `subscriber_urls` (in turn), a WebSocket publisher per `publisher_urls` and one
     API publisher over `api_ports`; `fault(subscribers, publishers)` runs once they all go."""
@@ -85,7 +86,8 @@ def run_case(table, case, fault, subscriber_urls, publisher_urls, api_ports, pad
     for publisher in publishers:
         publisher.stop()
     acks = [ack for publisher in publishers for ack in publisher.acks]
-    wait_until_caught_up(subscribers, acks)
+    assert acks, "nothing was acknowledged"
+    wait_until_caught_up(subscribers, publishers)
     for subscriber in subscribers:
         subscriber.stop()
     counts = {subscriber.name: check(subscriber.events, acks) for subscriber in subscribers}
@@ -94,16 +96,17 @@ def run_case(table, case, fault, subscriber_urls, publisher_urls, api_ports, pad
     reconnects = sum(subscriber.reconnects for subscriber in subscribers)
     table.append((case, len(acks), total["lost"], total["duplicates"], total["reorderings"], total["silent_gaps"],
                   total["not_recovered"], reconnects))
+    with open(os.path.join(str(folder), "events.json"), "w") as dump:  # for a failure's post-mortem
+        json.dump({"acks": acks, "events": {subscriber.name: subscriber.events for subscriber in subscribers}}, dump)
     errors = [error for worker in [*subscribers, *publishers] for error in worker.errors]
     assert not errors, errors
-    assert acks, "nothing was acknowledged"
     assert (total["lost"], total["duplicates"], total["reorderings"], total["silent_gaps"]) == (0, 0, 0, 0), counts
     if expect_not_recovered:
         assert all(found.not_recovered for found in counts.values()), counts
     return subscribers
 
 
-def test_client_connections_cut_without_a_close_frame(table, zbifrost):
+def test_client_connections_cut_without_a_close_frame(tmp_path, table, zbifrost):
     first, second = zbifrost(), zbifrost()
 
     def fault(subscribers, publishers):
@@ -113,11 +116,11 @@ def test_client_connections_cut_without_a_close_frame(table, zbifrost):
                     cut(worker.connection)
             time.sleep(0.5)
 
-    run_case(table, "client connections cut (RST)", fault, [first.url, second.url], [first.url, second.url],
+    run_case(tmp_path, table, "client connections cut (RST)", fault, [first.url, second.url], [first.url, second.url],
              [first.port, second.port])
 
 
-def test_redis_stopped_and_restarted(table, zbifrost, redis):
+def test_redis_stopped_and_restarted(tmp_path, table, zbifrost, redis):
     first, second = zbifrost(), zbifrost()
 
     def fault(subscribers, publishers):
@@ -125,11 +128,11 @@ def test_redis_stopped_and_restarted(table, zbifrost, redis):
         time.sleep(1)
         redis.start()
 
-    run_case(table, "redis stopped, restarted (AOF)", fault, [first.url, second.url], [first.url, second.url],
+    run_case(tmp_path, table, "redis stopped, restarted (AOF)", fault, [first.url, second.url], [first.url, second.url],
              [first.port, second.port])
 
 
-def test_redis_frozen_for_three_seconds(table, zbifrost, redis):
+def test_redis_frozen_for_three_seconds(tmp_path, table, zbifrost, redis):
     first, second = zbifrost(), zbifrost()
 
     def fault(subscribers, publishers):
@@ -137,11 +140,11 @@ def test_redis_frozen_for_three_seconds(table, zbifrost, redis):
         time.sleep(3)
         os.kill(redis.process.pid, signal.SIGCONT)
 
-    run_case(table, "redis frozen 3 s (SIGSTOP)", fault, [first.url, second.url], [first.url, second.url],
+    run_case(tmp_path, table, "redis frozen 3 s (SIGSTOP)", fault, [first.url, second.url], [first.url, second.url],
              [first.port, second.port])
 
 
-def test_redis_killed_and_restarted_empty_says_not_recovered(table, zbifrost, redis):
+def test_redis_killed_and_restarted_empty_says_not_recovered(tmp_path, table, zbifrost, redis):
     first, second = zbifrost(), zbifrost()
 
     def fault(subscribers, publishers):
@@ -151,7 +154,7 @@ def test_redis_killed_and_restarted_empty_says_not_recovered(table, zbifrost, re
         os.mkdir(redis.folder)
         redis.start()
 
-    run_case(table, "redis killed, restarted empty", fault, [first.url, second.url], [first.url, second.url],
+    run_case(tmp_path, table, "redis killed, restarted empty", fault, [first.url, second.url], [first.url, second.url],
              [first.port, second.port], expect_not_recovered=True)
 
 
@@ -175,7 +178,7 @@ def redis_connections_of(pid, redis_port):
     return ports
 
 
-def test_broker_connections_of_one_process_dropped_while_its_clients_stay(table, zbifrost, redis):
+def test_broker_connections_of_one_process_dropped_while_its_clients_stay(tmp_path, table, zbifrost, redis):
     first, second = zbifrost(), zbifrost()
 
     def fault(subscribers, publishers):
@@ -184,23 +187,23 @@ def test_broker_connections_of_one_process_dropped_while_its_clients_stay(table,
         for port in ports:
             assert redis.command("CLIENT", "KILL", f"127.0.0.1:{port}") == "+OK"
 
-    subscribers = run_case(table, "broker connections of one process killed", fault, [first.url],
+    subscribers = run_case(tmp_path, table, "broker connections of one process killed", fault, [first.url],
                            [second.url], [second.port])
     assert not any(subscriber.reconnects for subscriber in subscribers)
 
 
-def test_a_worker_killed_under_two_workers(table, zbifrost):
+def test_a_worker_killed_under_two_workers(tmp_path, table, zbifrost):
     workers = zbifrost("--workers", "2")
     workers.wait_for(lambda health: len(health.get("workers", ())) == 2)
 
     def fault(subscribers, publishers):
         os.kill(workers.health()["workers"][0]["pid"], signal.SIGKILL)
 
-    run_case(table, "a worker SIGKILLed (--workers 2)", fault, [workers.url], [workers.url, workers.url],
+    run_case(tmp_path, table, "a worker SIGKILLed (--workers 2)", fault, [workers.url], [workers.url, workers.url],
              [workers.port])
 
 
-def test_a_slow_subscriber_closed_with_1013_catches_up(table, zbifrost):
+def test_a_slow_subscriber_closed_with_1013_catches_up(tmp_path, table, zbifrost):
     first = zbifrost()
     slow = Subscriber("slow", [first.url], rcvbuf=4096)
 
@@ -209,6 +212,6 @@ def test_a_slow_subscriber_closed_with_1013_catches_up(table, zbifrost):
         time.sleep(6)
         slow.paused.clear()
 
-    run_case(table, "slow subscriber closed with 1013", fault, [first.url], [first.url], [first.port],
+    run_case(tmp_path, table, "slow subscriber closed with 1013", fault, [first.url], [first.url], [first.port],
              padding=65536, slow=slow)
     assert 1013 in slow.close_codes, slow.close_codes
