@@ -63,10 +63,11 @@ def zbifrost(tmp_path, redis):
         process.stop()
 
 
-def run_case(folder, table, case, fault, subscriber_urls, publisher_urls, api_ports, padding=0, expect_not_recovered=False,
-             slow=None):
+def run_case(folder, table, case, fault, subscriber_urls, publisher_urls, api_ports, padding=0,
+             expect_not_recovered=False, slow=None):
     """Subscribers on `subscriber_urls` (in turn), a WebSocket publisher per `publisher_urls` and one
-    API publisher over `api_ports`; `fault(subscribers, publishers)` runs once they all go."""
+    API publisher over `api_ports`; `fault(subscribers, publishers)` runs once they all go. The
+    events and acknowledgements are left in `folder`/events.json."""
     subscribers = [Subscriber(f"s{n}", subscriber_urls[n:] + subscriber_urls[:n]) for n in range(SUBSCRIBERS)]
     if slow is not None:
         subscribers.append(slow)
