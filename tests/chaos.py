@@ -5,7 +5,9 @@ delivery guarantee (docs/protocol.md section 6a).
 A `Subscriber` records every reply, message and `unsubscribed` event of one channel, and after
 any drop (or `insufficient_state`) subscribes again with `since` (as bifrost.js does). A
 `WsPublisher` and an `ApiPublisher` publish numbered data and record every acknowledgement
-(epoch, offset, data id). `check` counts per subscriber: acknowledged publications lost,
+(epoch, offset, data id); a publish that got no acknowledgement (refused, or its connection
+dropped first) is sent again with the same `idempotency_key` until it gets one, so that one
+that had landed is not published twice. `check` counts per subscriber: acknowledged publications lost,
 duplicates, reorderings, gaps not excused by `recovered: false`, and the `recovered: false`
 replies.
 """
@@ -198,29 +200,51 @@ def _data(name, number, padding):
     return {"id": [name, number], "pad": "x" * padding}
 
 
-class WsPublisher(_Worker):
-    """Publishes {"id": [name, n]} through a WebSocket `rate` times a second; `acks` holds
-    (epoch, offset, id) of every acknowledged one, `refused` counts error replies."""
+class _Publisher(_Worker):
+    """Numbers its publishes; `acks` holds (epoch, offset, id) of every acknowledged one,
+    `refused` counts the broker_unavailable answers, `retries` the publishes sent again."""
 
-    def __init__(self, name, urls, rate=30, padding=0):
+    def __init__(self, name, urls, rate):
         super().__init__(name, urls)
         self.interval = 1 / rate
-        self.padding = padding
         self.acks = []
         self.refused = 0
+        self.retries = 0
         self.number = 0
+        self.pending = None  # the number sent and not acknowledged yet
+
+    def next_publish(self):
+        """(number, idempotency key) of the publish to send: the pending one again, or a new one."""
+        if self.pending is None:
+            self.number += 1
+            self.pending = self.number
+        else:
+            self.retries += 1
+        return self.pending, f"{self.name}-{self.pending}"
+
+    def acknowledged(self, result):
+        self.acks.append((result["epoch"], result["offset"], (self.name, self.pending)))
+        self.pending = None
+
+
+class WsPublisher(_Publisher):
+    """Publishes {"id": [name, n]} through a WebSocket `rate` times a second."""
+
+    def __init__(self, name, urls, rate=30, padding=0):
+        super().__init__(name, urls, rate)
+        self.padding = padding
 
     def session(self, connection):
         while not self.stopping.is_set():
-            self.number += 1
-            connection.send(json.dumps({"event": "publish", "channel": CHANNEL, "_requestId": self.number,
-                                        "data": _data(self.name, self.number, self.padding)}))
+            number, key = self.next_publish()
+            connection.send(json.dumps({"event": "publish", "channel": CHANNEL, "_requestId": number,
+                                        "idempotency_key": key, "data": _data(self.name, number, self.padding)}))
             while True:
                 frame = json.loads(connection.recv(timeout=10))
-                if frame.get("_requestId") == self.number:
+                if frame.get("_requestId") == number:
                     break
             if "result" in frame:
-                self.acks.append((frame["result"]["epoch"], frame["result"]["offset"], (self.name, self.number)))
+                self.acknowledged(frame["result"])
             elif frame.get("code") == "broker_unavailable":
                 self.refused += 1
             else:
@@ -228,27 +252,26 @@ class WsPublisher(_Worker):
             time.sleep(self.interval)
 
 
-class ApiPublisher(_Worker):
-    """Publishes like WsPublisher, through `POST /api/publish`."""
+class ApiPublisher(_Publisher):
+    """Publishes like WsPublisher, through `POST /api/publish` (to each of `ports` in turn)."""
 
     def __init__(self, name, ports, rate=30):
-        super().__init__(name, [f"http://127.0.0.1:{port}/api/publish" for port in ports])
-        self.interval = 1 / rate
-        self.acks = []
-        self.refused = 0
+        super().__init__(name, [f"http://127.0.0.1:{port}/api/publish" for port in ports], rate)
 
     def run(self):
-        number = 0
+        sent = 0
         while not self.stopping.is_set():
-            number += 1
-            url = self.urls[number % len(self.urls)]
-            body = json.dumps({"channel": CHANNEL, "data": _data(self.name, number, 0)}).encode()
+            number, key = self.next_publish()
+            sent += 1
+            url = self.urls[sent % len(self.urls)]
+            message = {"channel": CHANNEL, "idempotency_key": key, "data": _data(self.name, number, 0)}
+            body = json.dumps(message).encode()
             request = urllib.request.Request(url, body, {"Authorization": f"Bearer {TOKEN}",
                                                          "Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     result = json.loads(response.read())
-                self.acks.append((result["epoch"], result["offset"], (self.name, number)))
+                self.acknowledged(result)
             except urllib.error.HTTPError as refusal:
                 if refusal.code == 503:
                     self.refused += 1
@@ -277,8 +300,9 @@ def check(events, acks):
     A subscriber covers, in each epoch it was in, the offsets after the one its first reply there
     named, and every offset of an epoch no reply told it of (publishers start once every
     subscriber has its first reply); a `recovered: false` reply excuses the offsets from its last
-    message to the reply's offset (in another epoch: the rest of the old one). Every acknowledged publication in a
-    covered range must have arrived once, with its data, in offset order."""
+    message to the reply's offset (in another epoch: the rest of the old one). Every acknowledged
+    publication in a covered range must have arrived once, with its data, in offset order, and
+    no data twice in one epoch (a publish sent again must not land twice)."""
     counts = Counts()
     received = {}  # epoch -> {offset: id}
     covered = {}  # epoch -> [[first, last or None], ...]
@@ -297,7 +321,7 @@ def check(events, acks):
             _, offset, data_id = event
             counts.received += 1
             seen = received.setdefault(epoch, {})
-            if offset in seen:
+            if offset in seen or data_id in seen.values():  # the same offset, or the same data published twice
                 counts.duplicates += 1
             elif offset < last:
                 counts.reorderings += 1

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 SUBSCRIBERS = 4
 COLUMNS = ("case", "acknowledged", "lost", "duplicates", "reorderings", "silent gaps", "recovered:false",
-           "reconnects")
+           "reconnects", "publishes sent again")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def run_case(folder, table, case, fault, subscriber_urls, publisher_urls, api_po
              for field in ("lost", "duplicates", "reorderings", "silent_gaps", "not_recovered")}
     reconnects = sum(subscriber.reconnects for subscriber in subscribers)
     table.append((case, len(acks), total["lost"], total["duplicates"], total["reorderings"], total["silent_gaps"],
-                  total["not_recovered"], reconnects))
+                  total["not_recovered"], reconnects, sum(publisher.retries for publisher in publishers)))
     with open(os.path.join(str(folder), "events.json"), "w") as dump:  # for a failure's post-mortem
         json.dump({"acks": acks, "events": {subscriber.name: subscriber.events for subscriber in subscribers}}, dump)
     errors = [error for worker in [*subscribers, *publishers] for error in worker.errors]
