@@ -177,10 +177,12 @@ def close_code(payload):
 class RedisServer:
     """A real `redis-server` on a free loopback port, its files in `folder`, without systemd:
     `start()` and `stop()` (blocking; it may start again, same port and data), `url` for --broker,
-    `command(...)` to talk to it directly."""
+    `command(...)` to talk to it directly; `options` are more redis-server arguments."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, *options):
         self.folder = str(folder)
+        self.options = options
+        os.makedirs(self.folder, exist_ok=True)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -190,7 +192,8 @@ class RedisServer:
     def start(self):
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
-             "--save", "", "--appendonly", "yes", "--daemonize", "no"],  # its data survives a restart
+             "--save", "", "--appendonly", "yes", "--daemonize", "no",  # its data survives a restart
+             *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

@@ -19,6 +19,7 @@ from twisted.internet import defer, protocol, reactor
 
 from zbifrost import testing
 from zbifrost.auth import hash_token
+from zbifrost.channels import unsubscribed_frame
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWSER_DIR = os.path.join(HERE, "browser")
@@ -334,6 +335,23 @@ def test_a_tab_that_lost_its_connection_gets_the_missed_messages_and_is_told_it_
     assert probe["recovered"] == [{"channel": "orders", "recovered": True}]
     assert seen["position"]["offset"] == 4
     assert seen["fromSaved"] == {"recovered": True, "replayed": ["first", "mine", "missed 1", "missed 2"]}
+    assert seen["errors"] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_tab_told_insufficient_state_subscribes_again_with_since_and_gets_what_it_missed(make_server):
+    server = yield make_server()
+    hub = server.hub
+    scenario = Scenario.start("insufficient_state", server)
+    yield scenario.step("subscribed")
+    [tab] = [session for session in hub.clients.values() if session.subscriptions and "orders" in session.subscriptions]
+    # in one reactor turn: the server ends the tab's subscription, then publishes while it has none
+    tab.send_frame(unsubscribed_frame("orders", "insufficient_state"))
+    yield hub.channels.unsubscribe("orders", tab)
+    yield hub.publish_from_backend("orders", "missed")
+    seen = yield scenario.result()
+    assert seen["probe"] == {"messages": [{"data": "missed", "offset": 1}],
+                             "recovered": [{"channel": "orders", "recovered": True}]}
     assert seen["errors"] == []
 
 

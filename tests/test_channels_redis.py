@@ -142,3 +142,16 @@ def test_a_twistd_process_and_an_in_process_server_share_channels_through_redis(
         process.terminate()
         output, _ = process.communicate(timeout=20)
     assert "Traceback" not in output
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_publish_that_redis_will_not_write_durably_is_not_acknowledged(make_server, redis_server):
+    server = yield make_server(broker=redis_server.url)
+    alice = yield connect(server.url)
+    assert (yield in_thread(redis_server.command, "CONFIG", "SET", "min-replicas-to-write", "1")) == "+OK"
+    reply = yield alice.request_frame("publish", channel="news", data=1)  # NOREPLICAS: no replica has it
+    assert reply["code"] == "broker_unavailable", reply
+    yield in_thread(redis_server.command, "CONFIG", "SET", "min-replicas-to-write", "0")
+    published = yield alice.request("publish", channel="news", data=2)
+    assert published["offset"] == 1  # the refused one took no offset
+    yield alice.close()

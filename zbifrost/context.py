@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import threadable
 
-from .channels import INVALID_CHANNEL, valid_channel
+from .channels import INVALID_CHANNEL, INVALID_IDEMPOTENCY_KEY, valid_channel, valid_idempotency_key
 from .interfaces import IReactor
 from .messages import JSONValue, RequestId, encode, event_frame
 from .zui.model import Command
@@ -139,20 +139,23 @@ class RequestContext:
         """Send a `display` frame to the asking client (callable from a pool thread)."""
         self._asker.send(event_frame("display", self._asker.request_id, display_event=event, data=data))
 
-    def publish(self, channel: str, data: JSONValue) -> None:
+    def publish(self, channel: str, data: JSONValue, idempotency_key: str | None = None) -> None:
         """Publish `data` on `channel` as the server (`"from": "server"`): past the channel
-        rules, to every subscriber, the asking client included. Callable from a pool thread;
-        returns at once and delivery continues on the reactor. Raises ValueError for a bad
-        channel name and TypeError for data that JSON cannot hold."""
+        rules, to every subscriber, the asking client included; a second publish with the same
+        `idempotency_key` on the channel within 300 s publishes nothing. Callable from a pool
+        thread; returns at once and delivery continues on the reactor. Raises ValueError for a
+        bad channel name or idempotency key and TypeError for data that JSON cannot hold."""
         if not valid_channel(channel):
             raise ValueError(INVALID_CHANNEL)
+        if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
+            raise ValueError(INVALID_IDEMPOTENCY_KEY)
         # checks the data now, and copies it so that a thread may go on changing its own
         data = orjson.loads(encode(data))
         hub = self._asker.session.hub
         if threadable.isInIOThread():
-            _publish_logged(hub, channel, data)
+            _publish_logged(hub, channel, data, idempotency_key)
         else:
-            self.reactor.callFromThread(_publish_logged, hub, channel, data)
+            self.reactor.callFromThread(_publish_logged, hub, channel, data, idempotency_key)
 
     def run_in_thread(self, function: Callable[..., Any], *args: Any, name: str) -> Deferred[Any]:
         """Run a blocking function in the server's fair thread pool (zbifrost.thread_pool) for
@@ -185,7 +188,7 @@ class RequestContext:
         return waiting
 
 
-def _publish_logged(hub: Hub, channel: str, data: JSONValue) -> None:
+def _publish_logged(hub: Hub, channel: str, data: JSONValue, idempotency_key: str | None) -> None:
     """A plugin's publish, whose caller has moved on: a failure is logged, not returned."""
-    hub.publish_from_backend(channel, data).addErrback(
+    hub.publish_from_backend(channel, data, idempotency_key).addErrback(
         lambda failure: log.failure("A plugin's publish on {channel} failed", failure, channel=channel))

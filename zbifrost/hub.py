@@ -118,11 +118,13 @@ class Hub:
         self.zblock = zblock
         self.worker_board: WorkerBoard | None = None  # a worker of --workers: its zbifrost.workers.WorkerBoard
 
-    def publish_from_backend(self, channel: str, data: JSONValue) -> defer.Deferred[JSON]:
+    def publish_from_backend(self, channel: str, data: JSONValue,
+                             idempotency_key: str | None = None) -> defer.Deferred[JSON]:
         """Publish as the trusted backend (plugins, POST /api/publish): past the channel rules,
         to every subscriber, `"from": "server"`. Reactor thread; fires with
-        `{"channel", "epoch", "offset"}`."""
-        published = self.channels.publish(channel, data, SERVER_SENDER, self.channel_rules.history(channel))
+        `{"channel", "epoch", "offset"}` (the first publish's, for a repeated `idempotency_key`)."""
+        published = self.channels.publish(channel, data, SERVER_SENDER, self.channel_rules.history(channel),
+                                          idempotency_key)
         return published.addCallback(lambda found: {"channel": channel, "epoch": found["epoch"],
                                                     "offset": found["offset"]})
 

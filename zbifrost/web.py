@@ -29,7 +29,7 @@ from twisted.web.resource import IResource
 
 from . import __version__, messages
 from .auth import InvalidToken, bearer_token
-from .channels import channel_of
+from .channels import channel_of, idempotency_key_of
 from .channels.interfaces import ILifecycle
 from .interfaces import IConnectionTransport
 from .logs import escape, log_failure_with_id, stdout_is_the_journal
@@ -185,7 +185,7 @@ class Metrics(_StatusPage):
 
 class PublishApi(resource.Resource):
     """`POST /api/publish` (docs/protocol.md section 6): a backend program with a token whose role is
-    in `api_roles` publishes `{"channel", "data"}` as the server."""
+    in `api_roles` publishes `{"channel", "data"}` (and an optional `idempotency_key`) as the server."""
 
     isLeaf = True
 
@@ -210,7 +210,7 @@ class PublishApi(resource.Resource):
         if identity.role not in hub.config.api_roles:
             return _api_error(request, 403, f"Role {identity.role!r} may not publish through the API")
         try:
-            channel, data = _publish_body(request.content.getvalue())
+            channel, data, idempotency_key = _publish_body(request.content.getvalue())
         except messages.RequestError as err:
             return _api_error(request, 400, err.message)
 
@@ -234,7 +234,7 @@ class PublishApi(resource.Resource):
                 request.write(_api_error(request, 500, f"The publish failed (error id {error_id})"))
                 request.finish()
 
-        hub.publish_from_backend(channel, data).addCallbacks(published, failed)
+        hub.publish_from_backend(channel, data, idempotency_key).addCallbacks(published, failed)
         return server.NOT_DONE_YET
 
 
@@ -243,8 +243,8 @@ def _api_error(request: server.Request, status: int, text: str) -> bytes:
     return orjson.dumps({"error": text})
 
 
-def _publish_body(body: bytes) -> tuple[str, JSONValue]:
-    """(channel, data) of a publish request's body, or RequestError with the problem."""
+def _publish_body(body: bytes) -> tuple[str, JSONValue, str | None]:
+    """(channel, data, idempotency_key) of a publish request's body, or RequestError with the problem."""
     try:
         message = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -252,8 +252,9 @@ def _publish_body(body: bytes) -> tuple[str, JSONValue]:
     if type(message) is not dict or "data" not in message:
         raise messages.RequestError(messages.MISSING_FIELD, 'The body must be {"channel": ..., "data": ...}')
     channel = channel_of(message)
+    idempotency_key = idempotency_key_of(message)
     messages.check_depth(message, body)
-    return channel, message["data"]
+    return channel, message["data"], idempotency_key
 
 
 class Root(resource.Resource):

@@ -474,6 +474,25 @@ const scenarios = {
       fromSaved, errors: page.errors};
   },
 
+  // The server ends a subscription with `insufficient_state`: the tab subscribes again at once
+  // with `since`, gets what was published meanwhile and is told whether it recovered.
+  async insufficient_state(context) {
+    const page = await openDemo(context);
+    await page.evaluate(async () => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const probe = window.probe = {messages: [], recovered: []};
+      const client = window.client = new BifrostClient(undefined, {hooks: {
+        onRecovered: (channel, recovered) => probe.recovered.push({channel, recovered}),
+      }});
+      await client.connect();
+      await client.subscribe('orders', (data, from, offset) => probe.messages.push({data, offset}));
+    });
+    say({step: 'subscribed'});
+    await page.waitForFunction(() => window.probe.recovered.length >= 1 && window.probe.messages.length >= 1,
+      null, {timeout: WAIT_MS});
+    return {probe: await page.evaluate(() => window.probe), errors: page.errors};
+  },
+
   // Two tabs talk through the channel panel: each sees the other's message under the other's
   // client id, and its own as "you".
   async channel_talk(context) {

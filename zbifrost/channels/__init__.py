@@ -8,7 +8,8 @@ and `rules` (who may do what where). A subscriber is anything with `client_id`,
 `send_frame(bytes)` (now) and `deliver(bytes)` (the fan-out of a publication, a join or a
 leave: goes out from the end of the reactor turn on).
 Channel names are checked here, by `valid_channel` alone, wherever they come from (client
-events, `ctx.publish`, `POST /api/publish`), with one error text (`INVALID_CHANNEL`).
+events, `ctx.publish`, `POST /api/publish`), with one error text (`INVALID_CHANNEL`); so are
+the `idempotency_key`s of publishes (`idempotency_key_of`, docs/protocol.md section 6a).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from .. import messages
 CHANNEL_CHARACTERS = r"A-Za-z0-9_\-.:/@|+="  # @|+= for user:<name> (1.2)
 CHANNEL_NAME = re.compile(f"[{CHANNEL_CHARACTERS}]{{1,128}}")
 INVALID_CHANNEL = "Invalid field 'channel': 1-128 characters of letters, digits and _-.:/@|+="
+IDEMPOTENCY_KEY = re.compile(f"[{CHANNEL_CHARACTERS}]{{1,64}}")
+INVALID_IDEMPOTENCY_KEY = "Invalid field 'idempotency_key': 1-64 characters of letters, digits and _-.:/@|+="
+IDEMPOTENCY_WINDOW = 300  # seconds in which a publish's idempotency_key answers again what it published
 MAX_SUBSCRIPTIONS_PER_CLIENT = 1000
 SERVER_SENDER = "server"  # the `from` of messages published by the backend
 
@@ -38,6 +42,19 @@ def channel_of(message: dict[str, Any]) -> str:
     if not valid_channel(channel):
         raise messages.RequestError(messages.MISSING_FIELD, INVALID_CHANNEL)
     return channel
+
+
+def valid_idempotency_key(key: object) -> TypeGuard[str]:
+    """True for an `idempotency_key` (docs/protocol.md section 6a), matched in full."""
+    return type(key) is str and IDEMPOTENCY_KEY.fullmatch(key) is not None
+
+
+def idempotency_key_of(message: dict[str, Any]) -> str | None:
+    """The optional `idempotency_key` of a publish event or API body, or RequestError(missing_field)."""
+    key = message.get("idempotency_key")
+    if key is not None and not valid_idempotency_key(key):
+        raise messages.RequestError(messages.MISSING_FIELD, INVALID_IDEMPOTENCY_KEY)
+    return key
 
 
 class Subscriber(Protocol):
@@ -63,12 +80,14 @@ DEFAULT_HISTORY = History()
 
 
 class Publication(NamedTuple):
-    """One publish as a broker hands it on: its offset, who sent it, and its encoded `message`
-    event (`message_frame`), made once per process and sent alike to every subscriber."""
+    """One publish as a broker hands it on: its offset, who sent it, its encoded `message`
+    event (`message_frame`), made once per process and sent alike to every subscriber, and the
+    epoch of its channel it was published in."""
 
     offset: int
     sender_id: str
     frame: bytes
+    epoch: str
 
 
 class Stream(NamedTuple):
@@ -108,6 +127,11 @@ class Membership:
 def presence_entry(info: dict[str, str]) -> tuple[str, dict[str, str]]:
     """(client_id, {"user", "role"}): a member's entry in a `presence` reply."""
     return info["client_id"], {"user": info["user"], "role": info["role"]}
+
+
+def unsubscribed_frame(channel: str, reason: str) -> bytes:
+    """The `unsubscribed` event (docs/protocol.md section 6a): the server ended a subscription."""
+    return messages.event_frame("unsubscribed", channel=channel, reason=reason)
 
 
 def message_frame(channel: str, data: Any, sender_id: str, offset: int) -> bytes:

@@ -47,10 +47,13 @@ class IBroker(Interface):
     def unsubscribe(channel: str) -> None:
         """This process has no subscriber of `channel` any more."""
 
-    def publish(channel: str, data: Any, sender_id: str, history: History) -> Deferred[dict[str, Any]]:
+    def publish(channel: str, data: Any, sender_id: str, history: History,
+                idempotency_key: str | None) -> Deferred[dict[str, Any]]:
         """Give `data` the channel's next offset, keep it per `history` and hand it to the
         handler of every process; fires with `{"epoch", "offset"}`, plus `"delivered"` (the
-        subscribers reached) from a broker that delivers before it answers."""
+        subscribers reached) from a broker that delivers before it answers. With an
+        `idempotency_key` already used on the channel within IDEMPOTENCY_WINDOW seconds (by
+        any process), publishes nothing and fires with what that publish fired with."""
 
     def history(channel: str, since: int | None, epoch: str | None) -> Deferred[Stream]:
         """The channel's epoch and latest offset, with the kept publications after offset

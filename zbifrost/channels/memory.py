@@ -6,7 +6,8 @@ History keeps each channel's last publications (with their encoded frames, sent 
 are on recovery), within the channel's `History` and within one cap on the bytes of all
 history (`history_max_bytes`): past it, the oldest messages of the channel published to
 least recently go first. A channel with neither subscribers nor history keeps only its epoch
-and offset, for the last MAX_IDLE_CHANNELS such channels. Every method answers at once (with
+and offset, for the last MAX_IDLE_CHANNELS such channels. The answers of publishes with an
+`idempotency_key` are kept IDEMPOTENCY_WINDOW seconds on the reactor's clock. Every method answers at once (with
 an already-fired Deferred) and touches no timer; expiry is checked when history is read and,
 for the least recently published channels, on each publish. A publish, a join and a leave are
 handed to the event handler before the method returns. Presence is exact and local.
@@ -22,7 +23,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from . import History, Publication, Stream, message_frame, presence_entry
+from . import IDEMPOTENCY_WINDOW, History, Publication, Stream, message_frame, presence_entry
 from .interfaces import IBroker, IBrokerEventHandler, IPresence
 
 MAX_IDLE_CHANNELS = 100_000
@@ -53,6 +54,8 @@ class MemoryBroker:
         self._channels: dict[str, _Channel] = {}
         self._by_last_publish: OrderedDict[str, _Channel] = OrderedDict()  # the ones holding history
         self._idle: OrderedDict[str, None] = OrderedDict()  # names of channels with neither subscribers nor history
+        # (channel, idempotency_key) -> (when it expires, what the publish answered), oldest first
+        self._answered: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
 
     def attach(self, handler: IBrokerEventHandler) -> None:
         self._handler = handler
@@ -106,15 +109,25 @@ class MemoryBroker:
         publications = tuple(publication for publication in channel.history if publication.offset > since)
         return defer.succeed(Stream(channel.epoch, channel.offset, publications))
 
-    def publish(self, name: str, data: Any, sender_id: str, history: History) -> defer.Deferred[dict[str, Any]]:
+    def publish(self, name: str, data: Any, sender_id: str, history: History,
+                idempotency_key: str | None = None) -> defer.Deferred[dict[str, Any]]:
+        now = self.clock.seconds()
+        while self._answered and next(iter(self._answered.values()))[0] <= now:
+            self._answered.popitem(last=False)
+        if idempotency_key is not None and (name, idempotency_key) in self._answered:
+            return defer.succeed(dict(self._answered[name, idempotency_key][1]))
         channel = self._channel(name)
         channel.offset += 1
-        publication = Publication(channel.offset, sender_id, message_frame(name, data, sender_id, channel.offset))
+        frame = message_frame(name, data, sender_id, channel.offset)
+        publication = Publication(channel.offset, sender_id, frame, channel.epoch)
         if history.size:
             self._keep(name, channel, publication, history)
         delivered = self._handler.handle_publication(name, publication) if self._handler is not None else 0
         self._settle(name, channel)
-        return defer.succeed({"epoch": channel.epoch, "offset": channel.offset, "delivered": delivered})
+        published = {"epoch": channel.epoch, "offset": channel.offset, "delivered": delivered}
+        if idempotency_key is not None:
+            self._answered[name, idempotency_key] = (now + IDEMPOTENCY_WINDOW, dict(published))
+        return defer.succeed(published)
 
     def publish_join_leave(self, name: str, client_id: str, frame: bytes) -> defer.Deferred[None]:
         if self._handler is not None:

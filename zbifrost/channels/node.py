@@ -7,9 +7,14 @@ and it starts, stops and asks after those that have an `ILifecycle`.
 
 A publication is encoded once, by the broker, and goes to each live subscriber through its
 `deliver` (batched per reactor turn). A subscriber whose history read is under way (its
-subscribe, a catch-up) is held: what arrives meanwhile waits for the read, then goes out after
-its reply, in order, each offset once. Nothing here knows Redis, frames beyond their bytes, or
-who may subscribe (`rules`).
+subscribe, a fill) is held: what arrives meanwhile waits for the read, then goes out after
+its reply, in order, each offset once. A publication that is not the next offset of the
+channel's epoch (one was lost on the way: the broker's connection dropped), or a broker that
+comes back after an outage, makes the channel fill the gap from history for its subscribers
+before anything later; when history cannot (it no longer reaches back, or the epoch changed),
+they get `unsubscribed` with reason `insufficient_state` (docs/protocol.md section 6a) and
+their subscription ends. Nothing here knows Redis, frames beyond their bytes, or who may
+subscribe (`rules`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..messages import RequestError
-from . import DEFAULT_HISTORY, History, Membership, Publication, Stream, Subscribed, Subscriber
+from . import DEFAULT_HISTORY, History, Membership, Publication, Stream, Subscribed, Subscriber, unsubscribed_frame
 from .interfaces import IBroker, IBrokerEventHandler, ILifecycle, IPresence
 
 
@@ -41,15 +46,16 @@ class _Held:
 
 class _Channel:
     """A channel with subscribers in this process. Each `subscribers` one (live, in subscription
-    order) has every publication up to `offset` and gets each later one as it arrives."""
+    order) has every publication of `epoch` up to `offset` and gets each later one as it arrives."""
 
-    __slots__ = ("subscribers", "held", "members", "offset")
+    __slots__ = ("subscribers", "held", "members", "offset", "epoch")
 
     def __init__(self) -> None:
         self.subscribers: dict[str, Subscriber] = {}
         self.held: dict[str, _Held] = {}
         self.members: dict[str, Membership] = {}  # of the subscribers that joined with one
         self.offset = 0
+        self.epoch: str | None = None  # known once a history read answered
 
 
 def _recovery(since: tuple[str, int] | None, stream: Stream) -> Subscribed:
@@ -143,6 +149,10 @@ class Channels(service.Service):
             return self._join(name, channel, client_id, membership).addCallback(lambda _: stream)
 
         def found(stream: Stream) -> None:
+            if current() and stream.epoch != channel.epoch:
+                if channel.epoch is not None:  # the others have an epoch that is gone
+                    self._end_all(name, channel, keep=held)
+                channel.epoch, channel.offset = stream.epoch, 0
             result.callback(_recovery(since, stream))  # the reply and the missed publications go out now
             if current():
                 self._release(channel, held, (), stream.offset)
@@ -168,11 +178,12 @@ class Channels(service.Service):
         for name in names:
             self._forget(name, subscriber.client_id)
 
-    def publish(self, name: str, data: Any, sender_id: str,
-                history: History = DEFAULT_HISTORY) -> defer.Deferred[dict[str, Any]]:
+    def publish(self, name: str, data: Any, sender_id: str, history: History = DEFAULT_HISTORY,
+                idempotency_key: str | None = None) -> defer.Deferred[dict[str, Any]]:
         """Deliver `data` to every subscriber but `sender_id`, in publish order per channel, and
-        keep it per `history`; fires with `{"epoch", "offset"}` (and `"delivered"`, see IBroker)."""
-        return self.broker.publish(name, data, sender_id, history)
+        keep it per `history`; fires with `{"epoch", "offset"}` (and `"delivered"`, see IBroker),
+        those of the first publish with the same `idempotency_key` when there was one."""
+        return self.broker.publish(name, data, sender_id, history, idempotency_key)
 
     def presence(self, name: str) -> defer.Deferred[dict[str, dict[str, str]]]:
         """Fires with {client_id: {"user", "role"}} of the channel's listed members."""
@@ -184,9 +195,11 @@ class Channels(service.Service):
         subscribed = self._channels.get(channel)
         if subscribed is None:
             return 0
-        offset, sender_id, frame = publication
+        offset, sender_id, frame, epoch = publication
         delivered = 0
-        if offset > subscribed.offset:  # else every live subscriber has it already
+        if subscribed.subscribers and (epoch != subscribed.epoch or offset > subscribed.offset + 1):
+            self._fill(channel, subscribed)  # one or more were lost on the way: this one waits
+        elif offset > subscribed.offset:  # else every live subscriber has it already
             subscribed.offset = offset
             for client_id, subscriber in list(subscribed.subscribers.items()):
                 if client_id != sender_id and subscriber.deliver(frame):
@@ -208,7 +221,7 @@ class Channels(service.Service):
 
     def handle_reconnected(self) -> None:
         for name, channel in list(self._channels.items()):
-            self._catch_up(name, channel)
+            self._fill(name, channel)
 
     # -- holding and releasing -------------------------------------------------------------
 
@@ -234,7 +247,7 @@ class Channels(service.Service):
         floor = max(floor, held.floor)
         kept, held.buffer = held.buffer or [], None
         for publication in sorted((*publications, *kept)):
-            if publication.offset > floor:
+            if publication.offset > floor and publication.epoch == channel.epoch:
                 floor = publication.offset
                 if publication.sender_id != client_id:
                     subscriber.send_frame(publication.frame)
@@ -244,34 +257,53 @@ class Channels(service.Service):
             del channel.held[client_id]
             channel.subscribers[client_id] = subscriber
 
-    def _catch_up(self, name: str, channel: _Channel) -> None:
-        """After a broker outage: send the channel's subscribers here what they missed, as far
-        as its history reaches, before what arrives live meanwhile (those whose subscribe is
-        still being read get it from that read)."""
-        since = channel.offset
-        catching_up = [held for held in channel.held.values() if held.buffer is None]
-        for held in catching_up:
+    def _fill(self, name: str, channel: _Channel) -> None:
+        """Send the channel's subscribers here what they missed after `channel.offset` (a gap
+        in the offsets received, or a broker outage), from history, before anything later (those
+        whose subscribe is still being read get it from that read); when history cannot, end
+        their subscriptions with `insufficient_state`."""
+        since, epoch = channel.offset, channel.epoch
+        filling = [held for held in channel.held.values() if held.buffer is None]
+        for held in filling:
             held.buffer = []
         for client_id, subscriber in channel.subscribers.items():
             held = channel.held[client_id] = _Held(subscriber, since)
-            catching_up.append(held)
+            filling.append(held)
         channel.subscribers.clear()
-        if not catching_up:
+        if not filling:
             return
 
-        def lost(failure: Failure) -> tuple[Publication, ...]:
+        def found(stream: Stream) -> None:
+            complete = (stream.epoch == epoch == channel.epoch and since <= stream.offset
+                        and len(stream.publications) == stream.offset - since)
+            if complete and stream.publications:
+                channel.offset = max(channel.offset, stream.publications[-1].offset)
+            for held in filling:
+                if channel.held.get(held.subscriber.client_id) is not held:
+                    continue  # unsubscribed or subscribed again meanwhile
+                if complete:
+                    self._release(channel, held, stream.publications, since)
+                else:
+                    self._end(name, held.subscriber)
+
+        def lost(failure: Failure) -> Stream:
             failure.trap(RequestError)
-            return ()  # lost again: live publications only
+            return Stream("", -1)  # unknown: ends them (they subscribe again with `since`)
 
-        def release(publications: tuple[Publication, ...]) -> None:
-            if publications:
-                channel.offset = max(channel.offset, publications[-1].offset)
-            for held in catching_up:
-                if channel.held.get(held.subscriber.client_id) is held:
-                    self._release(channel, held, publications, since)
+        self.broker.history(name, since, epoch).addErrback(lost).addCallback(found)
 
-        read = self.broker.history(name, since, None).addCallback(lambda stream: stream.publications)
-        read.addErrback(lost).addCallback(release)
+    def _end(self, name: str, subscriber: Subscriber) -> None:
+        """End a subscription that cannot be kept whole: `unsubscribed`, `insufficient_state`."""
+        subscriber.deliver(unsubscribed_frame(name, "insufficient_state"))
+        self._forget(name, subscriber.client_id)
+
+    def _end_all(self, name: str, channel: _Channel, keep: _Held) -> None:
+        """End the subscriptions of the channel's epoch that is gone, but `keep`'s and those whose
+        subscribe is still being read (their read tells)."""
+        ending = [*channel.subscribers.values(), *(held.subscriber for held in channel.held.values()
+                                                   if held is not keep and held.buffer is None)]
+        for subscriber in ending:
+            self._end(name, subscriber)
 
     # -- membership ------------------------------------------------------------------------
 

@@ -6,14 +6,19 @@ through this broker's (`call`).
 Per channel, a hash `zbifrost:meta:<name>` holds its `epoch` and `offset`, and a stream
 `zbifrost:history:<name>` its history, the entry of offset N having the id `N-0`. One Lua script
 publishes atomically: it takes the next offset, XADDs with MAXLEN and sets the stream's expiry
-(the channel's `History`), and PUBLISHes `<offset> <payload>` on `zbifrost:message:<name>`;
-another reads epoch, offset and the entries after an offset at one instant. Each process holds
+(the channel's `History`), and PUBLISHes `<offset> <epoch> <payload>` on
+`zbifrost:message:<name>`;
+another reads epoch, offset and the entries after an offset at one instant. A publish with an
+`idempotency_key` first looks in the hash `zbifrost:idem:<name>:<key>` (field: the channel name,
+so that names and keys with `:` cannot meet; expires IDEMPOTENCY_WINDOW seconds after it was
+set) for the `<epoch> <offset>` of a publish with that key, and answers it without publishing. Each process holds
 one pub/sub connection, PSUBSCRIBEd to every channel (so `subscribe` has nothing to do), and
 hands what arrives to its event handler (`node.Channels`), each publication encoded once.
 Joins and leaves are PUBLISHed as `<client_id> <event>` on `zbifrost:join_leave:<name>`.
 
 Two connections (commands, pub/sub) reconnect with txredisapi's backoff. While either is down,
-every command fails at once with `broker_unavailable` (one log line per outage); once both are
+every command fails at once with `broker_unavailable` (one log line per outage), as does one
+that Redis refuses to write durably now (loading, MISCONF, no replicas, read-only); once both are
 back, the handler is told (`handle_reconnected`), so that subscribers get what was published
 meanwhile (as far as history reaches).
 """
@@ -33,28 +38,45 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import messages
-from . import History, Publication, Stream, message_frame
+from . import IDEMPOTENCY_WINDOW, History, Publication, Stream, message_frame
 from .interfaces import IBroker, IBrokerEventHandler, ILifecycle
 
 META = "zbifrost:meta:"
 HISTORY = "zbifrost:history:"
 MESSAGES = "zbifrost:message:"
 JOIN_LEAVE = "zbifrost:join_leave:"
+IDEMPOTENCY = "zbifrost:idem:"
 ANY_EPOCH = "*"
 CONNECT_TIMEOUT = 5  # seconds; also when a broker not reached since start-up counts as an outage
 
 log = Logger()
 
-# KEYS: meta, stream, pub/sub channel; ARGV: a new epoch, the payload, history size, ttl in ms
+# the errors of a Redis that is up but cannot take (or durably keep) a write now: broker_unavailable
+_UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "MASTERDOWN", "READONLY", "NOREPLICAS", "BUSY", "TRYAGAIN")
+
+# KEYS: meta, stream, pub/sub channel[, idempotency hash]; ARGV: a new epoch, the payload, history
+# size, ttl in ms[, channel name, idempotency window in s]
 _PUBLISH = """
+if KEYS[4] then
+  local seen = redis.call('HGET', KEYS[4], ARGV[5])
+  if seen then
+    local epoch, offset = string.match(seen, '(%S+) (%d+)')
+    return {epoch, tonumber(offset)}
+  end
+end
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 if tonumber(ARGV[3]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'm', ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-redis.call('PUBLISH', KEYS[3], offset .. ' ' .. ARGV[2])
-return {redis.call('HGET', KEYS[1], 'epoch'), offset}
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+redis.call('PUBLISH', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[2])
+if KEYS[4] then
+  redis.call('HSET', KEYS[4], ARGV[5], epoch .. ' ' .. offset)
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+end
+return {epoch, offset}
 """
 
 # KEYS: meta, stream; ARGV: a new epoch, the epoch asked about (*: any), the offset asked from (-1: none)
@@ -71,10 +93,10 @@ return {epoch, offset, redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')}
 _ANNOUNCE = "redis.call('PUBLISH', KEYS[1], ARGV[1])"
 
 
-def _publication(name: str, offset: int, payload: str) -> Publication:
+def _publication(name: str, offset: int, payload: str, epoch: str) -> Publication:
     """A publication of its payload as Redis holds it (`[sender_id, data]`), encoded."""
     sender_id, data = orjson.loads(payload)
-    return Publication(offset, sender_id, message_frame(name, data, sender_id, offset))
+    return Publication(offset, sender_id, message_frame(name, data, sender_id, offset), epoch)
 
 
 def broker_unavailable() -> messages.RequestError:
@@ -187,8 +209,11 @@ class RedisBroker:
         if connection is None:
             return defer.fail(broker_unavailable())
 
-        def unavailable(failure: Failure) -> None:
-            failure.trap(txredisapi.ConnectionError)
+        def unavailable(failure: Failure) -> Failure:
+            failure.trap(txredisapi.ConnectionError, txredisapi.ResponseError)
+            if isinstance(failure.value, txredisapi.ResponseError) and not str(failure.value).startswith(
+                    _UNAVAILABLE_REPLIES):
+                return failure
             raise broker_unavailable()
 
         return connection.eval(script, keys, args).addErrback(unavailable)
@@ -204,8 +229,8 @@ class RedisBroker:
             handler.handle_join_leave(redis_channel[len(JOIN_LEAVE):], client_id, event.encode("utf-8"))
             return
         name = redis_channel[len(MESSAGES):]
-        offset, payload = message.split(" ", 1)
-        handler.handle_publication(name, _publication(name, int(offset), payload))
+        offset, epoch, payload = message.split(" ", 2)
+        handler.handle_publication(name, _publication(name, int(offset), payload, epoch))
 
     # -- IBroker -------------------------------------------------------------------------
 
@@ -222,12 +247,17 @@ class RedisBroker:
         asked = [ANY_EPOCH if epoch is None else epoch, -1 if since is None else since]
         read = self.call(_READ, [META + name, HISTORY + name], [secrets.token_hex(8), *asked])
         return read.addCallback(lambda found: Stream(found[0], int(found[1]), tuple(
-            _publication(name, int(entry_id.split("-")[0]), fields[1]) for entry_id, fields in found[2])))
+            _publication(name, int(entry_id.split("-")[0]), fields[1], found[0]) for entry_id, fields in found[2])))
 
-    def publish(self, name: str, data: Any, sender_id: str, history: History) -> defer.Deferred[dict[str, Any]]:
+    def publish(self, name: str, data: Any, sender_id: str, history: History,
+                idempotency_key: str | None = None) -> defer.Deferred[dict[str, Any]]:
         payload = orjson.dumps([sender_id, data]).decode("utf-8")
-        published = self.call(_PUBLISH, [META + name, HISTORY + name, MESSAGES + name],
-                              [secrets.token_hex(8), payload, history.size, max(1, int(history.ttl * 1000))])
+        keys = [META + name, HISTORY + name, MESSAGES + name]
+        args: list[Any] = [secrets.token_hex(8), payload, history.size, max(1, int(history.ttl * 1000))]
+        if idempotency_key is not None:
+            keys.append(f"{IDEMPOTENCY}{name}:{idempotency_key}")
+            args += [name, IDEMPOTENCY_WINDOW]
+        published = self.call(_PUBLISH, keys, args)
         return published.addCallback(lambda found: {"epoch": found[0], "offset": int(found[1])})
 
     def publish_join_leave(self, name: str, client_id: str, frame: bytes) -> defer.Deferred[None]:

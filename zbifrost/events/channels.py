@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 
 from .. import messages
-from ..channels import MAX_SUBSCRIPTIONS_PER_CLIENT, channel_of
+from ..channels import MAX_SUBSCRIPTIONS_PER_CLIENT, channel_of, idempotency_key_of
 from ..messages import FORBIDDEN, JSON, MISSING_FIELD, NO_REPLY, NOT_AVAILABLE, RequestError, RequestId
 
 if TYPE_CHECKING:
@@ -84,10 +84,12 @@ def publish(session: Session, message: JSON, request_id: RequestId) -> Deferred[
     channel = channel_of(message)
     if "data" not in message:
         raise RequestError(MISSING_FIELD, "Missing field 'data'")
+    idempotency_key = idempotency_key_of(message)
     rules = session.hub.channel_rules
     if not rules.may_publish(channel, session.identity["role"]):
         raise _forbidden("publish", channel)
-    publishing = session.hub.channels.publish(channel, message["data"], session.client_id, rules.history(channel))
+    publishing = session.hub.channels.publish(channel, message["data"], session.client_id, rules.history(channel),
+                                              idempotency_key)
     return publishing.addCallback(lambda published: dict(channel=channel, **published))
 
 

@@ -16,7 +16,8 @@
 // requestId); onDisplay(frame, requestId); onInput(input_request frame) returns (or resolves
 // to) the value sent back as input_response, or undefined to send nothing;
 // onServerShutdown(); onMessage(frame) for every frame received; onRecovered(channel,
-// recovered, result) after each re-subscribe of a reconnection: `recovered` false means
+// recovered, result) after each re-subscribe of a reconnection (or of an `unsubscribed` with
+// reason `insufficient_state`, when the server could not keep a subscription whole): `recovered` false means
 // messages were lost (the page should reload what it shows from the channel); onJoin(channel,
 // info) and onLeave(channel, info) when another client subscribes to or leaves a channel whose
 // rule turns join_leave on (info: {client_id, user, role}).
@@ -216,6 +217,16 @@ export class BifrostClient {
     return result;
   }
 
+  // The server ended a subscription it could not keep whole (`insufficient_state`, section
+  // 6a): subscribe again at once with `since`, so that the reply tells (onRecovered) whether
+  // anything was lost.
+  _unsubscribed(msg) {
+    if (msg.reason !== 'insufficient_state' || !this._channels.has(msg.channel)) return;
+    this._subscribe(msg.channel).then(
+      (result) => this.hooks.onRecovered?.(msg.channel, result.recovered, result),
+      () => {}); // a failure leaves it unsubscribed, as after a reconnection
+  }
+
   // -- the socket ------------------------------------------------------------------------
 
   _open() {
@@ -269,6 +280,7 @@ export class BifrostClient {
         for (const handler of this._channels.get(msg.channel) || []) handler(msg.data, msg.from, msg.offset);
         return;
       }
+      case 'unsubscribed': return this._unsubscribed(msg);
       case 'join': return this.hooks.onJoin?.(msg.channel, msg.info);
       case 'leave': return this.hooks.onLeave?.(msg.channel, msg.info);
       case 'server_shutdown': return this.hooks.onServerShutdown?.();

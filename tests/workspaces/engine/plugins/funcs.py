@@ -105,3 +105,13 @@ async def announce_on_reactor(channel, ctx):
 
 def announce_badly(ctx):
     ctx.publish("bad name!", 1)
+
+
+async def announce_once(channel, ctx):
+    """ctx.publish with an idempotency key: however often it runs, one message."""
+    ctx.publish(channel, "once", idempotency_key="announce-once")
+    return {"announced": channel}
+
+
+def announce_with_a_bad_key(ctx):
+    ctx.publish("news", 1, idempotency_key="no spaces allowed")
