@@ -177,27 +177,30 @@ def close_code(payload):
 class RedisServer:
     """A real `redis-server` on a free loopback port, its files in `folder`, without systemd:
     `start()` and `stop()` (blocking; it may start again, same port and data), `url` for --broker,
-    `command(...)` to talk to it directly."""
+    `command(...)` to talk to it directly. With `password`, it requires that password
+    (`requirepass`); `args` are more redis-server options."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, password=None, args=()):
         self.folder = str(folder)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        self.args = [*args, *(["--requirepass", password] if password else [])]
         self.process = None
 
     def start(self):
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
-             "--save", "", "--appendonly", "yes", "--daemonize", "no"],  # its data survives a restart
+             "--save", "", "--appendonly", "yes", "--daemonize", "no", *self.args],  # its data survives a restart
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as ready:
                     ready.sendall(b"PING\r\n")
-                    if ready.recv(16).startswith(b"+PONG"):
+                    if ready.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass
@@ -207,12 +210,18 @@ class RedisServer:
             time.sleep(0.05)
 
     def command(self, *args):
-        """Send one command (blocking); returns the first line of Redis's reply."""
-        request = b"*%d\r\n" % len(args) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(str(arg).encode()), str(arg).encode()) for arg in args)
+        """Send one command (blocking), after AUTH when it has a password; returns the first line
+        of Redis's reply."""
+        commands = [("AUTH", self.password), args] if self.password else [args]
+        request = b"".join(b"*%d\r\n" % len(command) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(str(arg).encode()), str(arg).encode()) for arg in command)
+            for command in commands)
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
             connection.sendall(request)
-            return connection.makefile("rb").readline().decode().rstrip()
+            replies = connection.makefile("rb")
+            if self.password:
+                replies.readline()  # +OK
+            return replies.readline().decode().rstrip()
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:

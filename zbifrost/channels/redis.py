@@ -12,10 +12,10 @@ one pub/sub connection, PSUBSCRIBEd to every channel (so `subscribe` has nothing
 hands what arrives to its event handler (`node.Channels`), each publication encoded once.
 Joins and leaves are PUBLISHed as `<client_id> <event>` on `zbifrost:join_leave:<name>`.
 
-Two connections (commands, pub/sub) reconnect with txredisapi's backoff. While either is down,
-every command fails at once with `broker_unavailable` (one log line per outage); once both are
-back, the handler is told (`handle_reconnected`), so that subscribers get what was published
-meanwhile (as far as history reaches).
+Two connections (commands, pub/sub), made and logged in by `redis_connect`, reconnect with
+txredisapi's backoff. While either is down, every command fails at once with `broker_unavailable`
+(one log line per outage); once both are back, the handler is told (`handle_reconnected`), so that
+subscribers get what was published meanwhile (as far as history reaches).
 """
 
 from __future__ import annotations
@@ -26,22 +26,23 @@ from typing import Any
 
 import orjson
 import txredisapi
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import messages
+from ..broker_url import BrokerURL
 from . import History, Publication, Stream, message_frame
 from .interfaces import IBroker, IBrokerEventHandler, ILifecycle
+from .redis_connect import CONNECT_TIMEOUT, Login, client_endpoint
 
 META = "zbifrost:meta:"
 HISTORY = "zbifrost:history:"
 MESSAGES = "zbifrost:message:"
 JOIN_LEAVE = "zbifrost:join_leave:"
 ANY_EPOCH = "*"
-CONNECT_TIMEOUT = 5  # seconds; also when a broker not reached since start-up counts as an outage
 
 log = Logger()
 
@@ -85,16 +86,18 @@ def broker_unavailable() -> messages.RequestError:
 class RedisBroker:
     features = ("broker",)
 
-    def __init__(self, reactor: Any, host: str, port: int, db: int) -> None:
+    def __init__(self, reactor: Any, target: BrokerURL) -> None:
         self.reactor = reactor  # IReactorTCP and IReactorTime
-        self.endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
-        self.address = f"{host}:{port}/{db}"
+        self.endpoint = client_endpoint(reactor, target)
+        self.address = target.address  # without credentials: for logs
+        login = Login(target)
         # a Redis that stops answering fails a command after CONNECT_TIMEOUT (broker_unavailable)
-        self._commands = txredisapi.RedisFactory(None, db, 1, isLazy=True, convertNumbers=False,
+        self._commands = txredisapi.RedisFactory(None, target.db, 1, isLazy=True, convertNumbers=False,
                                                  replyTimeout=CONNECT_TIMEOUT)
+        self._commands.protocol = login.protocol(self._commands.protocol)
         self._pubsub = txredisapi.SubscriberFactory(isLazy=True)
-        self._pubsub.protocol = type("_Fanout", (txredisapi.SubscriberProtocol,), {
-            "messageReceived": lambda protocol, pattern, channel, message: self._received(channel, message)})
+        self._pubsub.protocol = login.protocol(type("_Fanout", (txredisapi.SubscriberProtocol,), {
+            "messageReceived": lambda protocol, pattern, channel, message: self._received(channel, message)}))
         self._pubsub.buildProtocol = self._watch(self._pubsub.buildProtocol, self._fanout_ready)
         self._commands.buildProtocol = self._watch(self._commands.buildProtocol, self._command_ready)
         self._command: Any = None  # the command protocol once usable
