@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 
@@ -178,17 +179,29 @@ class RedisServer:
     """A real `redis-server` on a free loopback port, its files in `folder`, without systemd:
     `start()` and `stop()` (blocking; it may start again, same port and data), `url` for --broker,
     `command(...)` to talk to it directly. With `password`, it requires that password
-    (`requirepass`); `args` are more redis-server options."""
+    (`requirepass`); with `tls` (key and certificate files), it speaks TLS only, that certificate
+    being its own CA (`url` is then `rediss://...?ca=`)."""
 
-    def __init__(self, folder, password=None, args=()):
+    def __init__(self, folder, password=None, tls=None):
         self.folder = str(folder)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.password = password
-        self.args = [*args, *(["--requirepass", password] if password else [])]
+        self.args = ["--requirepass", password] if password else []
+        self.tls = None
+        if tls is not None:
+            key, certificate = map(str, tls)
+            self.url = f"rediss://127.0.0.1:{self.port}/0?ca={certificate}"
+            self.args += ["--port", "0", "--tls-port", str(self.port), "--tls-key-file", key, "--tls-cert-file",
+                          certificate, "--tls-ca-cert-file", certificate, "--tls-auth-clients", "no"]
+            self.tls = ssl.create_default_context(cafile=certificate)
         self.process = None
+
+    def _connect(self, timeout):
+        connection = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return connection if self.tls is None else self.tls.wrap_socket(connection, server_hostname="127.0.0.1")
 
     def start(self):
         self.process = subprocess.Popen(
@@ -198,7 +211,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as ready:
+                with self._connect(1) as ready:
                     ready.sendall(b"PING\r\n")
                     if ready.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
@@ -216,7 +229,7 @@ class RedisServer:
         request = b"".join(b"*%d\r\n" % len(command) + b"".join(
             b"$%d\r\n%s\r\n" % (len(str(arg).encode()), str(arg).encode()) for arg in command)
             for command in commands)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+        with self._connect(10) as connection:
             connection.sendall(request)
             replies = connection.makefile("rb")
             if self.password:

@@ -36,3 +36,14 @@ def test_the_password_comes_from_the_environment_when_the_url_has_none():
 def test_a_bad_url_is_refused_without_repeating_its_password(url, problem):
     found = broker_problem(url, None)
     assert found is not None and problem in found and SECRET not in found
+
+
+def test_rediss_takes_a_ca_file_of_pem_certificates(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    target = parse_broker(f"rediss://redis.example/1?ca={ca}", {})
+    assert (target.tls, target.ca, target.address) == (True, str(ca), "rediss://redis.example:6379/1")
+    assert not parse_broker("redis://redis.example", {}).tls
+    assert "the ca= file is not a PEM file of certificates" in broker_problem(f"rediss://h/0?ca={tmp_path}/none", None)
+    ca.write_text("not a certificate")
+    assert "the ca= file is not a PEM file of certificates" in broker_problem(f"rediss://h/0?ca={ca}", None)

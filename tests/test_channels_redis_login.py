@@ -89,7 +89,7 @@ def test_a_wrong_password_is_logged_once_without_it_and_channels_wait_for_redis_
     yield _channels_work(server)
     text = log_text(log_events)
     refusals = [line for line in text.splitlines() if "refused the login" in line]
-    assert refusals == [f"channel broker redis://127.0.0.1:{locked_redis.port}/0 refused the login (user default): "
+    assert refusals == [f"channel broker redis://127.0.0.1:{locked_redis.port}/0: it refused the login (user default): "
                         "WRONGPASS invalid username-password pair or user is disabled.; check the broker URL's "
                         "password or ZBIFROST_BROKER_PASSWORD"], refusals
     assert WRONG not in text and PASSWORD not in text

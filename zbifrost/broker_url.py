@@ -7,6 +7,7 @@ ZBIFROST_BROKER_PASSWORD. No error and no `repr` repeats the URL's password; wha
 zbifrost.channels.redis_connect does.
 """
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,14 @@ def _number(db: str) -> int:
     return int(db)
 
 
+def _holds_certificates(path: str) -> bool:
+    try:
+        with open(path, "rb") as pem:
+            return b"-----BEGIN CERTIFICATE-----" in pem.read()
+    except OSError:
+        return False
+
+
 def parse_broker(url: str, environ: Mapping[str, str] = os.environ) -> BrokerURL:
     """The BrokerURL of `url`, its password from the URL or else from ZBIFROST_BROKER_PASSWORD;
     ValueError saying what is wrong, never repeating the URL."""
@@ -67,8 +76,10 @@ def parse_broker(url: str, environ: Mapping[str, str] = os.environ) -> BrokerURL
     if set(query) - {"ca"} or len(query.get("ca", ())) > 1 or (query and parts.scheme != "rediss"):
         raise ValueError("the only query is ?ca=/path/ca.pem, with rediss://")
     ca = query["ca"][0] if query else None
-    if ca is not None and not os.path.isfile(ca):
-        raise ValueError("the ca= file does not exist")
+    if parts.scheme == "rediss" and importlib.util.find_spec("OpenSSL") is None:
+        raise ValueError("rediss:// needs pyOpenSSL: pip install 'zbifrost[tls]'")
+    if ca is not None and not _holds_certificates(ca):
+        raise ValueError("the ca= file is not a PEM file of certificates")
     return BrokerURL(parts.scheme, host, port, _number(parts.path.strip("/") or "0"), unquote(username) or None,
                      unquote(password) if has_password else environ.get(PASSWORD_VARIABLE) or None, ca)
 

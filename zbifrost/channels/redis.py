@@ -36,7 +36,7 @@ from .. import messages
 from ..broker_url import BrokerURL
 from . import History, Publication, Stream, message_frame
 from .interfaces import IBroker, IBrokerEventHandler, ILifecycle
-from .redis_connect import CONNECT_TIMEOUT, Login, client_endpoint
+from .redis_connect import CONNECT_TIMEOUT, Handshake, client_endpoint
 
 META = "zbifrost:meta:"
 HISTORY = "zbifrost:history:"
@@ -90,13 +90,13 @@ class RedisBroker:
         self.reactor = reactor  # IReactorTCP and IReactorTime
         self.endpoint = client_endpoint(reactor, target)
         self.address = target.address  # without credentials: for logs
-        login = Login(target)
+        handshake = Handshake(target)
         # a Redis that stops answering fails a command after CONNECT_TIMEOUT (broker_unavailable)
         self._commands = txredisapi.RedisFactory(None, target.db, 1, isLazy=True, convertNumbers=False,
                                                  replyTimeout=CONNECT_TIMEOUT)
-        self._commands.protocol = login.protocol(self._commands.protocol)
+        self._commands.protocol = handshake.protocol(self._commands.protocol)
         self._pubsub = txredisapi.SubscriberFactory(isLazy=True)
-        self._pubsub.protocol = login.protocol(type("_Fanout", (txredisapi.SubscriberProtocol,), {
+        self._pubsub.protocol = handshake.protocol(type("_Fanout", (txredisapi.SubscriberProtocol,), {
             "messageReceived": lambda protocol, pattern, channel, message: self._received(channel, message)}))
         self._pubsub.buildProtocol = self._watch(self._pubsub.buildProtocol, self._fanout_ready)
         self._commands.buildProtocol = self._watch(self._commands.buildProtocol, self._command_ready)

@@ -1,9 +1,9 @@
-"""How the Redis broker reaches its Redis (a `broker_url.BrokerURL`): the client endpoint, and
-the login each new connection makes before it is used (AUTH with the URL's user and password,
-or ZBIFROST_BROKER_PASSWORD).
+"""How the Redis broker reaches its Redis (a `broker_url.BrokerURL`): the client endpoint (TCP,
+or TLS checked against the system's CAs or the URL's `ca` file), and the handshake of each new
+connection before it is used (AUTH with the URL's user and password, or ZBIFROST_BROKER_PASSWORD).
 
-A refused login closes that connection (txredisapi tries again with its backoff) and is logged
-once, with Redis's answer and never the password, until a login succeeds again.
+A refused login or a failed TLS handshake closes that connection (txredisapi tries again with its
+backoff) and is logged once, with the reason and never the password, until a connection succeeds.
 """
 
 from __future__ import annotations
@@ -19,55 +19,84 @@ from twisted.python.failure import Failure
 from ..broker_url import BrokerURL
 
 CONNECT_TIMEOUT = 5  # seconds; also when a broker not reached since start-up counts as an outage
+_PEM_END = b"-----END CERTIFICATE-----"
 
 log = Logger()
 
 
 def client_endpoint(reactor: Any, target: BrokerURL) -> IStreamClientEndpoint:
-    """Where `target`'s connections go."""
-    return endpoints.HostnameEndpoint(reactor, target.host, target.port, timeout=CONNECT_TIMEOUT)
+    """Where `target`'s connections go; with TLS, its certificate must name `target.host`."""
+    endpoint = endpoints.HostnameEndpoint(reactor, target.host, target.port, timeout=CONNECT_TIMEOUT)
+    if not target.tls:
+        return endpoint
+    from twisted.internet import ssl  # needs pyOpenSSL (zbifrost[tls]), which broker_url checks for rediss://
+
+    trust = None  # the system's CAs
+    if target.ca is not None:
+        with open(target.ca, "rb") as pem:
+            blocks = pem.read().split(_PEM_END)[:-1]
+        trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(block + _PEM_END) for block in blocks])
+    return endpoints.wrapClientTLS(ssl.optionsForClientTLS(target.host, trust), endpoint)
 
 
-class Login:
-    """The AUTH that each new connection to `target` sends first, when it has a password."""
+class Handshake:
+    """What each new connection to `target` does before it is used, and the log line when that fails."""
 
     def __init__(self, target: BrokerURL) -> None:
         self.target = target
-        self._refusal_logged = False
+        self._failure_logged = False
 
     def protocol(self, base: Any) -> Any:
-        """`base` (a txredisapi protocol class) logging in before its own connectionMade (SELECT, ready)."""
-        if self.target.password is None:
+        """`base` (a txredisapi protocol class) logging in before its own connectionMade (SELECT,
+        ready), and reporting a failed TLS handshake."""
+        if self.target.password is None and not self.target.tls:
             return base
-        login = self
+        handshake = self
 
         def connectionMade(protocol: Any) -> None:
             def go_on(accepted: bool) -> None:
                 if accepted:
                     base.connectionMade(protocol)
 
-            login.log_in(protocol).addCallback(go_on)
+            protocol.whenConnected().addCallback(handshake.succeeded)
+            handshake.log_in(protocol).addCallback(go_on)
 
-        return type(base.__name__, (base,), {"connectionMade": connectionMade})
+        def connectionLost(protocol: Any, reason: Failure) -> None:
+            if handshake.target.tls:
+                from OpenSSL import SSL
+                from service_identity import VerificationError
+
+                if reason.check(SSL.Error, VerificationError):
+                    handshake.failed("its TLS handshake failed", reason.getErrorMessage())
+            base.connectionLost(protocol, reason)
+
+        return type(base.__name__, (base,), {"connectionMade": connectionMade, "connectionLost": connectionLost})
+
+    def succeeded(self, protocol: Any) -> None:
+        self._failure_logged = False
+
+    def failed(self, what: str, why: str) -> None:
+        if not self._failure_logged:
+            self._failure_logged = True
+            log.error("channel broker {address}: {what}: {why}", address=self.target.address, what=what, why=why)
 
     def log_in(self, protocol: Any) -> defer.Deferred[bool]:
-        """AUTH [user] password on `protocol`: True once accepted; False once refused or lost
-        (the connection is closed)."""
+        """AUTH [user] password on `protocol` (when there is a password): True once accepted;
+        False once refused or lost (the connection is closed)."""
+        if self.target.password is None:
+            return defer.succeed(True)
         user = (self.target.username,) if self.target.username else ()
         answer: defer.Deferred[Any] = protocol.execute_command("AUTH", *user, self.target.password)
 
         def accepted(reply: Any) -> bool:
             if isinstance(reply, Exception):  # txredisapi hands some error replies back as values
                 raise reply
-            self._refusal_logged = False
             return True
 
         def refused(failure: Failure) -> bool:
-            if failure.check(txredisapi.ResponseError) and not self._refusal_logged:
-                self._refusal_logged = True
-                log.error("channel broker {address} refused the login (user {user}): {answer}; check the "
-                          "broker URL's password or ZBIFROST_BROKER_PASSWORD", address=self.target.address,
-                          user=self.target.username or "default", answer=failure.getErrorMessage())
+            if failure.check(txredisapi.ResponseError):
+                self.failed(f"it refused the login (user {self.target.username or 'default'})",
+                            f"{failure.getErrorMessage()}; check the broker URL's password or ZBIFROST_BROKER_PASSWORD")
             protocol.transport.loseConnection()
             return False
 
