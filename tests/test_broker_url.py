@@ -10,10 +10,18 @@ SECRET = "hunter2-secret"
 
 def test_a_url_with_user_and_password_keeps_them_out_of_repr_and_address():
     target = parse_broker(f"redis://app:{SECRET}%40x@redis.example:6380/2", {})
-    assert target == BrokerURL("redis", "redis.example", 6380, 2, "app", SECRET + "@x")
+    assert target == BrokerURL("redis", (("redis.example", 6380),), 2, None, "app", SECRET + "@x")
     assert SECRET not in repr(target)
     assert target.address == "redis://redis.example:6380/2"
     assert parse_broker(f"redis://:{SECRET}@[::1]/0", {}).address == "redis://[::1]:6379/0"
+
+
+def test_a_sentinel_url_lists_the_sentinels_and_names_the_master():
+    target = parse_broker(f"redis+sentinel://:{SECRET}@10.0.0.1,10.0.0.2:26380,[::1]/main/3", {})
+    assert target == BrokerURL("redis+sentinel", (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("::1", 26379)), 3,
+                               "main", None, SECRET)
+    assert target.address == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380,[::1]:26379/main/3"
+    assert parse_broker("redis+sentinel://10.0.0.1/main", {}).db == 0
 
 
 def test_the_password_comes_from_the_environment_when_the_url_has_none():
@@ -26,7 +34,11 @@ def test_the_password_comes_from_the_environment_when_the_url_has_none():
 
 
 @pytest.mark.parametrize("url, problem", [
-    (f"http://:{SECRET}@127.0.0.1", "expected redis://host:port/db or rediss://host:port/db"),
+    (f"http://:{SECRET}@127.0.0.1", "expected redis://host:port/db, rediss://host:port/db or redis+sentinel://"),
+    (f"redis://:{SECRET}@10.0.0.1,10.0.0.2/0", "several hosts are for redis+sentinel://"),
+    (f"redis+sentinel://:{SECRET}@10.0.0.1,10.0.0.2", "the master's name is missing"),
+    (f"redis+sentinel://:{SECRET}@10.0.0.1,,10.0.0.2/main", "a host is missing"),
+    (f"redis+sentinel://:{SECRET}@10.0.0.1/main/first", "the database must be a number, got 'first'"),
     (f"redis://:{SECRET}@127.0.0.1:0/0", "the port must be between 1 and 65535"),
     (f"redis://:{SECRET}@127.0.0.1:port/0", "Port could not be cast to integer value"),
     (f"redis://:{SECRET}@/0", "a host is missing"),

@@ -1,7 +1,9 @@
 """The `broker` setting: a broker URL (docs/protocol.md section 6a), read into a `BrokerURL`.
 
-`redis://[[user]:password@]host[:port][/db]`, or the same with `rediss://` (TLS, `?ca=FILE` for a
-CA of one's own). The password may instead come from the environment variable
+`redis://[[user]:password@]host[:port][/db]`, the same with `rediss://` (TLS, `?ca=FILE` for a
+CA of one's own), or `redis+sentinel://[[user]:password@]host[:port],.../<master name>[/db]`
+(the sentinels to ask for that master; the credentials are the master's). The password may
+instead come from the environment variable
 ZBIFROST_BROKER_PASSWORD. No error and no `repr` repeats the URL's password; what logs and
 /healthz show is `BrokerURL.address`, without credentials. Nothing here connects:
 zbifrost.channels.redis_connect does.
@@ -14,16 +16,17 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 PASSWORD_VARIABLE = "ZBIFROST_BROKER_PASSWORD"
-_DEFAULT_PORT = {"redis": 6379, "rediss": 6379}
+SENTINEL = "redis+sentinel"
+_DEFAULT_PORT = {"redis": 6379, "rediss": 6379, SENTINEL: 26379}
 
 
 @dataclass(frozen=True)
 class BrokerURL:
     """Where the broker is and how to log in; `password` is left out of the repr."""
-    scheme: str  # redis, rediss
-    host: str
-    port: int
+    scheme: str  # redis, rediss, redis+sentinel
+    hosts: tuple[tuple[str, int], ...]  # (host, port) of the one Redis, or of each sentinel
     db: int
+    master: str | None = None  # redis+sentinel: the name of the master to ask the sentinels for
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca: str | None = None  # rediss: the CA file that signs the server's certificate (else the system's CAs)
@@ -33,10 +36,19 @@ class BrokerURL:
         return self.scheme == "rediss"
 
     @property
+    def host(self) -> str:
+        """The host of the one Redis (redis://, rediss://)."""
+        return self.hosts[0][0]
+
+    @property
+    def port(self) -> int:
+        return self.hosts[0][1]
+
+    @property
     def address(self) -> str:
         """What logs and /healthz call this broker: the URL without user and password."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}/{self.db}"
+        hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.hosts)
+        return f"{self.scheme}://{hosts}/{self.master + '/' if self.master else ''}{self.db}"
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -68,10 +80,18 @@ def parse_broker(url: str, environ: Mapping[str, str] = os.environ) -> BrokerURL
     ValueError saying what is wrong, never repeating the URL."""
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORT or parts.fragment:
-        raise ValueError("expected redis://host:port/db or rediss://host:port/db")
+        raise ValueError("expected redis://host:port/db, rediss://host:port/db or "
+                         "redis+sentinel://host:port,host:port/master/db")
     credentials, _, hosts = parts.netloc.rpartition("@")
     username, has_password, password = credentials.partition(":")
-    host, port = _host_port(hosts, _DEFAULT_PORT[parts.scheme])
+    addresses = tuple(_host_port(host, _DEFAULT_PORT[parts.scheme]) for host in hosts.split(","))
+    if len(addresses) > 1 and parts.scheme != SENTINEL:
+        raise ValueError("several hosts are for redis+sentinel://")
+    master, db = None, parts.path.strip("/")
+    if parts.scheme == SENTINEL:
+        master, _, db = db.partition("/")
+        if not master:
+            raise ValueError("the master's name is missing: redis+sentinel://host:port,host:port/master/db")
     query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     if set(query) - {"ca"} or len(query.get("ca", ())) > 1 or (query and parts.scheme != "rediss"):
         raise ValueError("the only query is ?ca=/path/ca.pem, with rediss://")
@@ -80,7 +100,7 @@ def parse_broker(url: str, environ: Mapping[str, str] = os.environ) -> BrokerURL
         raise ValueError("rediss:// needs pyOpenSSL: pip install 'zbifrost[tls]'")
     if ca is not None and not _holds_certificates(ca):
         raise ValueError("the ca= file is not a PEM file of certificates")
-    return BrokerURL(parts.scheme, host, port, _number(parts.path.strip("/") or "0"), unquote(username) or None,
+    return BrokerURL(parts.scheme, addresses, _number(db or "0"), master, unquote(username) or None,
                      unquote(password) if has_password else environ.get(PASSWORD_VARIABLE) or None, ca)
 
 

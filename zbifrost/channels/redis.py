@@ -36,7 +36,7 @@ from .. import messages
 from ..broker_url import BrokerURL
 from . import History, Publication, Stream, message_frame
 from .interfaces import IBroker, IBrokerEventHandler, ILifecycle
-from .redis_connect import CONNECT_TIMEOUT, Handshake, client_endpoint
+from .redis_connect import CONNECT_TIMEOUT, Connector
 
 META = "zbifrost:meta:"
 HISTORY = "zbifrost:history:"
@@ -88,16 +88,16 @@ class RedisBroker:
 
     def __init__(self, reactor: Any, target: BrokerURL) -> None:
         self.reactor = reactor  # IReactorTCP and IReactorTime
-        self.endpoint = client_endpoint(reactor, target)
+        self.connector = Connector(reactor, target)
         self.address = target.address  # without credentials: for logs
-        handshake = Handshake(target)
         # a Redis that stops answering fails a command after CONNECT_TIMEOUT (broker_unavailable)
         self._commands = txredisapi.RedisFactory(None, target.db, 1, isLazy=True, convertNumbers=False,
                                                  replyTimeout=CONNECT_TIMEOUT)
-        self._commands.protocol = handshake.protocol(self._commands.protocol)
         self._pubsub = txredisapi.SubscriberFactory(isLazy=True)
-        self._pubsub.protocol = handshake.protocol(type("_Fanout", (txredisapi.SubscriberProtocol,), {
-            "messageReceived": lambda protocol, pattern, channel, message: self._received(channel, message)}))
+        self._pubsub.protocol = type("_Fanout", (txredisapi.SubscriberProtocol,), {
+            "messageReceived": lambda protocol, pattern, channel, message: self._received(channel, message)})
+        self.connector.prepare(self._commands)
+        self.connector.prepare(self._pubsub)
         self._pubsub.buildProtocol = self._watch(self._pubsub.buildProtocol, self._fanout_ready)
         self._commands.buildProtocol = self._watch(self._commands.buildProtocol, self._command_ready)
         self._command: Any = None  # the command protocol once usable
@@ -113,15 +113,17 @@ class RedisBroker:
 
     def start(self) -> None:
         self._running = True
-        self._commands.startConnecting(self.endpoint)
-        self._pubsub.startConnecting(self.endpoint)
+        self.connector.start()
+        self._commands.startConnecting(self.connector.endpoint)
+        self._pubsub.startConnecting(self.connector.endpoint)
         self._first_check = self.reactor.callLater(CONNECT_TIMEOUT, self._check_state)
 
     def stop(self) -> defer.Deferred[None]:
         self._running = False
         if self._first_check is not None and self._first_check.active():
             self._first_check.cancel()
-        stopped = defer.gatherResults([self._commands.disconnect(), self._pubsub.disconnect()], consumeErrors=True)
+        stopped = defer.gatherResults([self._commands.disconnect(), self._pubsub.disconnect(), self.connector.stop()],
+                                      consumeErrors=True)
         return stopped.addCallback(lambda _: None)
 
     def when_up(self) -> defer.Deferred[None]:

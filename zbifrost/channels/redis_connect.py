@@ -1,6 +1,8 @@
-"""How the Redis broker reaches its Redis (a `broker_url.BrokerURL`): the client endpoint (TCP,
-or TLS checked against the system's CAs or the URL's `ca` file), and the handshake of each new
-connection before it is used (AUTH with the URL's user and password, or ZBIFROST_BROKER_PASSWORD).
+"""How the Redis broker reaches its Redis (a `broker_url.BrokerURL`): `Connector` holds the
+client endpoint (TCP; TLS checked against the system's CAs or the URL's `ca` file; or the master
+that Sentinel names, `redis_sentinel`) and prepares the broker's txredisapi factories: each new
+connection first logs in (AUTH with the URL's user and password, or ZBIFROST_BROKER_PASSWORD) and,
+with Sentinel, checks with ROLE that it reached a master.
 
 A refused login or a failed TLS handshake closes that connection (txredisapi tries again with its
 backoff) and is logged once, with the reason and never the password, until a connection succeeds.
@@ -16,7 +18,8 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..broker_url import BrokerURL
+from ..broker_url import SENTINEL, BrokerURL
+from .redis_sentinel import FOLLOW_DELAY, SentinelEndpoint
 
 CONNECT_TIMEOUT = 5  # seconds; also when a broker not reached since start-up counts as an outage
 _PEM_END = b"-----END CERTIFICATE-----"
@@ -24,8 +27,33 @@ _PEM_END = b"-----END CERTIFICATE-----"
 log = Logger()
 
 
+class Connector:
+    """The endpoint of `target` and the handshake of its connections; `start` and `stop` with the broker."""
+
+    def __init__(self, reactor: Any, target: BrokerURL) -> None:
+        self.target = target
+        self.endpoint = client_endpoint(reactor, target)
+        self.handshake = Handshake(target)
+
+    def prepare(self, factory: Any) -> None:
+        """Make `factory` (a txredisapi RedisFactory) connect through the handshake; with
+        Sentinel, retry often enough to follow a failover."""
+        factory.protocol = self.handshake.protocol(factory.protocol)
+        if isinstance(self.endpoint, SentinelEndpoint):
+            factory.maxDelay = FOLLOW_DELAY
+
+    def start(self) -> None:
+        if isinstance(self.endpoint, SentinelEndpoint):
+            self.endpoint.start()
+
+    def stop(self) -> defer.Deferred[None]:
+        return self.endpoint.stop() if isinstance(self.endpoint, SentinelEndpoint) else defer.succeed(None)
+
+
 def client_endpoint(reactor: Any, target: BrokerURL) -> IStreamClientEndpoint:
     """Where `target`'s connections go; with TLS, its certificate must name `target.host`."""
+    if target.scheme == SENTINEL:
+        return SentinelEndpoint(reactor, target, CONNECT_TIMEOUT)
     endpoint = endpoints.HostnameEndpoint(reactor, target.host, target.port, timeout=CONNECT_TIMEOUT)
     if not target.tls:
         return endpoint
@@ -47,9 +75,9 @@ class Handshake:
         self._failure_logged = False
 
     def protocol(self, base: Any) -> Any:
-        """`base` (a txredisapi protocol class) logging in before its own connectionMade (SELECT,
-        ready), and reporting a failed TLS handshake."""
-        if self.target.password is None and not self.target.tls:
+        """`base` (a txredisapi protocol class) logging in (and with Sentinel checking ROLE)
+        before its own connectionMade (SELECT, ready), and reporting a failed TLS handshake."""
+        if self.target.password is None and not self.target.tls and self.target.master is None:
             return base
         handshake = self
 
@@ -59,7 +87,7 @@ class Handshake:
                     base.connectionMade(protocol)
 
             protocol.whenConnected().addCallback(handshake.succeeded)
-            handshake.log_in(protocol).addCallback(go_on)
+            handshake.log_in(protocol).addCallback(handshake.check_role, protocol).addCallback(go_on)
 
         def connectionLost(protocol: Any, reason: Failure) -> None:
             if handshake.target.tls:
@@ -101,3 +129,17 @@ class Handshake:
             return False
 
         return answer.addCallbacks(accepted, refused)
+
+    def check_role(self, logged_in: bool, protocol: Any) -> defer.Deferred[bool]:
+        """With Sentinel, after the login: True when `protocol` reached a master, else False
+        (the connection is closed: a demoted master the sentinels have not yet replaced)."""
+        if not logged_in or self.target.master is None:
+            return defer.succeed(logged_in)
+
+        def is_master(role: Any) -> bool:
+            if isinstance(role, list) and role and role[0] == "master":
+                return True
+            protocol.transport.loseConnection()
+            return False
+
+        return protocol.execute_command("ROLE").addCallbacks(is_master, lambda _: is_master(None))

@@ -1,0 +1,71 @@
+"""The Redis broker through Redis Sentinel (`redis+sentinel://`, docs/protocol.md section 6a),
+against a real master, its replica and three redis-sentinel processes on loopback: a
+`SENTINEL FAILOVER` and a SIGKILLed master are followed within 10 s of the sentinels naming the
+new master, channel operations meanwhile answer nothing but broker_unavailable, and a subscriber
+keeps its subscription across the failover."""
+
+import os
+import signal
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from tests.helpers import REDIS_CLI, REDIS_SENTINEL, REDIS_SERVER, RedisSentinels, in_thread, redis_cli
+from zbifrost.testing import connect
+
+pytestmark = pytest.mark.slow
+FOLLOWED_WITHIN = 10  # seconds after every sentinel names the new master (docs/protocol.md 6a)
+
+
+@pytest.fixture
+def sentinels(tmp_path):
+    """A master, a replica and three sentinels (RedisSentinels), stopped after the test."""
+    for program, package in ((REDIS_SERVER, "redis-server"), (REDIS_SENTINEL, "redis-sentinel"),
+                             (REDIS_CLI, "redis-tools")):
+        if not os.access(program, os.X_OK):
+            pytest.skip(f"{program} is not installed (apt-get install {package}; .ci/run does it)")
+    group = RedisSentinels(tmp_path)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+def _fail_over(sentinels, fault):
+    if fault == "SENTINEL FAILOVER":
+        assert redis_cli(sentinels.ports[0], "SENTINEL", "FAILOVER", sentinels.NAME) == ["OK"]
+    else:
+        os.kill(sentinels.master.process.pid, signal.SIGKILL)
+    sentinels.wait_for_master(sentinels.replica.port)
+
+
+@pytest.mark.parametrize("fault", ["SENTINEL FAILOVER", "SIGKILL of the master"])
+@pytest_twisted.inlineCallbacks
+def test_a_failover_is_followed_and_subscribers_keep_their_channels(make_server, sentinels, fault):
+    server = yield make_server(broker=sentinels.url).addTimeout(20, reactor)
+    broker = server.hub.channels.broker
+    assert broker.connector.endpoint.master == ("127.0.0.1", sentinels.master.port)
+    alice = yield connect(server.url)
+    bob = yield connect(server.url)
+    yield alice.request("subscribe", channel="news")
+    yield bob.request("publish", channel="news", data="before")
+    assert (yield alice.next_event("message"))["data"] == "before"
+
+    yield in_thread(_fail_over, sentinels, fault)
+    switched = time.monotonic()
+    answers = set()
+    while not (broker.up and broker.connector.endpoint.master == ("127.0.0.1", sentinels.replica.port)):
+        assert time.monotonic() - switched < FOLLOWED_WITHIN, "the broker did not follow the failover in time"
+        reply = yield bob.request_frame("publish", channel="probe", data="while switching")
+        answers.add("published" if "result" in reply else reply["code"])
+        yield task.deferLater(reactor, 0.05, lambda: None)
+    assert answers <= {"published", "broker_unavailable"}, answers
+
+    published = yield bob.request("publish", channel="news", data="after")
+    message = yield alice.next_event("message").addTimeout(10, reactor)
+    assert (message["data"], message["offset"]) == ("after", published["offset"])  # her subscription outlived it
+    yield alice.close()
+    yield bob.close()
