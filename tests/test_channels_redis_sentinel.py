@@ -2,7 +2,8 @@
 against a real master, its replica and three redis-sentinel processes on loopback: a
 `SENTINEL FAILOVER` and a SIGKILLed master are followed within 10 s of the sentinels naming the
 new master, channel operations meanwhile answer nothing but broker_unavailable, and a subscriber
-keeps its subscription across the failover."""
+keeps its subscription across the failover. A master demoted under the broker (REPLICAOF) makes
+channels answer broker_unavailable, not command_failed."""
 
 import os
 import signal
@@ -12,7 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.helpers import REDIS_CLI, REDIS_SENTINEL, REDIS_SERVER, RedisSentinels, in_thread, redis_cli
+from tests.helpers import REDIS_CLI, REDIS_SENTINEL, REDIS_SERVER, RedisSentinels, RedisServer, in_thread, redis_cli
 from zbifrost.testing import connect
 
 pytestmark = pytest.mark.slow
@@ -69,3 +70,29 @@ def test_a_failover_is_followed_and_subscribers_keep_their_channels(make_server,
     assert (message["data"], message["offset"]) == ("after", published["offset"])  # her subscription outlived it
     yield alice.close()
     yield bob.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_master_demoted_under_the_broker_answers_broker_unavailable_until_it_is_a_master_again(
+        make_server, redis_server, tmp_path):
+    other = RedisServer(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    yield in_thread(other.start)
+    try:
+        server = yield make_server(broker=redis_server.url)
+        bob = yield connect(server.url)
+        assert (yield in_thread(redis_server.command, "REPLICAOF", "127.0.0.1", other.port)) == "+OK"
+        for _ in range(2):  # the broker reconnects to this replica (plain redis:// does not check ROLE) and fails again
+            reply = yield bob.request_frame("publish", channel="news", data="to a replica")
+            assert reply.get("code") == "broker_unavailable", reply
+        assert (yield in_thread(redis_server.command, "REPLICAOF", "NO", "ONE")) == "+OK"
+        yield server.hub.channels.when_up()
+        for _ in range(100):
+            reply = yield bob.request_frame("publish", channel="news", data="to a master")
+            if reply.get("code") != "broker_unavailable":
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        assert reply["result"]["offset"] >= 1, reply
+        yield bob.close()
+    finally:
+        yield in_thread(other.stop)

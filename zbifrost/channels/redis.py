@@ -187,13 +187,17 @@ class RedisBroker:
                          "until it is back (reconnecting with backoff)", address=self.address)
 
     def call(self, script: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]:
-        """Run a Lua script; fails with broker_unavailable when Redis cannot be reached."""
+        """Run a Lua script; fails with broker_unavailable when Redis cannot be reached or is a
+        replica now (READONLY: the connection is closed, to reconnect to the master)."""
         connection = self._command if self.up else None
         if connection is None:
             return defer.fail(broker_unavailable())
 
         def unavailable(failure: Failure) -> None:
-            failure.trap(txredisapi.ConnectionError)
+            if failure.check(txredisapi.ResponseError) and failure.getErrorMessage().startswith("READONLY"):
+                connection.transport.loseConnection()  # a master demoted under us: find the master again
+            else:
+                failure.trap(txredisapi.ConnectionError)
             raise broker_unavailable()
 
         return connection.eval(script, keys, args).addErrback(unavailable)
