@@ -3,10 +3,9 @@
 `redis://[[user]:password@]host[:port][/db]`, the same with `rediss://` (TLS, `?ca=FILE` for a
 CA of one's own), or `redis+sentinel://[[user]:password@]host[:port],.../<master name>[/db]`
 (the sentinels to ask for that master; the credentials are the master's). The password may
-instead come from the environment variable
-ZBIFROST_BROKER_PASSWORD. No error and no `repr` repeats the URL's password; what logs and
-/healthz show is `BrokerURL.address`, without credentials. Nothing here connects:
-zbifrost.channels.redis_connect does.
+instead come from the environment variable ZBIFROST_BROKER_PASSWORD. No error and no `repr`
+repeats the URL's password; what logs and /healthz show is `BrokerURL.address`, without
+credentials. Nothing here connects: zbifrost.channels.redis_connect does.
 """
 
 import importlib.util

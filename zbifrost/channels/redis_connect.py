@@ -31,7 +31,6 @@ class Connector:
     """The endpoint of `target` and the handshake of its connections; `start` and `stop` with the broker."""
 
     def __init__(self, reactor: Any, target: BrokerURL) -> None:
-        self.target = target
         self.endpoint = client_endpoint(reactor, target)
         self.handshake = Handshake(target)
 
