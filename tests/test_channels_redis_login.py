@@ -1,10 +1,12 @@
 """The Redis broker logging in (docs/protocol.md section 6a): a real redis-server with
 `requirepass` (and a Redis 6 ACL user), the password given in the URL or ZBIFROST_BROKER_PASSWORD,
-never in a log line or /healthz; a wrong one is logged once, without it, and channels answer
-broker_unavailable until Redis takes it."""
+never in a log line or /healthz; a wrong one is logged once, without it (also by a real twistd),
+and channels answer broker_unavailable until Redis takes it."""
 
 import json
 import os
+import subprocess
+import threading
 
 import pytest
 import pytest_twisted
@@ -12,7 +14,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent
 
 from tests.helpers import REDIS_SERVER, RedisServer, http_get, in_thread
-from tests.test_core_twistd import free_port
+from tests.test_core_twistd import REPO, TWISTD, free_port, stop_process
 from zbifrost.broker_url import PASSWORD_VARIABLE
 from zbifrost.testing import connect
 
@@ -90,6 +92,27 @@ def test_a_wrong_password_is_logged_once_without_it_and_channels_wait_for_redis_
     text = log_text(log_events)
     refusals = [line for line in text.splitlines() if "refused the login" in line]
     assert refusals == [f"channel broker redis://127.0.0.1:{locked_redis.port}/0: it refused the login (user default): "
-                        "WRONGPASS invalid username-password pair or user is disabled.; check the broker URL's "
-                        "password or ZBIFROST_BROKER_PASSWORD"], refusals
+                        "WRONGPASS invalid username-password pair or user is disabled. (check the broker URL's "
+                        "password or ZBIFROST_BROKER_PASSWORD)"], refusals
     assert WRONG not in text and PASSWORD not in text
+
+
+def test_a_twistd_with_a_wrong_password_from_the_environment_says_so_without_it(locked_redis, tmp_path):
+    port = free_port()
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("WEBSOCKET_")}
+    process = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port),
+                                "--broker", locked_redis.url], cwd=tmp_path,
+                               env=dict(environment, PYTHONPATH=REPO, **{PASSWORD_VARIABLE: WRONG}),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    guard = threading.Timer(30, process.kill)  # the line never coming fails the test, not hangs it
+    guard.start()
+    try:
+        lines = []
+        while not lines or "refused the login" not in lines[-1]:
+            lines.append(process.stdout.readline())
+            assert lines[-1], "twistd ended without the refused login:\n" + "".join(lines)
+    finally:
+        guard.cancel()
+        lines.append(stop_process(process))
+    output = "".join(lines)
+    assert "WRONGPASS" in output and WRONG not in output

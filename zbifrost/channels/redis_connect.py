@@ -123,7 +123,8 @@ class Handshake:
         def refused(failure: Failure) -> bool:
             if failure.check(txredisapi.ResponseError):
                 self.failed(f"it refused the login (user {self.target.username or 'default'})",
-                            f"{failure.getErrorMessage()}; check the broker URL's password or ZBIFROST_BROKER_PASSWORD")
+                            f"{failure.getErrorMessage()} "
+                            "(check the broker URL's password or ZBIFROST_BROKER_PASSWORD)")
             protocol.transport.loseConnection()
             return False
 
