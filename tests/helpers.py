@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 
@@ -17,6 +18,8 @@ from websockets.sync.client import connect as ws_connect
 from zbifrost.auth import hash_token
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"  # Debian's package (.ci/run installs it)
+REDIS_SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"  # Debian's redis-sentinel
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"  # Debian's redis-tools, with redis-server
 ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workspaces", "engine")
 
 # bad channel names (docs/protocol.md section 7a): a name is matched in full, so a trailing newline
@@ -177,30 +180,43 @@ def close_code(payload):
 class RedisServer:
     """A real `redis-server` on a free loopback port, its files in `folder`, without systemd:
     `start()` and `stop()` (blocking; it may start again, same port and data), `url` for --broker,
-    `command(...)` to talk to it directly; `options` are more redis-server arguments."""
+    `command(...)` to talk to it directly. With `password`, it requires that password
+    (`requirepass`); with `tls` (key and certificate files), it speaks TLS only, that certificate
+    being its own CA (`url` is then `rediss://...?ca=`); `args` are more redis-server options."""
 
-    def __init__(self, folder, *options):
+    def __init__(self, folder, password=None, tls=None, args=()):
         self.folder = str(folder)
-        self.options = options
         os.makedirs(self.folder, exist_ok=True)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        self.args = [*args, *(["--requirepass", password] if password else [])]
+        self.tls = None
+        if tls is not None:
+            key, certificate = map(str, tls)
+            self.url = f"rediss://127.0.0.1:{self.port}/0?ca={certificate}"
+            self.args += ["--port", "0", "--tls-port", str(self.port), "--tls-key-file", key, "--tls-cert-file",
+                          certificate, "--tls-ca-cert-file", certificate, "--tls-auth-clients", "no"]
+            self.tls = ssl.create_default_context(cafile=certificate)
         self.process = None
+
+    def _connect(self, timeout):
+        connection = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return connection if self.tls is None else self.tls.wrap_socket(connection, server_hostname="127.0.0.1")
 
     def start(self):
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
-             "--save", "", "--appendonly", "yes", "--daemonize", "no",  # its data survives a restart
-             *self.options],
+             "--save", "", "--appendonly", "yes", "--daemonize", "no", *self.args],  # its data survives a restart
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as ready:
+                with self._connect(1) as ready:
                     ready.sendall(b"PING\r\n")
-                    if ready.recv(16).startswith(b"+PONG"):
+                    if ready.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass
@@ -210,14 +226,98 @@ class RedisServer:
             time.sleep(0.05)
 
     def command(self, *args):
-        """Send one command (blocking); returns the first line of Redis's reply."""
-        request = b"*%d\r\n" % len(args) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(str(arg).encode()), str(arg).encode()) for arg in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+        """Send one command (blocking), after AUTH when it has a password; returns the first line
+        of Redis's reply."""
+        commands = [("AUTH", self.password), args] if self.password else [args]
+        request = b"".join(b"*%d\r\n" % len(command) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(str(arg).encode()), str(arg).encode()) for arg in command)
+            for command in commands)
+        with self._connect(10) as connection:
             connection.sendall(request)
-            return connection.makefile("rb").readline().decode().rstrip()
+            replies = connection.makefile("rb")
+            if self.password:
+                replies.readline()  # +OK
+            return replies.readline().decode().rstrip()
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+def redis_cli(port, *args):
+    """One command through redis-cli to 127.0.0.1:port (blocking); its output, one item a line."""
+    done = subprocess.run([REDIS_CLI, "-p", str(port), *map(str, args)], capture_output=True, text=True, timeout=10)
+    return done.stdout.splitlines()
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisSentinels:
+    """A real Redis master, its replica and three `redis-sentinel` processes watching them as
+    `mymaster`, on free loopback ports, files in `folder`: `start()` (blocking, until the sentinels
+    know the replica and each other), `stop()`, `url` for --broker, `masters()` (what each sentinel
+    names as master)."""
+
+    NAME = "mymaster"
+
+    def __init__(self, folder):
+        self.folder = folder
+        for name in ("master", "replica", "sentinels"):
+            (folder / name).mkdir()
+        self.master = RedisServer(folder / "master")
+        self.replica = RedisServer(folder / "replica", args=["--replicaof", "127.0.0.1", str(self.master.port)])
+        self.ports = [_free_port() for _ in range(3)]
+        self.url = "redis+sentinel://" + ",".join(f"127.0.0.1:{port}" for port in self.ports) + f"/{self.NAME}/0"
+        self.processes = []
+
+    def start(self):
+        self.master.start()
+        self.replica.start()
+        for port in self.ports:
+            config = self.folder / "sentinels" / f"{port}.conf"
+            config.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.folder / 'sentinels'}\n"
+                              f"sentinel monitor {self.NAME} 127.0.0.1 {self.master.port} 2\n"
+                              f"sentinel down-after-milliseconds {self.NAME} 1000\n"
+                              f"sentinel failover-timeout {self.NAME} 10000\n")
+            self.processes.append(subprocess.Popen([REDIS_SENTINEL, str(config)], stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL))
+        self._wait(self._ready, "the sentinels did not see the replica and each other")
+
+    def _ready(self):
+        if "master_link_status:up" not in redis_cli(self.replica.port, "INFO", "replication"):
+            return False
+        for port in self.ports:
+            lines = redis_cli(port, "SENTINEL", "master", self.NAME)
+            state = dict(zip(lines[::2], lines[1::2], strict=False))  # an error reply: one line
+            if state.get("num-slaves") != "1" or state.get("num-other-sentinels") != "2":
+                return False
+        return True
+
+    def masters(self):
+        """The port each sentinel names as the master (None where it does not answer)."""
+        return [int(found[1]) if len(found) == 2 else None
+                for found in (redis_cli(port, "SENTINEL", "get-master-addr-by-name", self.NAME) for port in self.ports)]
+
+    def wait_for_master(self, port):
+        """Until every sentinel names 127.0.0.1:port as the master."""
+        self._wait(lambda: self.masters() == [port] * 3, f"the sentinels did not all switch to {port}")
+
+    @staticmethod
+    def _wait(condition, failure):
+        deadline = time.monotonic() + 60
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError(failure)
+            time.sleep(0.1)
+
+    def stop(self):
+        for process in self.processes:
+            process.terminate()
+            process.wait(10)
+        self.replica.stop()
+        self.master.stop()

@@ -41,7 +41,7 @@ def redis(tmp_path):
     """A redis-server that fsyncs every write (appendonly yes, appendfsync always)."""
     if not os.access(REDIS_SERVER, os.X_OK):
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
-    server = RedisServer(tmp_path / "redis", "--appendfsync", "always")
+    server = RedisServer(tmp_path / "redis", args=["--appendfsync", "always"])
     server.start()
     yield server
     server.stop()

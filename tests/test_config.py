@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from zbifrost.broker_url import broker_address
+from zbifrost.broker_url import BrokerURL, parse_broker
 from zbifrost.config import BUNDLED_WORKSPACE, SETTINGS, ConfigError, load_config
 from zbifrost.tap import Options
 
@@ -39,8 +39,8 @@ def test_file_then_environment_then_flags_each_override_the_layer_before(tmp_pat
 def test_the_broker_comes_from_websocket_broker_with_redis_defaults_for_port_and_db(tmp_path):
     assert load_config(environ={}).broker is None
     path = write(tmp_path, "websocket:\n  broker: redis://10.0.0.5\n")
-    assert broker_address(load_config(path, environ={}).broker) == ("10.0.0.5", 6379, 0)
-    assert broker_address("redis://[::1]:6380/3") == ("::1", 6380, 3)
+    assert parse_broker(load_config(path, environ={}).broker, {}) == BrokerURL("redis", (("10.0.0.5", 6379),), 0)
+    assert parse_broker("redis://[::1]:6380/3", {}) == BrokerURL("redis", (("::1", 6380),), 3)
 
 
 def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
@@ -58,9 +58,9 @@ def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
      "websocket: unknown key 'colour' (valid keys: allowed_origins, api_roles, backlog,"),
     ("websocket:\n  require_auth: maybe\n", "websocket.require_auth: expected true or false"),
     ("websocket:\n  allowed_origins: [example.com]\n", "must be '*' or scheme://host[:port]"),
-    ("websocket:\n  broker: redis://:secret@127.0.0.1\n",
-     "websocket.broker: not a broker URL (expected redis://host:port/db, without user, password"),
-    ("websocket:\n  broker: redis://127.0.0.1:0/0\n", "(the port must be between 1 and 65535)"),
+    ("websocket:\n  broker: http://:secret@127.0.0.1\n",
+     "websocket.broker: not a broker URL (expected redis://host:port/db, rediss://host:port/db or "),
+    ("websocket:\n  broker: redis://u:secret@127.0.0.1:0/0\n", "(the port must be between 1 and 65535)"),
     ("websocket: [1]\n", "websocket: expected a mapping"),
     ("websocket:\n  port: [\n", "line 3: invalid YAML"),
     ("- a list\n", "expected a mapping at the top level"),

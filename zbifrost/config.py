@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .broker_url import broker_address, broker_problem  # broker_address: also importable from here
+from .broker_url import broker_problem
 from .channels.rules import ChannelRule, parse_channel_rules
 from .endpoints import endpoint_problem
 from .jwt_settings import JwtSettings, parse_jwt_settings
@@ -44,8 +44,7 @@ from .settings import (
 from .yaml_errors import yaml_error_text
 from .zui.zpath import zui_files
 
-__all__ = ["BUNDLED_WORKSPACE", "DEFAULT_ZVAFILE", "SETTINGS", "Config", "ConfigError", "broker_address",
-           "load_config"]
+__all__ = ["BUNDLED_WORKSPACE", "DEFAULT_ZVAFILE", "SETTINGS", "Config", "ConfigError", "load_config"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # The demo workspace: installed as zbifrost/demo, or the top-level zui/ of a source checkout.

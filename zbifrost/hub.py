@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from . import messages
 from .auth import ANONYMOUS, Credentials, OriginPolicy
-from .broker_url import broker_address
+from .broker_url import parse_broker
 from .cache import QueryCache
 from .channels import SERVER_SENDER
 from .channels.memory import MemoryBroker, MemoryPresence
@@ -99,7 +99,7 @@ class Hub:
         self._all_closed: defer.Deferred[None] | None = None
         self.metrics = Metrics()
         if config.broker:
-            broker = RedisBroker(reactor, *broker_address(config.broker))
+            broker = RedisBroker(reactor, parse_broker(config.broker))
             self.channels = Channels(broker, RedisPresence(broker, config.presence_ttl))
         else:
             self.channels = Channels(MemoryBroker(reactor, config.history_max_bytes), MemoryPresence())

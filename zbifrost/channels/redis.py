@@ -16,11 +16,12 @@ one pub/sub connection, PSUBSCRIBEd to every channel (so `subscribe` has nothing
 hands what arrives to its event handler (`node.Channels`), each publication encoded once.
 Joins and leaves are PUBLISHed as `<client_id> <event>` on `zbifrost:join_leave:<name>`.
 
-Two connections (commands, pub/sub) reconnect with txredisapi's backoff. While either is down,
-every command fails at once with `broker_unavailable` (one log line per outage), as does one
-that Redis refuses to write durably now (loading, MISCONF, no replicas, read-only); once both are
-back, the handler is told (`handle_reconnected`), so that subscribers get what was published
-meanwhile (as far as history reaches).
+Two connections (commands, pub/sub), made and logged in by `redis_connect`, reconnect with
+txredisapi's backoff. While either is down, every command fails at once with `broker_unavailable`
+(one log line per outage), as does one that Redis refuses to write durably now (loading,
+MISCONF, no replicas, read-only: a master demoted under us also drops the connection, so that
+the master is found again); once both are back, the handler is told (`handle_reconnected`), so
+that subscribers get what was published meanwhile (as far as history reaches).
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ from typing import Any
 
 import orjson
 import txredisapi
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import messages
+from ..broker_url import BrokerURL
 from . import IDEMPOTENCY_WINDOW, History, Publication, Stream, message_frame
 from .interfaces import IBroker, IBrokerEventHandler, ILifecycle
+from .redis_connect import CONNECT_TIMEOUT, Connector
 
 META = "zbifrost:meta:"
 HISTORY = "zbifrost:history:"
@@ -47,7 +50,6 @@ MESSAGES = "zbifrost:message:"
 JOIN_LEAVE = "zbifrost:join_leave:"
 IDEMPOTENCY = "zbifrost:idem:"
 ANY_EPOCH = "*"
-CONNECT_TIMEOUT = 5  # seconds; also when a broker not reached since start-up counts as an outage
 
 log = Logger()
 
@@ -107,16 +109,18 @@ def broker_unavailable() -> messages.RequestError:
 class RedisBroker:
     features = ("broker",)
 
-    def __init__(self, reactor: Any, host: str, port: int, db: int) -> None:
+    def __init__(self, reactor: Any, target: BrokerURL) -> None:
         self.reactor = reactor  # IReactorTCP and IReactorTime
-        self.endpoint = endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
-        self.address = f"{host}:{port}/{db}"
+        self.connector = Connector(reactor, target)
+        self.address = target.address  # without credentials: for logs
         # a Redis that stops answering fails a command after CONNECT_TIMEOUT (broker_unavailable)
-        self._commands = txredisapi.RedisFactory(None, db, 1, isLazy=True, convertNumbers=False,
+        self._commands = txredisapi.RedisFactory(None, target.db, 1, isLazy=True, convertNumbers=False,
                                                  replyTimeout=CONNECT_TIMEOUT)
         self._pubsub = txredisapi.SubscriberFactory(isLazy=True)
         self._pubsub.protocol = type("_Fanout", (txredisapi.SubscriberProtocol,), {
             "messageReceived": lambda protocol, pattern, channel, message: self._received(channel, message)})
+        self.connector.prepare(self._commands)
+        self.connector.prepare(self._pubsub)
         self._pubsub.buildProtocol = self._watch(self._pubsub.buildProtocol, self._fanout_ready)
         self._commands.buildProtocol = self._watch(self._commands.buildProtocol, self._command_ready)
         self._command: Any = None  # the command protocol once usable
@@ -132,15 +136,17 @@ class RedisBroker:
 
     def start(self) -> None:
         self._running = True
-        self._commands.startConnecting(self.endpoint)
-        self._pubsub.startConnecting(self.endpoint)
+        self.connector.start()
+        self._commands.startConnecting(self.connector.endpoint)
+        self._pubsub.startConnecting(self.connector.endpoint)
         self._first_check = self.reactor.callLater(CONNECT_TIMEOUT, self._check_state)
 
     def stop(self) -> defer.Deferred[None]:
         self._running = False
         if self._first_check is not None and self._first_check.active():
             self._first_check.cancel()
-        stopped = defer.gatherResults([self._commands.disconnect(), self._pubsub.disconnect()], consumeErrors=True)
+        stopped = defer.gatherResults([self._commands.disconnect(), self._pubsub.disconnect(), self.connector.stop()],
+                                      consumeErrors=True)
         return stopped.addCallback(lambda _: None)
 
     def when_up(self) -> defer.Deferred[None]:
@@ -204,16 +210,20 @@ class RedisBroker:
                          "until it is back (reconnecting with backoff)", address=self.address)
 
     def call(self, script: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]:
-        """Run a Lua script; fails with broker_unavailable when Redis cannot be reached."""
+        """Run a Lua script; fails with broker_unavailable when Redis cannot be reached or is a
+        replica now (READONLY: the connection is closed, to reconnect to the master)."""
         connection = self._command if self.up else None
         if connection is None:
             return defer.fail(broker_unavailable())
 
         def unavailable(failure: Failure) -> Failure:
             failure.trap(txredisapi.ConnectionError, txredisapi.ResponseError)
-            if isinstance(failure.value, txredisapi.ResponseError) and not str(failure.value).startswith(
-                    _UNAVAILABLE_REPLIES):
-                return failure
+            if failure.check(txredisapi.ResponseError):
+                message = failure.getErrorMessage()
+                if not message.startswith(_UNAVAILABLE_REPLIES):
+                    return failure
+                if message.startswith("READONLY"):
+                    connection.transport.loseConnection()  # a master demoted under us: find the master again
             raise broker_unavailable()
 
         return connection.eval(script, keys, args).addErrback(unavailable)

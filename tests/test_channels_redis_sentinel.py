@@ -1,0 +1,98 @@
+"""The Redis broker through Redis Sentinel (`redis+sentinel://`, docs/protocol.md section 6a),
+against a real master, its replica and three redis-sentinel processes on loopback: a
+`SENTINEL FAILOVER` and a SIGKILLed master are followed within 10 s of the sentinels naming the
+new master, channel operations meanwhile answer nothing but broker_unavailable, and a subscriber
+keeps its subscription across the failover. A master demoted under the broker (REPLICAOF) makes
+channels answer broker_unavailable, not command_failed."""
+
+import os
+import signal
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from tests.helpers import REDIS_CLI, REDIS_SENTINEL, REDIS_SERVER, RedisSentinels, RedisServer, in_thread, redis_cli
+from zbifrost.testing import connect
+
+pytestmark = pytest.mark.slow
+FOLLOWED_WITHIN = 10  # seconds after every sentinel names the new master (docs/protocol.md 6a)
+
+
+@pytest.fixture
+def sentinels(tmp_path):
+    """A master, a replica and three sentinels (RedisSentinels), stopped after the test."""
+    for program, package in ((REDIS_SERVER, "redis-server"), (REDIS_SENTINEL, "redis-sentinel"),
+                             (REDIS_CLI, "redis-tools")):
+        if not os.access(program, os.X_OK):
+            pytest.skip(f"{program} is not installed (apt-get install {package}; .ci/run does it)")
+    group = RedisSentinels(tmp_path)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
+
+
+def _fail_over(sentinels, fault):
+    if fault == "SENTINEL FAILOVER":
+        assert redis_cli(sentinels.ports[0], "SENTINEL", "FAILOVER", sentinels.NAME) == ["OK"]
+    else:
+        os.kill(sentinels.master.process.pid, signal.SIGKILL)
+    sentinels.wait_for_master(sentinels.replica.port)
+
+
+@pytest.mark.parametrize("fault", ["SENTINEL FAILOVER", "SIGKILL of the master"])
+@pytest_twisted.inlineCallbacks
+def test_a_failover_is_followed_and_subscribers_keep_their_channels(make_server, sentinels, fault):
+    server = yield make_server(broker=sentinels.url).addTimeout(20, reactor)
+    broker = server.hub.channels.broker
+    assert broker.connector.endpoint.master == ("127.0.0.1", sentinels.master.port)
+    alice = yield connect(server.url)
+    bob = yield connect(server.url)
+    yield alice.request("subscribe", channel="news")
+    yield bob.request("publish", channel="news", data="before")
+    assert (yield alice.next_event("message"))["data"] == "before"
+
+    yield in_thread(_fail_over, sentinels, fault)
+    switched = time.monotonic()
+    answers = set()
+    while not (broker.up and broker.connector.endpoint.master == ("127.0.0.1", sentinels.replica.port)):
+        assert time.monotonic() - switched < FOLLOWED_WITHIN, "the broker did not follow the failover in time"
+        reply = yield bob.request_frame("publish", channel="probe", data="while switching")
+        answers.add("published" if "result" in reply else reply["code"])
+        yield task.deferLater(reactor, 0.05, lambda: None)
+    assert answers <= {"published", "broker_unavailable"}, answers
+
+    published = yield bob.request("publish", channel="news", data="after")
+    message = yield alice.next_event("message").addTimeout(10, reactor)
+    assert (message["data"], message["offset"]) == ("after", published["offset"])  # her subscription outlived it
+    yield alice.close()
+    yield bob.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_master_demoted_under_the_broker_answers_broker_unavailable_until_it_is_a_master_again(
+        make_server, redis_server, tmp_path):
+    other = RedisServer(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    yield in_thread(other.start)
+    try:
+        server = yield make_server(broker=redis_server.url)
+        bob = yield connect(server.url)
+        assert (yield in_thread(redis_server.command, "REPLICAOF", "127.0.0.1", other.port)) == "+OK"
+        for _ in range(2):  # the broker reconnects to this replica (plain redis:// does not check ROLE) and fails again
+            reply = yield bob.request_frame("publish", channel="news", data="to a replica")
+            assert reply.get("code") == "broker_unavailable", reply
+        assert (yield in_thread(redis_server.command, "REPLICAOF", "NO", "ONE")) == "+OK"
+        yield server.hub.channels.when_up()
+        for _ in range(100):
+            reply = yield bob.request_frame("publish", channel="news", data="to a master")
+            if reply.get("code") != "broker_unavailable":
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        assert reply["result"]["offset"] >= 1, reply
+        yield bob.close()
+    finally:
+        yield in_thread(other.stop)
