@@ -6,6 +6,7 @@ import json
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.logger import LogLevel, formatEvent
 
 from zbifrost.config import ConfigError, load_config
@@ -32,6 +33,11 @@ def api(server, method, body=None, key=KEY, token=None, raw=None):
         return status, json.loads(answer) if answer else None
 
     return in_thread(post)
+
+
+def _soon(deferred):
+    """`deferred`, failing after 10 s instead of hanging the test when what it waits for never comes."""
+    return deferred.addTimeout(10, reactor)
 
 
 def start(make_server, tmp_path, auth=True, **settings):
@@ -109,11 +115,11 @@ def test_disconnect_closes_every_connection_of_a_user_or_one_client_with_1008_an
     alice_phone = yield connect(server.url, token="t-alice")
     bob = yield connect(server.url, token="t-bob")
     assert (yield api(server, "disconnect", {"user": "alice"})) == (200, {})
-    assert (yield alice_tab.closed) == (1008, "Disconnected")
-    assert (yield alice_phone.closed) == (1008, "Disconnected")
+    assert (yield _soon(alice_tab.closed)) == (1008, "Disconnected")
+    assert (yield _soon(alice_phone.closed)) == (1008, "Disconnected")
     assert (yield bob.request("presence_stats", channel="x").addErrback(lambda f: f.value.code)) == "not_available"
     assert (yield api(server, "disconnect", {"client": bob.info["client_id"], "reason": "Banned"})) == (200, {})
-    assert (yield bob.closed) == (1008, "Banned")
+    assert (yield _soon(bob.closed)) == (1008, "Banned")
     for body in ({}, {"user": "a", "client": "c"}, {"user": ""}, {"user": "a", "reason": "x" * 101},
                  {"user": "a", "reason": "é" * 62}, {"user": "a", "reason": "line\nbreak"}):
         status, answer = yield api(server, "disconnect", body)
@@ -137,7 +143,8 @@ def test_unsubscribe_removes_the_subscription_and_tells_the_client(make_server, 
     for client in (alice, bob):
         yield client.request("subscribe", channel="news")
     assert (yield api(server, "unsubscribe", {"user": "alice", "channel": "news"})) == (200, {})
-    assert (yield alice.next_event("unsubscribed")) == {"event": "unsubscribed", "channel": "news", "reason": "server"}
+    unsubscribed = yield _soon(alice.next_event("unsubscribed"))
+    assert unsubscribed == {"event": "unsubscribed", "channel": "news", "reason": "server"}
     yield api(server, "publish", {"channel": "news", "data": "after"})
     assert (yield bob.next_event("message"))["data"] == "after"
     assert (yield alice.request("unsubscribe", channel="news")) == {"channel": "news", "subscribed": False}
