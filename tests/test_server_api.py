@@ -9,6 +9,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.logger import LogLevel, formatEvent
 
+from zbifrost.api_client import ApiClient, ApiError
 from zbifrost.config import ConfigError, load_config
 from zbifrost.testing import connect
 
@@ -228,3 +229,34 @@ def test_batch_runs_its_commands_in_order_and_a_failing_one_does_not_stop_the_ot
     for body in ({"commands": []}, {"commands": [{"method": "info"}] * 101}, {}):
         status, answer = yield api(server, "batch", body)
         assert (status, answer["code"]) == (400, "missing_field"), body
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_python_client_calls_each_method_and_raises_api_error_with_code_and_status(make_server, tmp_path):
+    server = yield start(make_server, tmp_path, max_message_size=4096)
+    client = ApiClient(server.http_url, api_key=KEY)
+    alice = yield connect(server.url, token="t-alice")
+    yield alice.request("subscribe", channel="news")
+    published = yield in_thread(client.publish, "news", {"n": 1})
+    assert (published["channel"], published["offset"]) == ("news", 1)
+    broadcast = yield in_thread(client.broadcast, ["news", "other"], 2)
+    assert [result["offset"] for result in broadcast["results"]] == [2, 1]
+    assert [p["data"] for p in (yield in_thread(client.history, "news", limit=1))["publications"]] == [2]
+    assert (yield in_thread(client.channels, "n*")) == {"channels": {"news": {"subscribers": 1}}, "nodes": 1}
+    assert [node["clients"] for node in (yield in_thread(client.info))["nodes"]] == [1]
+    replies = yield in_thread(client.batch, [("presence", {"channel": "news"}), ("info", {})])
+    assert replies[0]["code"] == "not_available" and "nodes" in replies[1]
+    assert (yield in_thread(client.unsubscribe, "news", user="alice")) == {}
+    assert (yield _soon(alice.next_event("unsubscribed")))["reason"] == "server"
+    assert (yield in_thread(client.disconnect, user="alice", reason="Logged out")) == {}
+    assert (yield _soon(alice.closed)) == (1008, "Logged out")
+    for call, code, status in ((lambda: client.presence_stats("news"), "not_available", 400),
+                               (lambda: client.call("nope"), "unknown_event", 404),
+                               (lambda: ApiClient(server.http_url, api_key="wrong").info(), "invalid_token", 401),
+                               (lambda: ApiClient(server.http_url, token="t-alice").info(), "forbidden", 403),
+                               (lambda: client.publish("news", "x" * 5000), "http_413", 413)):
+        failure = yield in_thread(call).addErrback(lambda failure: failure.trap(ApiError) and failure.value)
+        assert (failure.code, failure.status) == (code, status)
+    yield server.stop()
+    unreachable = yield in_thread(client.info).addErrback(lambda failure: failure.trap(ApiError) and failure.value)
+    assert (unreachable.code, unreachable.status) == ("unreachable", 0)
