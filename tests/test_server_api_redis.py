@@ -6,7 +6,7 @@ from twisted.internet import defer
 
 from zbifrost.testing import connect
 
-from .helpers import write_tokens
+from .helpers import in_thread, write_tokens
 from .test_server_api import KEY, TOKENS, _soon, api
 
 
@@ -63,3 +63,13 @@ def test_channels_and_info_count_every_process(make_server, redis_server, tmp_pa
     status, answer = yield api(one, "info")
     assert [node["node"] for node in answer["nodes"]] == [one.hub.control.node]
     yield alice.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_the_broker_the_methods_that_cross_processes_answer_503(make_server, redis_server, tmp_path):
+    one, _two = yield _two_servers(make_server, redis_server, tmp_path)
+    yield in_thread(redis_server.stop)
+    for method, body in (("info", {}), ("channels", {}), ("disconnect", {"user": "alice"}),
+                         ("unsubscribe", {"user": "alice", "channel": "news"})):
+        status, answer = yield api(one, method, body)
+        assert (status, answer["code"]) == (503, "broker_unavailable"), method
