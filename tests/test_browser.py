@@ -17,7 +17,9 @@ import pytest_twisted
 import yaml
 from twisted.internet import defer, protocol, reactor
 
-from zbifrost import testing
+from tests.test_server_api import KEY as API_KEY
+from tests.test_server_api import api
+from zbifrost import messages, testing
 from zbifrost.auth import hash_token
 from zbifrost.channels import unsubscribed_frame
 
@@ -212,11 +214,11 @@ def test_client_rejects_with_bifrost_error_codes_timeout_and_disconnected(make_s
     _error(seen["afterDisconnect"], "disconnected")
 
 
-def _auth_server(make_server, tmp_path, token):
+def _auth_server(make_server, tmp_path, token, **settings):
     """A require-auth server knowing one token, alice's."""
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump({"tokens": [{"sha256": hash_token(token), "user": "alice", "role": "user"}]}))
-    return make_server(require_auth=True, tokens_file=str(tokens))
+    return make_server(require_auth=True, tokens_file=str(tokens), **settings)
 
 
 @pytest_twisted.inlineCallbacks
@@ -231,6 +233,35 @@ def test_client_sends_the_token_in_the_query_and_connect_rejects_with_the_close_
     assert client["good"]["result"]["auth"] == {"authenticated": True, "user": "alice", "role": "user", "expires": None}
     assert "Authentication required" in seen["refusedPage"]
     assert "alice (user)" in seen["allowedPage"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_server_apis_unsubscribe_and_disconnect_are_shown_on_the_page_which_does_not_reconnect(
+        make_server, tmp_path):
+    token = "browser-test-token"
+    server = yield _auth_server(make_server, tmp_path, token, api_key=API_KEY)
+    scenario = Scenario.start("api_disconnect", server, token)
+    yield scenario.step("subscribed")
+    gap = messages.event_frame("unsubscribed", channel="news", reason="insufficient_state")
+    for session in server.hub.clients.values():  # the demo's client and the probe's: as a gap would
+        server.hub.channels.unsubscribe("news", session)
+        session.send_frame(gap)
+    yield scenario.step("resubscribed")
+    assert server.hub.channels.subscriber_counts() == {"news": 2}  # both subscribed again
+    assert (yield api(server, "unsubscribe", {"user": "alice", "channel": "news"})) == (200, {})
+    yield scenario.step("unsubscribed")
+    assert (yield api(server, "disconnect", {"user": "alice"})) == (200, {})
+    seen = yield scenario.result()
+    probe = seen["probe"]
+    assert probe["unsubscribed"] == [["news", "insufficient_state"], ["news", "server"]] and seen["channels"] == []
+    assert probe["recovered"] == [["news", True]]  # nothing was published meanwhile
+    assert ["note:warning", "The server took this page off news: it receives no more of its messages."] in (
+        seen["unsubscribedLog"])
+    why = "The server disconnected this client (Disconnected); it does not reconnect."
+    assert probe["disconnects"] == [{"code": 1008, "reason": "Disconnected", "final": True, "why": why}]
+    assert probe["reconnecting"] == 0 and not server.hub.clients
+    assert seen["status"] == f"{why} Reload the page to connect again."
+    assert seen["errors"] == []
 
 
 @pytest_twisted.inlineCallbacks

@@ -52,7 +52,8 @@ def test_the_api_refuses_a_missing_or_unknown_token_and_roles_outside_api_roles(
         status, headers, reply = yield _post(server, body, token=token)
         assert (status, headers["www-authenticate"], "error" in json.loads(reply)) == (401, "Bearer", True)
     status, _, reply = yield _post(server, body, token="t-alice")
-    assert (status, json.loads(reply)) == (403, {"error": "Role 'user' may not publish through the API"})
+    assert (status, json.loads(reply)) == (403, {"error": "Role 'user' may not use the server API",
+                                                 "code": "forbidden"})
     opened = yield make_server(tokens_file=_tokens(tmp_path), api_roles="user")
     assert (yield _post(opened, body, token="t-alice"))[0] == 200
     assert (yield _post(opened, body, token="t-root"))[0] == 403

@@ -83,7 +83,8 @@ def test_while_redis_is_down_channels_answer_broker_unavailable_and_work_again_o
     health = yield _health(server)
     assert (health["status"], health["broker"]) == ("ok", "unavailable")
     status, _, body = yield _post(server, {"channel": "news", "data": 1}, token="t-root")
-    assert (status, json.loads(body)) == (503, {"error": "The channel broker cannot be reached: retry later"})
+    assert (status, json.loads(body)) == (503, {"error": "The channel broker cannot be reached: retry later",
+                                                "code": "broker_unavailable"})
     yield in_thread(redis_server.start)
     yield server.hub.channels.when_up()
     published = yield bob.request("publish", channel="news", data="back")

@@ -55,7 +55,7 @@ def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):
     ("websocket:\n  port: 0\n", "websocket.port: must be between 1 and 65535, got 0"),
     ("websocket:\n  port: many\n", "websocket.port: expected an integer, got 'many'"),
     ("websocket:\n  colour: blue\n",
-     "websocket: unknown key 'colour' (valid keys: allowed_origins, api_roles, backlog,"),
+     "websocket: unknown key 'colour' (valid keys: allowed_origins, api_key, api_roles,"),
     ("websocket:\n  require_auth: maybe\n", "websocket.require_auth: expected true or false"),
     ("websocket:\n  allowed_origins: [example.com]\n", "must be '*' or scheme://host[:port]"),
     ("websocket:\n  broker: http://:secret@127.0.0.1\n",

@@ -99,6 +99,16 @@ def _burst(value: int, config: "Config") -> str | None:
     return zero_or_more(value, config)
 
 
+API_KEY_MIN_LENGTH = 32
+
+
+def _api_key(value: str | None, config: "Config") -> str | None:
+    """Never quotes the key: this line is printed at start."""
+    if value is not None and len(value) < API_KEY_MIN_LENGTH:
+        return f"must be at least {API_KEY_MIN_LENGTH} characters, got {len(value)}"
+    return None
+
+
 def _threads_max(value: int | None, config: "Config") -> str | None:
     if value is None:  # 4 x threads
         return None
@@ -182,7 +192,9 @@ class Config:
     threads: int = setting(10, "websocket.threads", integer, check=greater_than_zero)
     threads_per_client: int = setting(2, "websocket.threads_per_client", integer, check=greater_than_zero)
     threads_max: int | None = setting(None, "websocket.threads_max", integer, check=_threads_max)  # None: 4 x threads
-    api_roles: list[str] = setting(["admin"], "websocket.api_roles", strings)  # roles that may POST /api/publish
+    api_roles: list[str] = setting(["admin"], "websocket.api_roles", strings)  # token roles that may use /api/<method>
+    api_key: str | None = setting(  # the X-API-Key of the server API (zbifrost.server_api); None: header ignored
+        None, "websocket.api_key", optional_text, env="WEBSOCKET_API_KEY", check=_api_key)
     # the config file's `channels:` section (zbifrost.channels.rules)
     channels: list[ChannelRule] = setting([], "channels", parse_channel_rules, reloadable=True)
 

@@ -3,7 +3,7 @@
 It owns the registry of open sessions (`clients`), the TCP connections still in their opening
 handshake (`Handshakes`) and those refused at auth and still closing, the services every
 session uses (workspace, dispatcher, query cache, channel backend and rules, token store,
-origin policy, trusted proxies, metrics, pool threads), the current config, and the graceful
+origin policy, trusted proxies, metrics, pool threads, the server API's control), the current config, and the graceful
 shutdown of the clients. It knows sessions, never their connections' frames; the Autobahn
 factory (zbifrost.wire.factory) only builds protocols.
 """
@@ -29,6 +29,7 @@ from .channels.redis import RedisBroker
 from .channels.redis_presence import RedisPresence
 from .channels.rules import ChannelRules
 from .config import Config
+from .control import Control
 from .dispatcher import Dispatcher
 from .interfaces import IReactor
 from .messages import JSON, JSONValue
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 # `realtime_sync` (zBifrost 1.5.4's name) is listed with `channels`: channels are its realtime sync.
 FEATURES = ["connection_info", "dispatch", "discover", "query_cache", "schema_cache", "channels", "realtime_sync",
-            "progress", "input", "channel_history", "presence"]
+            "progress", "input", "channel_history", "presence", "server_api"]
 
 log = Logger()
 
@@ -103,6 +104,7 @@ class Hub:
             self.channels = Channels(broker, RedisPresence(broker, config.presence_ttl))
         else:
             self.channels = Channels(MemoryBroker(reactor, config.history_max_bytes), MemoryPresence())
+        self.control = Control(self, self.channels.broker)  # the server API's reach over every process
         self.channel_rules = ChannelRules(config.channels)
         self.cache = QueryCache(config.cache_size)
         self.dispatcher = Dispatcher(workspace, self.cache, reactor, config.command_timeout)

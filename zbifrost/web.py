@@ -3,11 +3,11 @@
 `/` and `/ws` upgrade to WebSocket; an upgrade on any other path is a 404. Plain HTTP gets
 `/healthz`, `/metrics` (unless `metrics_listen` moves it to a site of its own,
 `build_metrics_site`), `/bifrost.js`, the demo page at `/`, at `/ws` the reason an upgrade
-would be refused, and `POST /api/publish`. Every TCP connection starts its handshake deadline
-at accept (`_Channel`), and a request with a body is refused with 413 before any of the body is
-read, except a `POST /api/publish` whose Content-Length is within `max_message_size` (its body
-is held in memory, never spooled to disk). After an upgrade the socket belongs to Autobahn:
-nothing here sees WebSocket frames.
+would be refused, and the server API's `POST /api/<method>` (zbifrost.server_api). Every TCP
+connection starts its handshake deadline at accept (`_Channel`), and a request with a body is
+refused with 413 before any of the body is read, except a `POST /api/<method>` whose
+Content-Length is within `max_message_size` (its body is held in memory, never spooled to
+disk). After an upgrade the socket belongs to Autobahn: nothing here sees WebSocket frames.
 """
 
 from __future__ import annotations
@@ -27,13 +27,11 @@ from twisted.web import http, resource, server
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 
-from . import __version__, messages
-from .auth import InvalidToken, bearer_token
-from .channels import channel_of, idempotency_key_of
+from . import __version__, messages, server_api
 from .channels.interfaces import ILifecycle
 from .interfaces import IConnectionTransport
-from .logs import escape, log_failure_with_id, stdout_is_the_journal
-from .messages import JSON, JSONValue
+from .logs import escape, stdout_is_the_journal
+from .messages import JSON
 
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
@@ -42,7 +40,7 @@ if TYPE_CHECKING:
     from .proxies import TrustedProxies
     from .wire.factory import WireFactory
 
-PUBLISH_PATH = b"/api/publish"
+API_PREFIX = b"/api/"
 
 log = Logger()
 
@@ -183,9 +181,10 @@ class Metrics(_StatusPage):
         return generate_latest(self.registry if board is None else board.registry)
 
 
-class PublishApi(resource.Resource):
-    """`POST /api/publish` (docs/protocol.md section 6): a backend program with a token whose role is
-    in `api_roles` publishes `{"channel", "data"}` (and an optional `idempotency_key`) as the server."""
+class ServerApi(resource.Resource):
+    """`POST /api/<method>` (docs/protocol.md section 12): the methods are zbifrost.server_api's;
+    this carries them over HTTP. Refusals are logged with the method and the peer, never the
+    key or the token."""
 
     isLeaf = True
 
@@ -197,64 +196,46 @@ class PublishApi(resource.Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         hub = self.hub
-        token = bearer_token(request.getHeader("authorization"))
-        identity = None
-        if token and hub.api_tokens is not None:
-            try:
-                identity = hub.api_tokens.identify(token)
-            except InvalidToken:
-                pass  # answered 401 below
-        if identity is None:
-            request.setHeader(b"www-authenticate", b"Bearer")
-            return _api_error(request, 401, "A valid bearer token is required")
-        if identity.role not in hub.config.api_roles:
-            return _api_error(request, 403, f"Role {identity.role!r} may not publish through the API")
+        method = request.prepath[-1].decode("utf-8", "replace")
+        refused = server_api.refusal(hub, request.getHeader("authorization"), request.getHeader("x-api-key"))
+        if refused is not None:
+            log.warn("Refused POST /api/{method} from {peer}: {reason}", method=escape(method),
+                     peer=_peer(request), reason=refused.code)
+            if refused.code == messages.INVALID_TOKEN:
+                request.setHeader(b"www-authenticate", b"Bearer")
+            return _api_error(request, server_api.STATUS[refused.code], refused)
         try:
-            channel, data, idempotency_key = _publish_body(request.content.getvalue())
+            params = server_api.parse_body(request.content.getvalue())
         except messages.RequestError as err:
-            return _api_error(request, 400, err.message)
+            return _api_error(request, 400, err)
 
         gone: list[Failure] = []  # the client left before the answer
         request.notifyFinish().addErrback(gone.append)
 
-        def published(result: JSON) -> None:
+        def answered(result: JSON) -> None:
             if not gone:
                 request.write(orjson.dumps(result))
                 request.finish()
 
         def failed(failure: Failure) -> None:
-            if isinstance(failure.value, messages.RequestError):  # broker_unavailable
-                if not gone:
-                    request.write(_api_error(request, 503, failure.value.message))
-                    request.finish()
-                return
-            error_id = log_failure_with_id(log, failure, "POST /api/publish on {channel} failed (error id {error_id})",
-                                           channel=channel)
+            status, error = server_api.error_for(failure, method)
             if not gone:
-                request.write(_api_error(request, 500, f"The publish failed (error id {error_id})"))
+                request.write(_api_error(request, status, error))
                 request.finish()
 
-        hub.publish_from_backend(channel, data, idempotency_key).addCallbacks(published, failed)
+        server_api.call(hub, method, params).addCallbacks(answered, failed)
         return server.NOT_DONE_YET
 
 
-def _api_error(request: server.Request, status: int, text: str) -> bytes:
+def _api_error(request: server.Request, status: int, error: messages.RequestError) -> bytes:
     request.setResponseCode(status)
-    return orjson.dumps({"error": text})
+    return orjson.dumps({"error": error.message, "code": error.code})
 
 
-def _publish_body(body: bytes) -> tuple[str, JSONValue, str | None]:
-    """(channel, data, idempotency_key) of a publish request's body, or RequestError with the problem."""
-    try:
-        message = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise messages.RequestError(messages.BAD_JSON, "The body must be a JSON object") from None
-    if type(message) is not dict or "data" not in message:
-        raise messages.RequestError(messages.MISSING_FIELD, 'The body must be {"channel": ..., "data": ...}')
-    channel = channel_of(message)
-    idempotency_key = idempotency_key_of(message)
-    messages.check_depth(message, body)
-    return channel, message["data"], idempotency_key
+def _peer(request: _Request) -> str:
+    """The client's address, as the access log names it (behind a trusted proxy: the forwarded one)."""
+    host = getattr(request.getClientAddress(), "host", None)
+    return "-" if host is None else request.site.trusted_proxies.client_address(host, request.getHeader)
 
 
 class Root(resource.Resource):
@@ -272,8 +253,8 @@ class Root(resource.Resource):
             b"forms.js": StaticFile("forms.js", b"text/javascript; charset=utf-8"),
             b"render.js": StaticFile("render.js", b"text/javascript; charset=utf-8"),
             b"demo.css": StaticFile("demo.css", b"text/css; charset=utf-8"),
-            PUBLISH_PATH[1:]: PublishApi(hub),
         }
+        self.api = ServerApi(hub)
         if not hub.config.metrics_listen:
             self.routes[b"metrics"] = Metrics(hub)
 
@@ -281,6 +262,8 @@ class Root(resource.Resource):
         if path == b"" and not request.postpath:
             return self.websocket if _is_upgrade(request) else self.page
         child = self.routes.get(b"/".join([path, *request.postpath]))
+        if path == API_PREFIX[1:-1] and len(request.postpath) == 1:
+            child = self.api
         if child is None or (_is_upgrade(request) and child is not self.websocket):
             return notFound()
         request.prepath.extend(request.postpath)
@@ -296,9 +279,7 @@ def _access_log_line(timestamp: str, request: _Request) -> str:
     the path escaped and cut like any log field (twisted.web refuses control characters in it),
     and without its time on the systemd journal, which has its own."""
     path = escape(request.uri.split(b"?", 1)[0].decode("ascii", "replace"))
-    peer = request.getClientAddress()
-    host = getattr(peer, "host", None)
-    client = "-" if host is None else request.site.trusted_proxies.client_address(host, request.getHeader)
+    client = _peer(request)
     timestamp = timestamp if request.site.timestamped else "-"
     return (f'{client} - - {timestamp} "{request.method.decode("ascii", "replace")} {path} '
             f'{request.clientproto.decode("ascii", "replace")}" {request.code} {request.sentLength or "-"}')
@@ -325,7 +306,7 @@ class _Request(server.Request):
 class _Channel(http.HTTPChannel):
     """One TCP connection while it speaks HTTP: its handshake deadline runs from the accept
     (`Handshakes`), however slowly its bytes arrive, and no request body is read but that of a
-    `POST /api/publish` within `max_message_size`."""
+    `POST /api/<method>` within `max_message_size`."""
 
     site: _Site
     transport: IConnectionTransport
@@ -357,11 +338,11 @@ class _Channel(http.HTTPChannel):
         super().allHeadersReceived()
 
     def _may_send_body(self) -> bool:
-        """A POST /api/publish whose Content-Length (chunked bodies have none) is within the limit."""
+        """A POST /api/<method> whose Content-Length (chunked bodies have none) is within the limit."""
         if len(self._request_line) != 2:
             return False
         method, target = self._request_line
-        return (method == b"POST" and target.split(b"?", 1)[0] == PUBLISH_PATH
+        return (method == b"POST" and target.split(b"?", 1)[0].startswith(API_PREFIX)
                 and self.length is not None and self.length <= self.site.hub.config.max_message_size)
 
 

@@ -415,6 +415,41 @@ const scenarios = {
     return {probe: await page.evaluate(() => window.probe), entry, errors: page.errors};
   },
 
+  // An `unsubscribed` of reason insufficient_state (pytest sends it) is followed by a subscribe
+  // with `since` at once. Then the server API acting on the page: its unsubscribe takes the
+  // page's channel away (the panel says so, the client drops it), then its disconnect closes
+  // the page with 1008 "Disconnected", which the page explains and does not reconnect after.
+  async api_disconnect(context) {
+    const [token] = extra;
+    const page = await openDemo(context, `?token=${encodeURIComponent(token)}`);
+    await joinChannel(page, 'news');
+    await page.evaluate(async (token) => {
+      const {BifrostClient} = await import('/bifrost.js');
+      const probe = window.probe = {unsubscribed: [], recovered: [], disconnects: [], reconnecting: 0};
+      const client = window.client = new BifrostClient(undefined, {token, hooks: {
+        onUnsubscribed: (channel, reason) => probe.unsubscribed.push([channel, reason]),
+        onRecovered: (channel, recovered) => probe.recovered.push([channel, recovered]),
+        onDisconnected: ({code, reason, final, why}) => probe.disconnects.push({code, reason, final, why}),
+        onReconnecting: () => probe.reconnecting++,
+      }});
+      await client.connect();
+      await client.subscribe('news', () => {});
+    }, token);
+    say({step: 'subscribed'});
+    await page.waitForFunction(() => window.probe.recovered.length === 1, null, {timeout: WAIT_MS});
+    say({step: 'resubscribed'});
+    await page.locator('#channel-state', {hasText: 'Unsubscribed from news by the server'}).waitFor({timeout: WAIT_MS});
+    await page.waitForFunction(() => window.probe.unsubscribed.length === 2, null, {timeout: WAIT_MS});
+    const channels = await page.evaluate(() => [...window.client._channels.keys()]);
+    const unsubscribedLog = await channelLog(page);
+    say({step: 'unsubscribed'});
+    await page.locator('#status[data-state="down"]').waitFor({timeout: WAIT_MS});
+    await page.waitForFunction(() => window.probe.disconnects.length === 1, null, {timeout: WAIT_MS});
+    await page.waitForTimeout(1500); // past the first retry's delay (at most 600 ms), had one been scheduled
+    return {channels, unsubscribedLog, probe: await page.evaluate(() => window.probe),
+      status: await page.locator('#status').innerText(), errors: page.errors};
+  },
+
   // A subscribe the server refuses rejects, and is not sent again after a reconnection.
   async refused_subscribe(context) {
     const page = await openDemo(context);

@@ -3,6 +3,8 @@ and PresenceManager): `IBroker` carries publications between processes and keeps
 offsets and history; `IPresence` keeps who is subscribed where; `IBrokerEventHandler` is what a
 broker hands its publications and joins/leaves to (`node.Channels`, the one local fan-out);
 `ILifecycle`, optional, is a part with connections of its own to start, stop and watch.
+A broker also carries the server API's control messages between processes (`publish_control`,
+`listen_control`: zbifrost.control), opaque bytes to it.
 
 Every method returning a Deferred may fail with RequestError(broker_unavailable) when a
 part cannot reach its store. Nothing here is implemented: see `memory`, `redis` and `node`.
@@ -10,6 +12,7 @@ part cannot reach its store. Nothing here is implemented: see `memory`, `redis` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -61,6 +64,14 @@ class IBroker(Interface):
 
     def publish_join_leave(channel: str, client_id: str, frame: bytes) -> Deferred[None]:
         """Hand a `join` or `leave` event of member `client_id` to the handler of every process."""
+
+    def listen_control(node: str, listener: Callable[[bytes], None]) -> None:
+        """Hand `listener` every control message sent to all processes or to `node` (this
+        process's id) from now on. Called once, before the broker starts."""
+
+    def publish_control(message: bytes, node: str | None) -> Deferred[int]:
+        """Hand `message` to the control listener of every process (`node` None) or of the
+        process listening as `node`, this one included; fires with how many it reached."""
 
 
 class IPresence(Interface):

@@ -10,13 +10,15 @@ and offset, for the last MAX_IDLE_CHANNELS such channels. The answers of publish
 `idempotency_key` are kept IDEMPOTENCY_WINDOW seconds on the reactor's clock. Every method answers at once (with
 an already-fired Deferred) and touches no timer; expiry is checked when history is read and,
 for the least recently published channels, on each publish. A publish, a join and a leave are
-handed to the event handler before the method returns. Presence is exact and local.
+handed to the event handler before the method returns, and so is a control message to this
+process's listener, the only one there is. Presence is exact and local.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -56,6 +58,8 @@ class MemoryBroker:
         self._idle: OrderedDict[str, None] = OrderedDict()  # names of channels with neither subscribers nor history
         # (channel, idempotency_key) -> (when it expires, what the publish answered), oldest first
         self._answered: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
+        self._node: str | None = None
+        self._control: Callable[[bytes], None] | None = None
 
     def attach(self, handler: IBrokerEventHandler) -> None:
         self._handler = handler
@@ -133,6 +137,15 @@ class MemoryBroker:
         if self._handler is not None:
             self._handler.handle_join_leave(name, client_id, frame)
         return defer.succeed(None)
+
+    def listen_control(self, node: str, listener: Callable[[bytes], None]) -> None:
+        self._node, self._control = node, listener
+
+    def publish_control(self, message: bytes, node: str | None) -> defer.Deferred[int]:
+        if self._control is None or node not in (None, self._node):
+            return defer.succeed(0)
+        self._control(message)
+        return defer.succeed(1)
 
     def _keep(self, name: str, channel: _Channel, publication: Publication, history: History) -> None:
         now = self.clock.seconds()

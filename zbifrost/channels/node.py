@@ -189,6 +189,18 @@ class Channels(service.Service):
         """Fires with {client_id: {"user", "role"}} of the channel's listed members."""
         return self.presence_manager.presence(name)
 
+    def read_history(self, name: str, since: tuple[str, int] | None) -> defer.Deferred[tuple[Stream, bool | None]]:
+        """The channel's position and kept publications (the server API's `history`): those after
+        `since` (epoch, offset) with whether every one of them was found, as a subscribe with
+        `since` would tell; without `since`, all of them and None."""
+        epoch, after = since if since is not None else (None, 0)
+        read = self.broker.history(name, after, epoch)
+        return read.addCallback(lambda stream: (stream, None if since is None else _recovery(since, stream).recovered))
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """{name: subscribers in this process} of every channel that has some."""
+        return {name: len(channel.subscribers) + len(channel.held) for name, channel in self._channels.items()}
+
     # -- IBrokerEventHandler ---------------------------------------------------------------
 
     def handle_publication(self, channel: str, publication: Publication) -> int:

@@ -14,7 +14,10 @@ so that names and keys with `:` cannot meet; expires IDEMPOTENCY_WINDOW seconds 
 set) for the `<epoch> <offset>` of a publish with that key, and answers it without publishing. Each process holds
 one pub/sub connection, PSUBSCRIBEd to every channel (so `subscribe` has nothing to do), and
 hands what arrives to its event handler (`node.Channels`), each publication encoded once.
-Joins and leaves are PUBLISHed as `<client_id> <event>` on `zbifrost:join_leave:<name>`.
+Joins and leaves are PUBLISHed as `<client_id> <event>` on `zbifrost:join_leave:<name>`, and the
+server API's control messages on `zbifrost:control` (to every process) or
+`zbifrost:control:<node>` (to one); PUBLISH's count of receivers tells how many processes a
+control message reached (one pub/sub connection each).
 
 Two connections (commands, pub/sub), made and logged in by `redis_connect`, reconnect with
 txredisapi's backoff. While either is down, every command fails at once with `broker_unavailable`
@@ -49,6 +52,7 @@ HISTORY = "zbifrost:history:"
 MESSAGES = "zbifrost:message:"
 JOIN_LEAVE = "zbifrost:join_leave:"
 IDEMPOTENCY = "zbifrost:idem:"
+CONTROL = "zbifrost:control"
 ANY_EPOCH = "*"
 
 log = Logger()
@@ -91,8 +95,8 @@ if (ARGV[2] ~= '*' and ARGV[2] ~= epoch) or since < 0 or since >= offset then re
 return {epoch, offset, redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')}
 """
 
-# KEYS: the join/leave channel; ARGV: `<client_id> <event>`
-_ANNOUNCE = "redis.call('PUBLISH', KEYS[1], ARGV[1])"
+# KEYS: a pub/sub channel (join/leave: ARGV `<client_id> <event>`; control); returns how many received it
+_ANNOUNCE = "return redis.call('PUBLISH', KEYS[1], ARGV[1])"
 
 
 def _publication(name: str, offset: int, payload: str, epoch: str) -> Publication:
@@ -126,6 +130,8 @@ class RedisBroker:
         self._command: Any = None  # the command protocol once usable
         self._fanout: Any = None  # the pub/sub protocol once PSUBSCRIBEd
         self._handler: IBrokerEventHandler | None = None
+        self._control_channels: list[str] = []  # the control channels of this process, once listening
+        self._control: Callable[[bytes], None] | None = None
         self.up = False
         self._running = False
         self._outage_logged = False
@@ -173,7 +179,8 @@ class RedisBroker:
     @defer.inlineCallbacks
     def _fanout_ready(self, protocol: Any) -> Any:
         try:
-            yield protocol.psubscribe([MESSAGES + "*", JOIN_LEAVE + "*"])
+            # the control channels hold no glob character: as patterns they match themselves only
+            yield protocol.psubscribe([MESSAGES + "*", JOIN_LEAVE + "*", *self._control_channels])
         except Exception:
             return  # lost again: _lost has run or will
         self._fanout = protocol
@@ -234,13 +241,15 @@ class RedisBroker:
         handler = self._handler
         if handler is None:
             return
-        if redis_channel.startswith(JOIN_LEAVE):
+        if redis_channel.startswith(MESSAGES):
+            name = redis_channel[len(MESSAGES):]
+            offset, epoch, payload = message.split(" ", 2)
+            handler.handle_publication(name, _publication(name, int(offset), payload, epoch))
+        elif redis_channel.startswith(JOIN_LEAVE):
             client_id, event = message.split(" ", 1)
             handler.handle_join_leave(redis_channel[len(JOIN_LEAVE):], client_id, event.encode("utf-8"))
-            return
-        name = redis_channel[len(MESSAGES):]
-        offset, epoch, payload = message.split(" ", 2)
-        handler.handle_publication(name, _publication(name, int(offset), payload, epoch))
+        elif self._control is not None:
+            self._control(message.encode("utf-8"))
 
     # -- IBroker -------------------------------------------------------------------------
 
@@ -273,3 +282,11 @@ class RedisBroker:
     def publish_join_leave(self, name: str, client_id: str, frame: bytes) -> defer.Deferred[None]:
         announced = self.call(_ANNOUNCE, [JOIN_LEAVE + name], [f"{client_id} {frame.decode('utf-8')}"])
         return announced.addCallback(lambda _: None)
+
+    def listen_control(self, node: str, listener: Callable[[bytes], None]) -> None:
+        self._control_channels = [CONTROL, f"{CONTROL}:{node}"]
+        self._control = listener
+
+    def publish_control(self, message: bytes, node: str | None) -> defer.Deferred[int]:
+        channel = CONTROL if node is None else f"{CONTROL}:{node}"
+        return self.call(_ANNOUNCE, [channel], [message.decode("utf-8")]).addCallback(int)

@@ -45,6 +45,11 @@ def valid_pattern(pattern: object) -> bool:
     return type(pattern) is str and _PATTERN.fullmatch(pattern) is not None
 
 
+def matches(channel: str, pattern: str) -> bool:
+    """Whether a glob `pattern` matches the channel's whole name (rules, the server API's `channels`)."""
+    return fnmatchcase(channel, pattern)
+
+
 def parse_channel_rules(where: str, raw: Any, folder: str) -> list[ChannelRule]:
     """The `channels:` section (a list of rules, or null for none) as ChannelRule objects, or a
     one-line ConfigError naming the rule and key at fault."""
@@ -99,7 +104,7 @@ class ChannelRules:
     def rule_for(self, channel: str) -> ChannelRule | None:
         """The first rule matching the channel, or None."""
         for rule in self.rules:
-            if fnmatchcase(channel, rule.pattern):
+            if matches(channel, rule.pattern):
                 return rule
         return None
 

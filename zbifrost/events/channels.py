@@ -18,13 +18,14 @@ from ..messages import FORBIDDEN, JSON, MISSING_FIELD, NO_REPLY, NOT_AVAILABLE, 
 
 if TYPE_CHECKING:
     from ..channels import Subscribed
+    from ..hub import Hub
     from ..messages import _NoReply
     from ..session import Session
     from . import Handler
 
 
-def _since(message: JSON) -> tuple[str, int] | None:
-    """The optional `since` of a subscribe as (epoch, offset)."""
+def since_of(message: JSON) -> tuple[str, int] | None:
+    """The optional `since` of a subscribe (or of the server API's `history`) as (epoch, offset)."""
     since = message.get("since")
     if since is None:
         return None
@@ -48,7 +49,7 @@ def _check_may_subscribe(session: Session, channel: str, action: str) -> None:
 
 def subscribe(session: Session, message: JSON, request_id: RequestId) -> Deferred[_NoReply]:
     channel = channel_of(message)
-    since = _since(message)
+    since = since_of(message)
     hub = session.hub
     _check_may_subscribe(session, channel, "subscribe")
     if session.subscriptions is None:
@@ -93,25 +94,35 @@ def publish(session: Session, message: JSON, request_id: RequestId) -> Deferred[
     return publishing.addCallback(lambda published: dict(channel=channel, **published))
 
 
-def _presence_of(session: Session, message: JSON) -> tuple[str, Deferred[dict[str, JSON]]]:
-    """The channel asked about and a Deferred of its presence; `forbidden` first, then
-    `not_available` (docs/protocol.md section 6)."""
+def channel_presence(hub: Hub, channel: str) -> Deferred[JSON]:
+    """The `presence` result of a channel, or `not_available` where its rule has no presence
+    (for clients and the server API alike)."""
+    if not hub.channel_rules.has_presence(channel):
+        raise RequestError(NOT_AVAILABLE, f"Presence is not turned on for channel {messages.quote(channel)}")
+    return hub.channels.presence(channel).addCallback(lambda found: {"channel": channel, "clients": found})
+
+
+def stats_of(presence: JSON) -> JSON:
+    """The `presence_stats` result made of a `presence` one."""
+    clients = presence["clients"]
+    return {"channel": presence["channel"], "clients": len(clients),
+            "users": len({entry["user"] for entry in clients.values()})}
+
+
+def _presence_of(session: Session, message: JSON) -> Deferred[JSON]:
+    """The presence result of the channel asked about; `forbidden` first, then `not_available`
+    (docs/protocol.md section 6)."""
     channel = channel_of(message)
     _check_may_subscribe(session, channel, "see presence")
-    if not session.hub.channel_rules.has_presence(channel):
-        raise RequestError(NOT_AVAILABLE, f"Presence is not turned on for channel {messages.quote(channel)}")
-    return channel, session.hub.channels.presence(channel)
+    return channel_presence(session.hub, channel)
 
 
 def presence(session: Session, message: JSON, request_id: RequestId) -> Deferred[JSON]:
-    channel, clients = _presence_of(session, message)
-    return clients.addCallback(lambda found: {"channel": channel, "clients": found})
+    return _presence_of(session, message)
 
 
 def presence_stats(session: Session, message: JSON, request_id: RequestId) -> Deferred[JSON]:
-    channel, clients = _presence_of(session, message)
-    return clients.addCallback(lambda found: {"channel": channel, "clients": len(found),
-                                              "users": len({entry["user"] for entry in found.values()})})
+    return _presence_of(session, message).addCallback(stats_of)
 
 
 HANDLERS: dict[str, Handler] = {"subscribe": subscribe, "unsubscribe": unsubscribe, "publish": publish,

@@ -11,8 +11,9 @@
 //   const result = await client.dispatch('^Ping'); // {message: 'Pong!'}
 //
 // hooks (all optional): onConnected(info) on every connection_info; onDisconnected({code,
-// reason, wasClean, refusal}), where `refusal` ({status, reason}) says why the server refused
-// the upgrade (403 origin, 503 full or stopping); onReconnecting(attempt, delayMs); onProgress({current, total, label},
+// reason, wasClean, refusal, final, why}), where `refusal` ({status, reason}) says why the server refused
+// the upgrade (403 origin, 503 full or stopping), `final` is true when no reconnection follows
+// and `why` then says so in words (`closeExplanation`); onReconnecting(attempt, delayMs); onProgress({current, total, label},
 // requestId); onDisplay(frame, requestId); onInput(input_request frame) returns (or resolves
 // to) the value sent back as input_response, or undefined to send nothing;
 // onServerShutdown(); onMessage(frame) for every frame received; onRecovered(channel,
@@ -20,7 +21,11 @@
 // reason `insufficient_state`, when the server could not keep a subscription whole): `recovered` false means
 // messages were lost (the page should reload what it shows from the channel); onJoin(channel,
 // info) and onLeave(channel, info) when another client subscribes to or leaves a channel whose
-// rule turns join_leave on (info: {client_id, user, role}).
+// rule turns join_leave on (info: {client_id, user, role}); onUnsubscribed(channel, reason)
+// when the server took the client off a channel (`unsubscribed`): reason `server` (the server
+// API's unsubscribe) drops the channel and its handlers for good; `insufficient_state` (the
+// server could not send every message) subscribes again at once with `since`, and
+// onRecovered then says `recovered: false`.
 //
 // Tokens: `token` is sent as is; or `getToken`, an async function resolving to a token (such
 // as a JWT that the application's own server signs for its logged-in user), is called for
@@ -40,6 +45,21 @@ const CLOSE_POLICY = 1008; // authentication failures (and rate-limit abuse): ne
 const CLOSE_ABNORMAL = 1006; // what a browser reports for a refused upgrade, whatever the reason
 const HOPELESS_STATUS = 403; // a refused origin: retrying cannot help (503 can: retried)
 const TOKEN_EXPIRED = 'Token expired'; // a 1008 that a new token from getToken cures
+const RESUBSCRIBE = 'insufficient_state'; // an `unsubscribed` reason that subscribes again with `since`
+
+// Why a close with no reconnection after it happened, in words (docs/protocol.md section 9).
+export function closeExplanation(code, reason) {
+  if (code !== CLOSE_POLICY) return `The connection closed (${code}${reason ? ` ${reason}` : ''}).`;
+  switch (reason) {
+    case 'Disconnected': return 'The server disconnected this client (Disconnected); it does not reconnect.';
+    case 'Unauthorized': return 'The application refused this connection (Unauthorized); it does not reconnect.';
+    case 'Authentication required': return 'The server requires a token (Authentication required).';
+    case 'Invalid token': return 'The server refused the token (Invalid token).';
+    case TOKEN_EXPIRED: return 'The token expired (Token expired).';
+    case 'Rate limit exceeded': return 'This client sent too many messages (Rate limit exceeded).';
+    default: return `The server closed the connection (${reason || 'policy violation'}); it does not reconnect.`;
+  }
+}
 const REFRESH_BEFORE_MS = 10000; // refresh this long before the token expires, or at 2/3 of a shorter life
 
 // An error reply (`code` from docs/protocol.md section 3, `details` when the server sent them), or
@@ -217,16 +237,6 @@ export class BifrostClient {
     return result;
   }
 
-  // The server ended a subscription it could not keep whole (`insufficient_state`, section
-  // 6a): subscribe again at once with `since`, so that the reply tells (onRecovered) whether
-  // anything was lost.
-  _unsubscribed(msg) {
-    if (msg.reason !== 'insufficient_state' || !this._channels.has(msg.channel)) return;
-    this._subscribe(msg.channel).then(
-      (result) => this.hooks.onRecovered?.(msg.channel, result.recovered, result),
-      () => {}); // a failure leaves it unsubscribed, as after a reconnection
-  }
-
   // -- the socket ------------------------------------------------------------------------
 
   _open() {
@@ -280,11 +290,25 @@ export class BifrostClient {
         for (const handler of this._channels.get(msg.channel) || []) handler(msg.data, msg.from, msg.offset);
         return;
       }
-      case 'unsubscribed': return this._unsubscribed(msg);
+      case 'unsubscribed': return this._unsubscribed(msg.channel, msg.reason);
       case 'join': return this.hooks.onJoin?.(msg.channel, msg.info);
       case 'leave': return this.hooks.onLeave?.(msg.channel, msg.info);
       case 'server_shutdown': return this.hooks.onServerShutdown?.();
     }
+  }
+
+  // The server took this client off a channel: for good, or to subscribe again from its position.
+  _unsubscribed(channel, reason) {
+    if (!this._channels.has(channel)) return;
+    if (reason === RESUBSCRIBE) {
+      this._subscribe(channel).then(
+        (result) => this.hooks.onRecovered?.(channel, result.recovered, result),
+        () => {}); // a failure leaves it unsubscribed until the next connection
+    } else {
+      this._channels.delete(channel);
+      this._positions.delete(channel);
+    }
+    this.hooks.onUnsubscribed?.(channel, reason);
   }
 
   _connected(info) {
@@ -365,11 +389,16 @@ export class BifrostClient {
     }
   }
 
+  // A 1008 is never retried (a token from getToken cures only "Token expired"): neither the
+  // server API's "Disconnected" nor the connect proxy's "Unauthorized" would let it back in.
   _afterClose({code, reason, wasClean, refusal}) {
-    this.hooks.onDisconnected?.({code, reason, wasClean, refusal});
     const renewable = this.getToken && reason === TOKEN_EXPIRED;
     const hopeless = (code === CLOSE_POLICY && !renewable) || refusal?.status === HOPELESS_STATUS;
-    if (this.reconnect && !this._closing && !hopeless) this._scheduleRetry();
+    const retrying = this.reconnect && !this._closing && !hopeless;
+    const why = retrying || this._closing ? undefined : closeExplanation(code, reason);
+    if (why && code === CLOSE_POLICY) console.warn(`bifrost: ${why}`);
+    this.hooks.onDisconnected?.({code, reason, wasClean, refusal, final: !retrying, why});
+    if (retrying) this._scheduleRetry();
     else this._failConnect(code, reason, refusal);
   }
 

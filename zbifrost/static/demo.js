@@ -34,7 +34,7 @@ const client = new BifrostClient(undefined, {
     onDisconnected(closed) {
       state.trouble = explainClose(closed);
       setStatus('down', state.trouble);
-      if (channel.name && !channel.away) {
+      if (channel.name && !channel.away && !closed.final) {
         channel.away = true; // one note per outage, however many attempts fail
         channelNote('info', 'Connection lost: the messages missed meanwhile will be asked for on reconnection.');
       }
@@ -46,6 +46,7 @@ const client = new BifrostClient(undefined, {
     onRecovered: channelRecovered,
     onJoin: (name, info) => memberCame(name, info, true),
     onLeave: (name, info) => memberCame(name, info, false),
+    onUnsubscribed: channelTakenAway,
   },
 });
 
@@ -62,16 +63,18 @@ function setStatus(state, text) {
 }
 
 // Why a connection closed, in words a user can act on (docs/protocol.md sections 2 and 9).
-function explainClose({code, reason, refusal}) {
+const TOKEN_REFUSALS = new Set(['Authentication required', 'Invalid token', 'Token expired']);
+
+function explainClose({code, reason, refusal, why}) {
   if (refusal?.status === 403) {
     return `The server refused this page (HTTP 403: ${refusal.reason}). ` +
       `Add ${location.origin} to the server's allowed_origins.`;
   }
   if (refusal) return `The server is unavailable (HTTP ${refusal.status}: ${refusal.reason}).`;
-  if (code === 1008) {
-    const hint = reason === 'Rate limit exceeded' ? '' : ' Open this page with ?token=<your token>.';
-    return `The server refused the connection: ${reason || 'policy violation'}.${hint}`;
+  if (code === 1008 && TOKEN_REFUSALS.has(reason)) {
+    return `The server refused the connection: ${reason}. Open this page with ?token=<your token>.`;
   }
+  if (code === 1008) return `${why} Reload the page to connect again.`; // Disconnected, Unauthorized, ...
   if (code === 1001) return 'The server shut down.';
   if (code === 1006) return 'The connection to the server was lost.';
   return `Disconnected (${code}${reason ? `: ${reason}` : ''}).`;
@@ -200,6 +203,17 @@ function showMembers() {
   const me = state.info?.client_id;
   $('channel-members').replaceChildren(...[...channel.members].map(([id, {user, role}]) =>
     el('li', {className: id === me ? 'from-you' : '', title: `${id} (${role})`}, id === me ? `${user} (you)` : user)));
+}
+
+// The server took this page off a channel: for good (`server`), or it subscribes again at once
+// (`insufficient_state`, after which channelRecovered says what was lost).
+function channelTakenAway(name, reason) {
+  if (name !== channel.name || reason === 'insufficient_state') return;
+  channelNote('warning', `The server took this page off ${name}: it receives no more of its messages.`);
+  Object.assign(channel, {name: null, members: new Map()});
+  $('channel-state').textContent = `Unsubscribed from ${name} by the server.`;
+  $('channel-text').disabled = $('publish').disabled = true;
+  showMembers();
 }
 
 function channelNote(level, text) {
