@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .app_proxy_settings import ProxySettings, parse_proxy_settings
 from .broker_url import broker_address, broker_problem  # broker_address: also importable from here
 from .channels.rules import ChannelRule, parse_channel_rules
 from .endpoints import endpoint_problem
@@ -73,8 +74,9 @@ def _directory(value: str, config: "Config") -> str | None:
 
 
 def _auth_has_credentials(value: bool, config: "Config") -> str | None:
-    if value and not config.tokens_file and config.jwt is None:
-        return "needs a tokens file (--tokens FILE or websocket.tokens) or a websocket.jwt section"
+    connect_proxy = config.proxy is not None and config.proxy.connect is not None
+    if value and not config.tokens_file and config.jwt is None and not connect_proxy:
+        return "needs a tokens file (--tokens FILE or websocket.tokens), a websocket.jwt section or a proxy.connect"
     return None
 
 
@@ -186,6 +188,8 @@ class Config:
     api_roles: list[str] = setting(["admin"], "websocket.api_roles", strings)  # roles that may POST /api/publish
     # the config file's `channels:` section (zbifrost.channels.rules)
     channels: list[ChannelRule] = setting([], "channels", parse_channel_rules, reloadable=True)
+    # the config file's `proxy:` section: the application answers (zbifrost.app_proxy)
+    proxy: ProxySettings | None = setting(None, "proxy", parse_proxy_settings)
 
 
 SETTINGS: dict[str, Setting] = {field.name: dataclasses.replace(field.metadata[_SETTING], name=field.name)

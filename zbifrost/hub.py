@@ -40,6 +40,7 @@ from .thread_pool import FairThreadPool
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 
+    from .app_proxy import Application
     from .workers import WorkerBoard
     from .zui.workspace import Workspace
 
@@ -86,7 +87,8 @@ class Handshakes:
 
 class Hub:
     def __init__(self, config: Config, workspace: Workspace, zvafile: str, zblock: str, tokens: Credentials | None,
-                 reactor: IReactor, api_tokens: Credentials | None = None) -> None:
+                 reactor: IReactor, api_tokens: Credentials | None = None,
+                 application: Application | None = None) -> None:
         self.config = config
         self.workspace = workspace
         self.reactor = reactor
@@ -113,7 +115,9 @@ class Hub:
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.trusted_proxies = TrustedProxies(config.trusted_proxies)
         self.anonymous = dict(ANONYMOUS)
-        self.features = list(FEATURES) + ["refresh"] + (["jwt"] if config.jwt else []) + list(self.channels.features)
+        self.application = application  # the proxies of the `proxy:` section (zbifrost.app_proxy), if any
+        self.features = (list(FEATURES) + ["refresh"] + (["jwt"] if config.jwt else []) + list(self.channels.features)
+                         + (["proxy"] if application is not None else []))
         self.zvafile = zvafile  # where new sessions start
         self.zblock = zblock
         self.worker_board: WorkerBoard | None = None  # a worker of --workers: its zbifrost.workers.WorkerBoard
