@@ -10,11 +10,13 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.web import resource, server
 
 from zbifrost.config import ConfigError, load_config
-from zbifrost.testing import connect
+from zbifrost.testing import ConnectionClosed, connect
+
+from .helpers import write_tokens
 
 SECRET = b"0123456789abcdef0123456789abcdef-the-proxy-secret"
 
@@ -121,3 +123,94 @@ def test_features_name_proxy_only_when_the_section_is_set(make_server, tmp_path)
     client = yield connect(proxied.url)
     assert "proxy" in client.info["features"]
     yield client.close()
+
+
+# -- the connect proxy ----------------------------------------------------------------------------
+
+def _connect_server(make_server, tmp_path, url, **settings):
+    section = [f"connect: {{url: '{url}/connect', headers: [Cookie, X-Forwarded-User]}}", "timeout: 1"]
+    return make_server(config_file=_config_file(tmp_path, section), **settings)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_connect_proxy_authenticates_with_the_listed_headers_only(make_server, tmp_path, application):
+    stand_in, url = application(lambda path, body, request: (200, {"result": {"user": "alice", "role": "editor"}}))
+    running = yield _connect_server(make_server, tmp_path, url, require_auth=True)
+    client = yield connect(running.url, origin=f"http://127.0.0.1:{running.port}",
+                           headers={"Cookie": "session=abc123", "X-Secret-Header": "not for the application"})
+    assert client.info["auth"] == {"authenticated": True, "user": "alice", "role": "editor", "expires": None}
+    path, body, headers = stand_in.requests[0]
+    assert path == "/connect"
+    assert body == {"client_id": client.info["client_id"], "remote_addr": "127.0.0.1",
+                    "origin": f"http://127.0.0.1:{running.port}", "path": "/ws"}
+    assert headers["cookie"] == "session=abc123"
+    assert "x-secret-header" not in headers and "x-forwarded-user" not in headers
+    reply = yield client.request("ping")
+    assert "pong" in reply
+    yield client.close()
+
+
+@pytest.mark.parametrize(("status", "answer", "reason"), [
+    (401, {}, "Unauthorized"),
+    (403, b"not even JSON", "Unauthorized"),
+    (200, {"disconnect": {"reason": "Log in first\nplease"}}, "Log in first\\x0aplease"),
+    (200, {"disconnect": {"reason": "x" * 300}}, "x" * 100),
+    (200, {"disconnect": {}}, "Unauthorized"),
+    (200, {"result": {"user": "", "role": "user"}}, "Unauthorized"),  # the identity rules of a JWT's sub
+    (200, {"result": {"user": "bob", "role": "admin role"}}, "Unauthorized"),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_connect_proxy_refusal_closes_1008_even_with_auth_off(make_server, tmp_path, application, status, answer,
+                                                                 reason):
+    _, url = application(lambda path, body, request: (status, answer))
+    running = yield _connect_server(make_server, tmp_path, url)
+    with pytest.raises(ConnectionClosed) as caught:
+        yield connect(running.url)
+    assert (caught.value.code, caught.value.reason) == (1008, reason)
+    assert not running.hub.clients
+
+
+@pytest.mark.parametrize("answer", [
+    lambda path, body, request: (502, {"result": {"user": "alice"}}),
+    lambda path, body, request: (200, b"<html>not JSON</html>"),
+    lambda path, body, request: (200, {"neither": "result nor disconnect"}),
+    lambda path, body, request: (404, {}),
+    lambda path, body, request: (200, {"result": {"user": "alice", "pad": "x" * 70000}}),  # past max_message_size
+    lambda path, body, request: _late((200, {"result": {"user": "alice"}}), 3),  # past the timeout (1 s)
+])
+@pytest_twisted.inlineCallbacks
+def test_an_unavailable_connect_proxy_closes_1011_internal_error(make_server, tmp_path, application, log_events,
+                                                                 answer):
+    _, url = application(answer)
+    running = yield _connect_server(make_server, tmp_path, url, require_auth=True)
+    with pytest.raises(ConnectionClosed) as caught:
+        yield connect(running.url, headers={"Cookie": "session=do-not-log-me"})
+    assert (caught.value.code, caught.value.reason) == (1011, "Internal error")
+    warnings = [event for event in log_events if "application at" in event.get("log_format", "")]
+    assert warnings and f"{url}/connect" in str(warnings[0])
+    assert not any("do-not-log-me" in str(event) or SECRET.decode() in str(event) for event in log_events)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connect_proxy_that_refuses_connections_closes_1011(make_server, tmp_path):
+    closed_port = reactor.listenTCP(0, server.Site(resource.Resource()), interface="127.0.0.1")
+    dead = f"http://127.0.0.1:{closed_port.getHost().port}"
+    yield closed_port.stopListening()
+    running = yield _connect_server(make_server, tmp_path, dead)
+    with pytest.raises(ConnectionClosed) as caught:
+        yield connect(running.url)
+    assert (caught.value.code, caught.value.reason) == (1011, "Internal error")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_token_still_authenticates_without_asking_the_connect_proxy(make_server, tmp_path, application):
+    stand_in, url = application(lambda path, body, request: (401, {}))
+    tokens = write_tokens(tmp_path / "tokens.yaml", ("secret-token", "carol", "admin"))
+    running = yield _connect_server(make_server, tmp_path, url, require_auth=True, tokens_file=tokens)
+    client = yield connect(running.url, token="secret-token")
+    assert client.info["auth"]["user"] == "carol" and not stand_in.requests
+    yield client.close()
+
+
+def _late(outcome, seconds):
+    return task.deferLater(reactor, seconds, lambda: outcome)

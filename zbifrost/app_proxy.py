@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import io
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -160,14 +161,16 @@ class Application:
 
     # -- what the answers mean -------------------------------------------------------------
 
-    def connect(self, facts: JSON, headers: dict[bytes, list[bytes]], limit: int
+    def connect(self, facts: JSON, headers: Mapping[str, str], limit: int
                 ) -> defer.Deferred[Identity | tuple[int, str]]:
-        """Ask the connect proxy about an upgrade (`facts`: client_id, remote_addr, origin, path);
+        """Ask the connect proxy about an upgrade (`facts`: client_id, remote_addr, origin, path;
+        `headers`: the upgrade's, by lower-case name, of which only the listed ones are sent);
         fires with the Identity it authenticates, or the close (code, reason) refusing it."""
         connect = self.settings.connect
         assert connect is not None
         url = connect.url
-        copied = {name: values for name, values in headers.items() if name.decode("latin-1").lower() in connect.headers}
+        copied = {name.encode("latin-1"): [headers[name].encode("latin-1", "replace")]
+                  for name in connect.headers if name in headers}
 
         def judge(answer: Answer) -> Identity | tuple[int, str]:
             if answer.status in (401, 403):

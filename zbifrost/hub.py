@@ -152,11 +152,18 @@ class Hub:
             return "origin", 403, "Origin not allowed"
         return None
 
-    def register(self, session: Session) -> str:
-        """Add an open session to the registry; returns its new, unique client id."""
+    def new_client_id(self) -> str:
+        """A client id no open session has now."""
         client_id = _new_client_id()
         while client_id in self.clients:  # 64 random bits: a repeat is all but impossible, never harmful
             client_id = _new_client_id()
+        return client_id
+
+    def register(self, session: Session, client_id: str | None = None) -> str:
+        """Add an open session to the registry; returns its unique client id: `client_id` (the one
+        the connect proxy was told) unless an open session has taken it meanwhile."""
+        if client_id is None or client_id in self.clients:
+            client_id = self.new_client_id()
         self.clients[client_id] = session
         self.metrics.connections_total += 1
         if self.tokens is not None:
