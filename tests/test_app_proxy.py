@@ -14,7 +14,8 @@ from twisted.internet import defer, reactor, task
 from twisted.web import resource, server
 
 from zbifrost.config import ConfigError, load_config
-from zbifrost.testing import ConnectionClosed, connect
+from zbifrost.service import BifrostService
+from zbifrost.testing import BifrostError, ConnectionClosed, connect
 
 from .helpers import write_tokens
 
@@ -214,3 +215,114 @@ def test_a_token_still_authenticates_without_asking_the_connect_proxy(make_serve
 
 def _late(outcome, seconds):
     return task.deferLater(reactor, seconds, lambda: outcome)
+
+
+# -- zHTTP commands -------------------------------------------------------------------------------
+
+def _zhttp_server(make_server, tmp_path, url, **settings):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "zUI.app.yaml").write_text(
+        "Main:\n"
+        f'  "Place Order": {{zHTTP: "{url}/orders"}}\n'
+        f'  "Slow": {{zHTTP: {{url: "{url}/slow", timeout: 0.5}}}}\n'
+        f'  "Admin Only": {{zHTTP: "{url}/orders", roles: [admin], description: Admins only}}\n'
+        f'  "Cached": {{zHTTP: "{url}/orders", cache_ttl: 60}}\n'
+        "Other:\n"
+        f'  "Order": {{zDialog: {{fields: [{{name: qty, type: int}}], onSubmit: {{zHTTP: "{url}/orders"}}}}}}\n')
+    return make_server(workspace=str(workspace), config_file=_config_file(tmp_path, ["timeout: 2"]), **settings)
+
+
+def _orders(path, body, request):
+    if path == "/slow":
+        return _late((200, {"late": True}), 3)
+    verdict = body["args"][0] if body["args"] else "ok"
+    return {
+        "ok": (200, {"order": 17, "seen": body}),
+        "refuse": (403, {"error": "You may not order this", "code": "forbidden"}),
+        "invalid": (422, {"error": "Check the form", "code": "invalid_input", "details": {"qty": "too many"}}),
+        "odd 4xx": (400, {"error": "Bad", "code": "something_else"}),
+        "boom": (500, {"error": "Traceback (most recent call last): ..."}),
+        "html": (200, b"<html>oops</html>"),
+    }[verdict]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_zhttp_command_is_answered_by_the_application(make_server, tmp_path, application):
+    stand_in, url = application(_orders)
+    running = yield _zhttp_server(make_server, tmp_path, url)
+    client = yield connect(running.url)
+    result = yield client.dispatch("^Place Order", args=["ok"], data={"note": "rush"})
+    assert result["order"] == 17
+    assert result["seen"] == {"zKey": "Place Order", "zBlock": "Main", "args": ["ok"], "data": {"note": "rush"},
+                              "user": "anonymous", "role": "guest", "client_id": client.info["client_id"]}
+    result = yield client.dispatch("Order", zBlock="Other", data={"qty": "3"})  # onSubmit gets the checked form
+    assert (result["seen"]["zBlock"], result["seen"]["data"]) == ("Other", {"qty": 3})
+    for _ in range(2):
+        yield client.dispatch("Cached")
+    assert len(stand_in.requests) == 3  # the second "Cached" came from the query cache
+    with pytest.raises(BifrostError) as caught:
+        yield client.dispatch("Admin Only")
+    assert caught.value.code == "forbidden" and len(stand_in.requests) == 3  # the role check comes first
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_zhttp_4xx_error_passes_through_and_anything_else_is_command_failed(make_server, tmp_path, application,
+                                                                               log_events):
+    _, url = application(_orders)
+    running = yield _zhttp_server(make_server, tmp_path, url)
+    client = yield connect(running.url)
+    reply = yield client.request_frame("dispatch", zKey="Place Order", args=["refuse"])
+    assert (reply["error"], reply["code"]) == ("You may not order this", "forbidden")
+    reply = yield client.request_frame("dispatch", zKey="Place Order", args=["invalid"])
+    assert (reply["code"], reply["details"]) == ("invalid_input", {"qty": "too many"})
+    for verdict, status in (("odd 4xx", "400"), ("boom", "500"), ("html", "200")):
+        reply = yield client.request_frame("dispatch", zKey="Place Order", args=[verdict])
+        assert reply["code"] == "command_failed" and "Traceback" not in reply["error"], verdict
+        error_id = reply["error"].split("error id ")[1].rstrip(")")
+        logged = [event for event in log_events if event.get("error_id") == error_id]
+        assert logged and f"answered {status}" in str(logged[0]["log_failure"].value), verdict
+    assert (yield client.request("ping"))  # the connection stays open
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_zhttp_command_without_an_answer_in_time_is_timeout(make_server, tmp_path, application):
+    _, url = application(_orders)
+    running = yield _zhttp_server(make_server, tmp_path, url)
+    client = yield connect(running.url)
+    with pytest.raises(BifrostError) as caught:
+        yield client.dispatch("Slow")
+    assert caught.value.code == "timeout"
+    yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_zhttp_command_whose_application_is_down_is_proxy_unavailable(make_server, tmp_path):
+    closed_port = reactor.listenTCP(0, server.Site(resource.Resource()), interface="127.0.0.1")
+    dead = f"http://127.0.0.1:{closed_port.getHost().port}"
+    yield closed_port.stopListening()
+    running = yield _zhttp_server(make_server, tmp_path, dead)
+    client = yield connect(running.url)
+    with pytest.raises(BifrostError) as caught:
+        yield client.dispatch("Place Order")
+    assert caught.value.code == "proxy_unavailable"
+    yield client.close()
+
+
+@pytest.mark.parametrize(("action", "with_proxy", "message"), [
+    ('{zHTTP: "http://127.0.0.1:8000/x"}', False, "line 3: zHTTP needs a proxy: section with a secret_file"),
+    ('{zHTTP: "file:///etc/passwd"}', True, "line 3: zHTTP url: 'file:///etc/passwd' must be an http:// or https://"),
+    ('{zHTTP: {url: "http://127.0.0.1/x", timeout: -1}}', True, "line 3: zHTTP timeout must be a number"),
+    ('{zHTTP: {url: "http://127.0.0.1/x", method: GET}}', True, "line 3: unknown key"),
+])
+def test_a_zui_file_with_a_wrong_zhttp_is_refused_at_load_with_file_and_line(tmp_path, action, with_proxy, message):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "zUI.app.yaml").write_text(f"Main:\n  Ping: Pong\n  Order: {action}\n")
+    config_file = _config_file(tmp_path, ["timeout: 2"]) if with_proxy else None
+    config = load_config(config_file, environ={}, overrides={"workspace": str(workspace)})
+    with pytest.raises(ConfigError) as caught:
+        BifrostService(config, reactor=reactor)
+    assert str(caught.value).startswith("zUI file zUI.app.yaml, ") and message in str(caught.value)

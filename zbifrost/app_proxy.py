@@ -134,17 +134,18 @@ def _parsed(body: bytes | None, status: int, limit: int) -> Answer:
 class Application:
     """The application's three proxies, as the `proxy:` section (ProxySettings) names them."""
 
-    def __init__(self, settings: ProxySettings, reactor: IReactor) -> None:
+    def __init__(self, settings: ProxySettings, reactor: IReactor, max_answer: int) -> None:
         self.settings = settings
         self.reactor = reactor
+        self.max_answer = max_answer  # bytes of an answer read at most: max_message_size (a reload updates it)
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self._agent = Agent(reactor, pool=self.pool)
 
     # -- one request -----------------------------------------------------------------------
 
-    def post(self, url: str, payload: JSON, limit: int, timeout: float | None = None,
+    def post(self, url: str, payload: JSON, timeout: float | None = None,
              headers: dict[bytes, list[bytes]] | None = None) -> defer.Deferred[Answer]:
-        """POST `payload` signed to `url`; fires with the Answer (its body read up to `limit`
+        """POST `payload` signed to `url`; fires with the Answer (its body read up to `max_answer`
         bytes) or fails with Unavailable (TimedOut past `timeout`, default the section's)."""
         body = orjson.dumps(payload)
         timestamp = str(int(time.time()))
@@ -155,14 +156,13 @@ class Application:
         seconds = self.settings.timeout if timeout is None else timeout
         producer = FileBodyProducer(io.BytesIO(body))
         asked: defer.Deferred[Any] = self._agent.request(b"POST", url.encode("utf-8"), sent, producer)
-        asked.addCallback(_read, limit)
-        asked.addTimeout(seconds, self.reactor)
-        return asked.addErrback(_unavailable, seconds)
+        asked.addCallback(_read, self.max_answer)
+        asked.addTimeout(seconds, self.reactor, onTimeoutCancel=_timed_out)
+        return asked.addErrback(_unavailable)
 
     # -- what the answers mean -------------------------------------------------------------
 
-    def connect(self, facts: JSON, headers: Mapping[str, str], limit: int
-                ) -> defer.Deferred[Identity | tuple[int, str]]:
+    def connect(self, facts: JSON, headers: Mapping[str, str]) -> defer.Deferred[Identity | tuple[int, str]]:
         """Ask the connect proxy about an upgrade (`facts`: client_id, remote_addr, origin, path;
         `headers`: the upgrade's, by lower-case name, of which only the listed ones are sent);
         fires with the Identity it authenticates, or the close (code, reason) refusing it."""
@@ -195,9 +195,9 @@ class Application:
             _log_unavailable(url, failure.value)
             return UNAVAILABLE
 
-        return self.post(url, facts, limit, headers=copied).addCallbacks(judge, failed)
+        return self.post(url, facts, headers=copied).addCallbacks(judge, failed)
 
-    def may_subscribe(self, facts: JSON, limit: int) -> defer.Deferred[None]:
+    def may_subscribe(self, facts: JSON) -> defer.Deferred[None]:
         """Ask the subscribe proxy (`facts`: channel, user, role, client_id); fires with None when
         it allows, fails with RequestError forbidden or proxy_unavailable."""
         url = self.settings.subscribe_url
@@ -211,9 +211,9 @@ class Application:
                 _unusable(url, answer, None)
                 raise _unavailable_error()
 
-        return self.post(url, facts, limit).addCallbacks(judge, _as_unavailable, errbackArgs=(url,))
+        return self.post(url, facts).addCallbacks(judge, _as_unavailable, errbackArgs=(url,))
 
-    def command(self, url: str, facts: JSON, limit: int, timeout: float | None) -> defer.Deferred[JSONValue]:
+    def command(self, url: str, facts: JSON, timeout: float | None) -> defer.Deferred[JSONValue]:
         """Run a `zHTTP` command (`facts`: zKey, zBlock, args, data, user, role, client_id); fires
         with its result or fails with RequestError (the answer's forbidden or invalid_input,
         command_failed, timeout or proxy_unavailable)."""
@@ -237,7 +237,7 @@ class Application:
                 raise RequestError(TIMEOUT, "The command did not finish within its timeout")
             raise _unavailable_error()
 
-        return self.post(url, facts, limit, timeout).addCallbacks(judge, failed)
+        return self.post(url, facts, timeout).addCallbacks(judge, failed)
 
 
 def close_reason(given: object) -> str:
@@ -251,10 +251,13 @@ def close_reason(given: object) -> str:
     return reason.encode("utf-8", "replace").decode("utf-8")
 
 
-def _unavailable(failure: Failure, seconds: float) -> Failure:
-    """Any failure of a request as Unavailable (TimedOut for the timeout)."""
-    if failure.check(defer.TimeoutError):
-        raise TimedOut(f"no answer within {seconds:g} s")
+def _timed_out(result: object, seconds: float) -> None:
+    """addTimeout's onTimeoutCancel: whatever the cancelled request failed with, it timed out."""
+    raise TimedOut(f"no answer within {seconds:g} s")
+
+
+def _unavailable(failure: Failure) -> Failure:
+    """Any failure of a request as Unavailable."""
     if failure.check(Unavailable):
         return failure
     raise Unavailable(f"{type(failure.value).__name__}: {failure.getErrorMessage()}")

@@ -137,6 +137,8 @@ class Hub:
         self.config = config
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.channel_rules = ChannelRules(config.channels)
+        if self.application is not None:
+            self.application.max_answer = config.max_message_size
 
     # -- the client registry ---------------------------------------------------------------
 

@@ -107,7 +107,8 @@ class BifrostService(service.MultiService):
             reactor = cast(IReactor, installed)  # it provides IReactorFromThreads too
         self.config = config
         self.reactor = reactor
-        self.application = Application(config.proxy, reactor) if config.proxy is not None else None
+        self.application = (Application(config.proxy, reactor, config.max_message_size) if config.proxy is not None
+                            else None)
         self.workspace = Workspace(config.workspace, self.application)
         zblock = self._check_zui()
         tokens = None

@@ -144,7 +144,7 @@ class Session:
             self._log_refusal("proxy_refused" if outcome[0] == 1008 else "proxy_unavailable", request,
                               f": {outcome[1]}")
 
-        return hub.application.connect(facts, request.headers, hub.config.max_message_size).addCallback(answered)
+        return hub.application.connect(facts, request.headers).addCallback(answered)
 
     def _log_refusal(self, reason: str, request: ConnectionRequest, detail: str = "") -> None:
         """Count and log a refused connection: the reason and the peer, never a token."""
