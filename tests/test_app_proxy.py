@@ -6,6 +6,7 @@ zbifrost and real WebSocket clients."""
 import hashlib
 import hmac
 import json
+import re
 import time
 
 import pytest
@@ -44,8 +45,12 @@ class StandIn(resource.Resource):
                    for name, values in request.requestHeaders.getAllRawHeaders()}
         self.requests.append((request.path.decode(), json.loads(body), headers))
         answered = defer.maybeDeferred(self.answer, request.path.decode(), json.loads(body), request)
+        gone = []  # zbifrost stopped waiting (a timeout) and dropped the connection
+        request.notifyFinish().addErrback(gone.append)
 
         def reply(outcome):
+            if gone:
+                return
             status, payload = outcome
             request.setResponseCode(status)
             request.write(payload if isinstance(payload, bytes) else json.dumps(payload).encode())
@@ -94,7 +99,7 @@ def _config_file(tmp_path, section, extra=""):
     (["connnect: {url: 'http://127.0.0.1/c'}"], "unknown key 'connnect' (did you mean 'connect'?)"),
 ])
 def test_a_wrong_proxy_section_stops_the_start_with_one_line_naming_the_key(tmp_path, section, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(_config_file(tmp_path, section), environ={})
 
 
@@ -326,3 +331,56 @@ def test_a_zui_file_with_a_wrong_zhttp_is_refused_at_load_with_file_and_line(tmp
     with pytest.raises(ConfigError) as caught:
         BifrostService(config, reactor=reactor)
     assert str(caught.value).startswith("zUI file zUI.app.yaml, ") and message in str(caught.value)
+
+
+# -- the subscribe proxy --------------------------------------------------------------------------
+
+def _subscribe_server(make_server, tmp_path, url):
+    channels = ('channels:\n  - {pattern: "room.*", subscribe: [guest], proxy: true}\n'
+                '  - {pattern: "staff.*", subscribe: [admin], proxy: true}\n  - {pattern: "*"}\n')
+    section = [f"subscribe: {{url: '{url}/subscribe'}}", "timeout: 1"]
+    return make_server(config_file=_config_file(tmp_path, section, extra=channels))
+
+
+def _rooms(path, body, request):
+    return {
+        "room.open": (200, {"result": {}}),
+        "room.closed": (403, {}),
+        "room.error": (200, {"error": "not a member"}),
+        "room.broken": (503, {}),
+        "room.odd": (200, {"result": "yes"}),
+        "room.slow": _late((200, {"result": {}}), 3),
+    }[body["channel"]]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_subscribe_proxy_decides_after_the_rules_own_role_check(make_server, tmp_path, application):
+    stand_in, url = application(_rooms)
+    running = yield _subscribe_server(make_server, tmp_path, url)
+    client = yield connect(running.url)
+    reply = yield client.request("subscribe", channel="room.open")
+    assert reply["subscribed"] is True
+    assert stand_in.requests[0][:2] == ("/subscribe", {"channel": "room.open", "user": "anonymous", "role": "guest",
+                                                       "client_id": client.info["client_id"]})
+    for channel, code in (("room.closed", "forbidden"), ("room.error", "forbidden"), ("staff.1", "forbidden"),
+                          ("room.broken", "proxy_unavailable"), ("room.odd", "proxy_unavailable"),
+                          ("room.slow", "proxy_unavailable")):
+        with pytest.raises(BifrostError) as caught:
+            yield client.request("subscribe", channel=channel)
+        assert caught.value.code == code, channel
+    assert [body["channel"] for _, body, _ in stand_in.requests] == [
+        "room.open", "room.closed", "room.error", "room.broken", "room.odd", "room.slow"]  # never staff.1
+    yield client.request("subscribe", channel="lobby")  # a channel whose rule does not proxy
+    running.hub.publish_from_backend("room.closed", {"from": "the backend"})  # never proxied
+    assert len(stand_in.requests) == 6
+    published = yield client.request("publish", channel="room.open", data=1)
+    assert published["channel"] == "room.open"
+    assert {entry for entry in running.hub.clients[client.info["client_id"]].subscriptions} == {"room.open", "lobby"}
+    yield client.close()
+
+
+def test_a_proxied_channel_rule_needs_a_subscribe_url(tmp_path):
+    path = tmp_path / "zbifrost.yaml"
+    path.write_text('channels:\n  - {pattern: "room.*", proxy: true}\n')
+    with pytest.raises(ConfigError, match=re.escape("'room.*' has proxy: true, which needs proxy.subscribe.url")):
+        load_config(str(path), environ={})

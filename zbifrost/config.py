@@ -96,6 +96,13 @@ def _networks(value: list[str], config: "Config") -> str | None:
     return None
 
 
+def _subscribe_proxy(rules: list[ChannelRule], config: "Config") -> str | None:
+    proxied = [rule.pattern for rule in rules if rule.proxy]
+    if proxied and (config.proxy is None or config.proxy.subscribe_url is None):
+        return f"the rule for {proxied[0]!r} has proxy: true, which needs proxy.subscribe.url"
+    return None
+
+
 def _burst(value: int, config: "Config") -> str | None:
     if config.rate and value < 1:
         return "must be at least 1 when rate limiting is on"
@@ -187,7 +194,7 @@ class Config:
     threads_max: int | None = setting(None, "websocket.threads_max", integer, check=_threads_max)  # None: 4 x threads
     api_roles: list[str] = setting(["admin"], "websocket.api_roles", strings)  # roles that may POST /api/publish
     # the config file's `channels:` section (zbifrost.channels.rules)
-    channels: list[ChannelRule] = setting([], "channels", parse_channel_rules, reloadable=True)
+    channels: list[ChannelRule] = setting([], "channels", parse_channel_rules, reloadable=True, check=_subscribe_proxy)
     # the config file's `proxy:` section: the application answers (zbifrost.app_proxy)
     proxy: ProxySettings | None = setting(None, "proxy", parse_proxy_settings)
 
