@@ -12,6 +12,7 @@ import time
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import ClientCreator, Protocol
 from twisted.web import resource, server
 
 from zbifrost.config import ConfigError, load_config
@@ -384,3 +385,42 @@ def test_a_proxied_channel_rule_needs_a_subscribe_url(tmp_path):
     path.write_text('channels:\n  - {pattern: "room.*", proxy: true}\n')
     with pytest.raises(ConfigError, match=re.escape("'room.*' has proxy: true, which needs proxy.subscribe.url")):
         load_config(str(path), environ={})
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_upgrade_dropped_at_its_deadline_while_the_connect_proxy_thinks_leaves_nothing_behind(
+        make_server, tmp_path, application, log_events):
+    answered = defer.Deferred()
+
+    def slow_yes(path, body, request):
+        def yes():
+            if not answered.called:
+                answered.callback(None)
+            return 200, {"result": {"user": "al"}}
+
+        return task.deferLater(reactor, 0.6, yes)
+
+    _, url = application(slow_yes)
+    running = yield _connect_server(make_server, tmp_path, url, handshake_timeout=0.3)
+    lost = defer.Deferred()
+    raw = yield ClientCreator(reactor, _Watch, lost).connectTCP("127.0.0.1", running.port)
+    raw.transport.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    yield lost  # dropped at the handshake deadline, before the application answers
+    yield answered
+    yield task.deferLater(reactor, 0.1, lambda: None)  # the answer reaches zbifrost's upgrade
+    assert not running.hub.clients and raw.received == b""
+    assert not [event for event in log_events if event.get("log_level") is not None
+                and event["log_level"].name in ("error", "critical")]
+
+
+class _Watch(Protocol):
+    def __init__(self, lost):
+        self.lost = lost
+        self.received = b""
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.lost.callback(None)
