@@ -424,3 +424,16 @@ class _Watch(Protocol):
 
     def connectionLost(self, reason):
         self.lost.callback(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_user_the_connect_proxy_names_has_its_private_channel_with_auth_off(make_server, tmp_path, application):
+    _, url = application(lambda path, body, request: (200, {"result": {"user": "alice"}}))
+    running = yield _connect_server(make_server, tmp_path, url)
+    client = yield connect(running.url)
+    reply = yield client.request("subscribe", channel="user:alice")
+    assert reply["subscribed"] is True
+    with pytest.raises(BifrostError) as caught:
+        yield client.request("subscribe", channel="user:bob")
+    assert caught.value.code == "forbidden"
+    yield client.close()

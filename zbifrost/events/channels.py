@@ -51,7 +51,8 @@ def _forbidden(action: str, channel: str) -> RequestError:
 
 
 def _check_may_subscribe(session: Session, channel: str, action: str) -> None:
-    user = session.identity["user"] if session.hub.tokens is not None else None  # nobody is authenticated with auth off
+    # with auth off and no connect proxy every client is the anonymous guest: nobody is authenticated
+    user = session.identity["user"] if session.identity is not session.hub.anonymous else None
     if not session.hub.channel_rules.may_subscribe(channel, session.identity["role"], user):
         raise _forbidden(action, channel)
 
