@@ -29,6 +29,7 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, Resp
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
+from . import compat
 from .auth import Identity, identity_problem
 from .logs import escape
 from .messages import FORBIDDEN, INVALID_INPUT, JSON, PROXY_UNAVAILABLE, TIMEOUT, JSONValue, RequestError, quote
@@ -139,6 +140,7 @@ class Application:
         self.reactor = reactor
         self.max_answer = max_answer  # bytes of an answer read at most: max_message_size (a reload updates it)
         self.pool = HTTPConnectionPool(reactor, persistent=True)
+        compat.quiet_connection_pool(self.pool)
         self._agent = Agent(reactor, pool=self.pool)
 
     # -- one request -----------------------------------------------------------------------
