@@ -6,7 +6,9 @@ zbifrost and real WebSocket clients."""
 import hashlib
 import hmac
 import json
+import os
 import re
+import shutil
 import time
 
 import pytest
@@ -437,3 +439,15 @@ def test_a_user_the_connect_proxy_names_has_its_private_channel_with_auth_off(ma
         yield client.request("subscribe", channel="user:bob")
     assert caught.value.code == "forbidden"
     yield client.close()
+
+
+def test_the_proxy_flask_examples_config_and_zui_file_load_with_its_secret_file(tmp_path):
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "proxy-flask")
+    for name in ("zbifrost.yaml", "zUI.shop.yaml", "app.py", "index.html"):
+        shutil.copy(os.path.join(example, name), tmp_path)
+    (tmp_path / "proxy.secret").write_bytes(SECRET + b"\n")
+    config = load_config(str(tmp_path / "zbifrost.yaml"), environ={})
+    assert (config.require_auth, config.proxy.secret, config.proxy.connect.headers) == (True, SECRET, ("cookie",))
+    assert [rule.proxy for rule in config.channels] == [True]
+    command = BifrostService(config, reactor=reactor).workspace.file("@.zUI.shop").blocks["Shop"].find("Place Order")
+    assert (command.action.kind, command.action.url) == ("http", "http://127.0.0.1:5000/zbifrost/orders")
