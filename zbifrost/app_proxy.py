@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,12 +21,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from . import compat
 from .auth import Identity, identity_problem
@@ -45,6 +46,7 @@ log = Logger()
 
 UNAUTHORIZED = (1008, "Unauthorized")
 UNAVAILABLE = (1011, "Internal error")
+MAX_IDLE_CONNECTIONS = 32  # kept open per application host and port for the next requests (Twisted's default: 2)
 MAX_REASON = 100  # characters of a refusal reason the application gives
 _CLOSE_REASON_BYTES = 123  # what a WebSocket close frame can carry
 _PASSED_CODES = (FORBIDDEN, INVALID_INPUT)  # the error codes a zHTTP answer may give
@@ -111,6 +113,29 @@ class _BoundedBody(Protocol):
             self.finished.errback(Unavailable(f"the answer broke off ({type(reason.value).__name__})"))
 
 
+@implementer(IBodyProducer)
+class _Body:
+    """A request body written at once (Twisted's FileBodyProducer reads a file in a cooperative
+    task: reactor turns and timers for a few hundred bytes)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
+        consumer.write(self.body)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
 def _read(response: IResponse, limit: int) -> defer.Deferred[Answer]:
     reader: _BoundedBody
 
@@ -140,6 +165,7 @@ class Application:
         self.reactor = reactor
         self.max_answer = max_answer  # bytes of an answer read at most: max_message_size (a reload updates it)
         self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = MAX_IDLE_CONNECTIONS
         compat.quiet_connection_pool(self.pool)
         self._agent = Agent(reactor, pool=self.pool)
 
@@ -156,8 +182,7 @@ class Application:
         sent.setRawHeaders(b"x-zbifrost-timestamp", [timestamp.encode("ascii")])
         sent.setRawHeaders(b"x-zbifrost-signature", [signature(self.settings.secret, timestamp, body).encode("ascii")])
         seconds = self.settings.timeout if timeout is None else timeout
-        producer = FileBodyProducer(io.BytesIO(body))
-        asked: defer.Deferred[Any] = self._agent.request(b"POST", url.encode("utf-8"), sent, producer)
+        asked: defer.Deferred[Any] = self._agent.request(b"POST", url.encode("utf-8"), sent, _Body(body))
         asked.addCallback(_read, self.max_answer)
         asked.addTimeout(seconds, self.reactor, onTimeoutCancel=_timed_out)
         return asked.addErrback(_unavailable)
