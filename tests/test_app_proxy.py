@@ -21,7 +21,7 @@ from zbifrost.config import ConfigError, load_config
 from zbifrost.service import BifrostService
 from zbifrost.testing import BifrostError, ConnectionClosed, connect
 
-from .helpers import write_tokens
+from .helpers import in_thread, refused_status, write_tokens
 
 SECRET = b"0123456789abcdef0123456789abcdef-the-proxy-secret"
 
@@ -451,3 +451,17 @@ def test_the_proxy_flask_examples_config_and_zui_file_load_with_its_secret_file(
     assert [rule.proxy for rule in config.channels] == [True]
     command = BifrostService(config, reactor=reactor).workspace.file("@.zUI.shop").blocks["Shop"].find("Place Order")
     assert (command.action.kind, command.action.url) == ("http", "http://127.0.0.1:5000/zbifrost/orders")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_fault_while_asking_the_connect_proxy_is_an_http_500_and_logged(make_server, tmp_path, application,
+                                                                           monkeypatch, log_events):
+    from zbifrost.app_proxy import Application
+
+    _, url = application(lambda path, body, request: (200, {"result": {"user": "al"}}))
+    running = yield _connect_server(make_server, tmp_path, url)
+    monkeypatch.setattr(Application, "connect", lambda self, facts, headers: defer.fail(RuntimeError("a bug")))
+    status = yield in_thread(refused_status, running.url)
+    assert status == 500 and not running.hub.clients
+    assert any("Unexpected error while asking the connect proxy" in event.get("log_format", "")
+               for event in log_events)

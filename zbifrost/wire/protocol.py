@@ -113,7 +113,11 @@ class WireProtocol(WebSocketServerProtocol):
             self.transport.resumeProducing()
             return subprotocol
 
-        return asking.addCallback(answered)
+        def failed(failure: Failure) -> None:
+            self._log.failure("Unexpected error while asking the connect proxy", failure)
+            raise ConnectionDeny(ConnectionDeny.INTERNAL_SERVER_ERROR, "Internal server error")
+
+        return asking.addCallbacks(answered, failed)
 
     def onOpen(self) -> None:
         hub = self.factory.hub
