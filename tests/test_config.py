@@ -89,7 +89,7 @@ def test_require_auth_needs_a_tokens_file_that_exists(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("Websocket:\n  require_auth: true\n", "unknown key 'Websocket' (did you mean 'websocket'?)"),
     ("zworkspace: ws\n", "unknown key 'zworkspace' (did you mean 'zWorkspace'?)"),
-    ("colour: blue\n", "unknown key 'colour' (valid keys: channels, websocket, zBlock, zVaFile, zWorkspace)"),
+    ("colour: blue\n", "unknown key 'colour' (valid keys: channels, proxy, websocket, zBlock, zVaFile, zWorkspace)"),
     ("websocket:\n  requre_auth: true\n", "websocket: unknown key 'requre_auth' (did you mean 'require_auth'?)"),
     # a setting left empty is one line at load, not a crash later
     ("websocket:\n  host:\n", "websocket.host: expected a string, got None"),

@@ -13,6 +13,7 @@ import txaio
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.application.service import Application
 from twisted.internet import tcp
+from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, LogLevel
 from twisted.python.syslog import SyslogObserver
 
@@ -166,3 +167,14 @@ def test_with_the_switch_off_a_server_says_so_in_one_line_at_start():
     internals, lines = run.stdout.splitlines()
     assert internals == "False"
     assert "ZBIFROST_INTERNALS is off" in lines and lines.count("public API") == 1
+
+
+def test_twisteds_connection_pool_builds_its_connections_with_the_factory_class_the_fence_quietens():
+    from twisted.internet import reactor
+    from twisted.web.client import HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor)
+    assert issubclass(pool._factory, Factory)
+    assert pool._factory.noisy is True  # what makes the two lines per connection
+    compat.quiet_connection_pool(pool)
+    assert pool._factory.noisy is (not compat.INTERNALS)

@@ -4,12 +4,14 @@ zbifrost's receive fast path and direct send read the internals of Autobahn (its
 state, `_dataReceived`, `_fail_connection`, `_cancelAutoPingTimeoutCall`, `message_data`,
 `CONFIG_ATTRS`, `_wskey`), of Twisted's TCP transport (`_tempDataLen`, `dataBuffer`, `offset`,
 `_writeDisconnected`, `_aborting`, `socket`), of txaio (`txaio.tx._no_op`, its disabled log
-level) and of twistd (`UnixAppLogger._getLogObserver`, the log observer it builds without
-`--logger`). They are used only on the releases they were tested with (`TESTED`); on any other
-release, or with ZBIFROST_INTERNALS=off in the environment, `INTERNALS` is False, `report` logs
-one line at start, and zbifrost works through the libraries' public API only: every frame takes
-Autobahn's own path, replies go out through `sendData`, nothing is trimmed from a connection's
-memory, and twistd's log observer is built from its options with twisted.logger's pieces.
+level), of twistd (`UnixAppLogger._getLogObserver`, the log observer it builds without
+`--logger`) and of Twisted's HTTP client pool (`HTTPConnectionPool._factory`, to quieten it).
+They are used only on the releases they were tested with (`TESTED`); on any other release, or
+with ZBIFROST_INTERNALS=off in the environment, `INTERNALS` is False, `report` logs one line at
+start, and zbifrost works through the libraries' public API only: every frame takes Autobahn's
+own path, replies go out through `sendData`, nothing is trimmed from a connection's memory,
+twistd's log observer is built from its options with twisted.logger's pieces, and the HTTP
+client logs a line as each connection to the application starts and stops.
 tests/test_fence.py checks, on the installed releases, that each internal read here exists and
 behaves as assumed.
 
@@ -29,8 +31,10 @@ import txaio
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorFromThreads, ITransport
+from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, LegacyLogObserverWrapper, Logger, textFileLogObserver
 from twisted.python.logfile import LogFile
+from twisted.web.client import HTTPConnectionPool
 
 import twisted
 
@@ -125,6 +129,19 @@ def fail_connection(protocol: WireProtocol, code: int, reason: str) -> None:
     else:
         protocol.close(code, reason)
         protocol.transport.pauseProducing()
+
+
+def quiet_connection_pool(pool: HTTPConnectionPool) -> None:
+    """Keep Twisted's HTTP client from logging "Starting factory" and "Stopping factory" for every
+    connection it opens to the application (zbifrost.app_proxy): the pool's factory class is its
+    private `_factory`. On public API only those two lines stay."""
+    if INTERNALS:
+        noisy: type[Factory] = pool._factory
+
+        class QuietFactory(noisy):  # type: ignore[valid-type, misc]
+            noisy = False
+
+        pool._factory = QuietFactory
 
 
 def twistd_log_observer(twistd_options: Mapping[str, Any]) -> ILogObserver:

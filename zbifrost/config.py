@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .app_proxy_settings import ProxySettings, parse_proxy_settings
 from .broker_url import broker_problem
 from .channels.rules import ChannelRule, parse_channel_rules
 from .endpoints import endpoint_problem
@@ -72,8 +73,9 @@ def _directory(value: str, config: "Config") -> str | None:
 
 
 def _auth_has_credentials(value: bool, config: "Config") -> str | None:
-    if value and not config.tokens_file and config.jwt is None:
-        return "needs a tokens file (--tokens FILE or websocket.tokens) or a websocket.jwt section"
+    connect_proxy = config.proxy is not None and config.proxy.connect is not None
+    if value and not config.tokens_file and config.jwt is None and not connect_proxy:
+        return "needs a tokens file (--tokens FILE or websocket.tokens), a websocket.jwt section or a proxy.connect"
     return None
 
 
@@ -90,6 +92,13 @@ def _networks(value: list[str], config: "Config") -> str | None:
         parse_networks(value)
     except ValueError as err:
         return str(err)
+    return None
+
+
+def _subscribe_proxy(rules: list[ChannelRule], config: "Config") -> str | None:
+    proxied = [rule.pattern for rule in rules if rule.proxy]
+    if proxied and (config.proxy is None or config.proxy.subscribe_url is None):
+        return f"the rule for {proxied[0]!r} has proxy: true, which needs proxy.subscribe.url"
     return None
 
 
@@ -196,7 +205,9 @@ class Config:
     api_key: str | None = setting(  # the X-API-Key of the server API (zbifrost.server_api); None: header ignored
         None, "websocket.api_key", optional_text, env="WEBSOCKET_API_KEY", check=_api_key)
     # the config file's `channels:` section (zbifrost.channels.rules)
-    channels: list[ChannelRule] = setting([], "channels", parse_channel_rules, reloadable=True)
+    channels: list[ChannelRule] = setting([], "channels", parse_channel_rules, reloadable=True, check=_subscribe_proxy)
+    # the config file's `proxy:` section: the application answers (zbifrost.app_proxy)
+    proxy: ProxySettings | None = setting(None, "proxy", parse_proxy_settings)
 
 
 SETTINGS: dict[str, Setting] = {field.name: dataclasses.replace(field.metadata[_SETTING], name=field.name)

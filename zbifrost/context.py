@@ -95,8 +95,8 @@ class RequestContext:
     `derive()`.
     """
 
-    __slots__ = ("user", "role", "client_id", "args", "data", "zHat", "zConv", "command", "session", "workspace",
-                 "reactor", "_asker")
+    __slots__ = ("user", "role", "client_id", "args", "data", "zHat", "zConv", "command", "zblock", "session",
+                 "workspace", "reactor", "_asker")
     user: str
     role: str
     client_id: str
@@ -105,12 +105,13 @@ class RequestContext:
     zHat: list[JSONValue] | None  # in a wizard: the results of the earlier steps
     zConv: dict[str, JSONValue] | None  # in a zDialog's onSubmit: the validated form
     command: Command
+    zblock: str  # the block the command was found in
     session: Place  # the asking client's place in the zUI (zLink and zBack move it)
     workspace: Workspace
     reactor: IReactor
 
     def __init__(self, session: Session, command: Command, args: list[JSONValue], data: dict[str, JSONValue] | None,
-                 asker: Asker, workspace: Workspace) -> None:
+                 asker: Asker, workspace: Workspace, zblock: str) -> None:
         self.user = session.identity["user"]
         self.role = session.identity["role"]
         self.client_id = session.client_id
@@ -119,6 +120,7 @@ class RequestContext:
         self.zHat = None
         self.zConv = None
         self.command = command
+        self.zblock = zblock
         self.session = session.place
         self.workspace = workspace
         self.reactor = asker.reactor

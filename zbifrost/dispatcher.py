@@ -103,8 +103,9 @@ class Dispatcher:
             result = action.run(None)  # type: ignore[arg-type]  # an action that uses no context takes None
         else:
             asker = Asker(session, request_id, self.reactor)
+            block_name = session.place.zblock if zblock is None else zblock
             result = action.run(RequestContext(session, command, args if args is not None else [], data, asker,
-                                               self.workspace))
+                                               self.workspace, block_name))
             if type(result) is Deferred:
                 timeout = command.timeout or self.default_timeout
                 result.addTimeout(timeout, self.reactor,

@@ -41,6 +41,7 @@ from .thread_pool import FairThreadPool
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 
+    from .app_proxy import Application
     from .workers import WorkerBoard
     from .zui.workspace import Workspace
 
@@ -87,7 +88,8 @@ class Handshakes:
 
 class Hub:
     def __init__(self, config: Config, workspace: Workspace, zvafile: str, zblock: str, tokens: Credentials | None,
-                 reactor: IReactor, api_tokens: Credentials | None = None) -> None:
+                 reactor: IReactor, api_tokens: Credentials | None = None,
+                 application: Application | None = None) -> None:
         self.config = config
         self.workspace = workspace
         self.reactor = reactor
@@ -115,7 +117,9 @@ class Hub:
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.trusted_proxies = TrustedProxies(config.trusted_proxies)
         self.anonymous = dict(ANONYMOUS)
-        self.features = list(FEATURES) + ["refresh"] + (["jwt"] if config.jwt else []) + list(self.channels.features)
+        self.application = application  # the proxies of the `proxy:` section (zbifrost.app_proxy), if any
+        self.features = (list(FEATURES) + ["refresh"] + (["jwt"] if config.jwt else []) + list(self.channels.features)
+                         + (["proxy"] if application is not None else []))
         self.zvafile = zvafile  # where new sessions start
         self.zblock = zblock
         self.worker_board: WorkerBoard | None = None  # a worker of --workers: its zbifrost.workers.WorkerBoard
@@ -137,6 +141,8 @@ class Hub:
         self.config = config
         self.origin_policy = OriginPolicy(config.allowed_origins)
         self.channel_rules = ChannelRules(config.channels)
+        if self.application is not None:
+            self.application.max_answer = config.max_message_size
 
     # -- the client registry ---------------------------------------------------------------
 
@@ -152,11 +158,18 @@ class Hub:
             return "origin", 403, "Origin not allowed"
         return None
 
-    def register(self, session: Session) -> str:
-        """Add an open session to the registry; returns its new, unique client id."""
+    def new_client_id(self) -> str:
+        """A client id no open session has now."""
         client_id = _new_client_id()
         while client_id in self.clients:  # 64 random bits: a repeat is all but impossible, never harmful
             client_id = _new_client_id()
+        return client_id
+
+    def register(self, session: Session, client_id: str | None = None) -> str:
+        """Add an open session to the registry; returns its unique client id: `client_id` (the one
+        the connect proxy was told) unless an open session has taken it meanwhile."""
+        if client_id is None or client_id in self.clients:
+            client_id = self.new_client_id()
         self.clients[client_id] = session
         self.metrics.connections_total += 1
         if self.tokens is not None:

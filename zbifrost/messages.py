@@ -37,6 +37,7 @@ SHUTTING_DOWN = "shutting_down"
 NOT_AVAILABLE = "not_available"
 BROKER_UNAVAILABLE = "broker_unavailable"
 INVALID_TOKEN = "invalid_token"
+PROXY_UNAVAILABLE = "proxy_unavailable"
 
 _MAX_ECHO = 120  # longest piece of client text quoted back in an error message
 MAX_DEPTH = 64  # levels of nesting in a client message (docs/protocol.md section 7)

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import compat
+from .app_proxy import Application
 from .auth import Credentials, JwtVerifier, TokenFileError, TokenStore
 from .config import ConfigError
 from .hub import Hub
@@ -106,7 +107,9 @@ class BifrostService(service.MultiService):
             reactor = cast(IReactor, installed)  # it provides IReactorFromThreads too
         self.config = config
         self.reactor = reactor
-        self.workspace = Workspace(config.workspace)
+        self.application = (Application(config.proxy, reactor, config.max_message_size) if config.proxy is not None
+                            else None)
+        self.workspace = Workspace(config.workspace, self.application)
         zblock = self._check_zui()
         tokens = None
         if config.tokens_file or config.jwt:  # for the WebSocket only with require_auth, for POST /api/publish always
@@ -117,7 +120,7 @@ class BifrostService(service.MultiService):
                 raise ConfigError(str(err)) from None
         assert config.zvafile is not None  # load_config fills it in
         self.hub = Hub(config, self.workspace, config.zvafile, zblock, tokens if config.require_auth else None,
-                       reactor, api_tokens=tokens)
+                       reactor, api_tokens=tokens, application=self.application)
         self.factory = WireFactory(self.hub)
         # an HTTP connection idle for handshake_timeout is dropped: before an upgrade that bounds
         # the opening handshake, after one Autobahn's own openHandshakeTimeout takes over
@@ -191,6 +194,8 @@ class BifrostService(service.MultiService):
         self.notifier.notify(STOPPING=1, STATUS=f"stopping: closing {len(self.hub.clients)} clients")
         yield self.hub.shut_down(self.config.shutdown_grace)
         self.hub.thread_pool.stop()  # its threads are daemons: a stuck one never holds up the exit
+        if self.application is not None:
+            yield self.application.pool.closeCachedConnections()
         yield super().stopService()
 
     def ports(self) -> list[IListeningPort | None]:

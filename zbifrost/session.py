@@ -74,6 +74,8 @@ class Session:
     place: Place = None  # type: ignore[assignment]  # where the client is in the zUI, once open
     peer: str | None = None
     refusal: tuple[int, str] | None = None  # close code and reason for a connection whose handshake failed auth
+    asking: defer.Deferred[None] | None = None  # the connect proxy's answer, which the upgrade waits for
+    _wanted_id: str | None = None  # the client id the connect proxy was told, taken when the session opens
     _credential: Identity | None = None  # the Identity of the token the connection is authenticated by
     _expiry_call: IDelayedCall | None = None  # the reactor call closing the connection when that token expires
     _limiter: RateLimiter | None = None
@@ -103,10 +105,15 @@ class Session:
             reason, status, text = refused
             self._log_refusal(reason, request)
             return status, text
+        # with auth off a token names nobody, so the connect proxy is asked whatever the upgrade carries
+        token = None if hub.tokens is None else (
+            _query_token(request) or bearer_token(request.headers.get("authorization")))
+        if not token and hub.application is not None and hub.application.settings.connect is not None:
+            self.asking = self._ask_application(request, transport_peer)
+            return None
         if hub.tokens is None:
             self.identity = hub.anonymous
             return None
-        token = _query_token(request) or bearer_token(request.headers.get("authorization"))
         if not token:
             self.refusal = CLOSE_AUTH_REQUIRED
             self._log_refusal("no_token", request)
@@ -117,6 +124,27 @@ class Session:
             self.refusal = CLOSE_INVALID_TOKEN
             self._log_refusal("invalid_token", request, f": {err}")
         return None
+
+    def _ask_application(self, request: ConnectionRequest, transport_peer: IAddress) -> defer.Deferred[None]:
+        """Ask the connect proxy (docs/protocol.md section 13) who this upgrade is; fires once the
+        session is authenticated or has its `refusal`."""
+        hub = self.hub
+        assert hub.application is not None
+        self._wanted_id = hub.new_client_id()
+        host = getattr(transport_peer, "host", None)  # None: a Unix socket
+        remote_addr = self.peer if host is None else hub.trusted_proxies.client_address(host, request.headers.get)
+        facts = {"client_id": self._wanted_id, "remote_addr": remote_addr, "origin": request.headers.get("origin"),
+                 "path": request.path}
+
+        def answered(outcome: Identity | tuple[int, str]) -> None:
+            if isinstance(outcome, Identity):
+                self.authenticate(outcome)
+                return
+            self.refusal = outcome
+            self._log_refusal("proxy_refused" if outcome[0] == 1008 else "proxy_unavailable", request,
+                              f": {outcome[1]}")
+
+        return hub.application.connect(facts, request.headers).addCallback(answered)
 
     def _log_refusal(self, reason: str, request: ConnectionRequest, detail: str = "") -> None:
         """Count and log a refused connection: the reason and the peer, never a token."""
@@ -131,7 +159,7 @@ class Session:
         self.place = Place(hub.zvafile, hub.zblock)
         self._limiter = RateLimiter(config.rate, config.burst) if config.rate else None
         self._watch_expiry()
-        self.client_id = hub.register(self)
+        self.client_id = hub.register(self, self._wanted_id)
         self.send_frame(messages.event_frame("connection_info", data=connection_info(self)))
 
     def authenticate(self, credential: Identity) -> None:

@@ -1,5 +1,6 @@
 """Channel rules of the config file's `channels:` section: who may subscribe and publish where,
-how much history a channel keeps, and whether it has presence and join/leave (docs/protocol.md section 6).
+how much history a channel keeps, whether it has presence and join/leave (docs/protocol.md section 6),
+and whether the application's subscribe proxy is asked too (section 13).
 
 The first rule whose glob `pattern` matches a channel's whole name applies (`fnmatchcase`
 anchors at the very end: `chat` does not match `chat\n`, which `valid_channel` refuses anyway);
@@ -25,7 +26,7 @@ from . import CHANNEL_CHARACTERS, DEFAULT_HISTORY, History, Membership
 EVERY_ROLE = "*"
 PRIVATE_PREFIX = "user:"
 _PATTERN = re.compile(f"[{CHANNEL_CHARACTERS}*?\\[\\]!]+")
-_RULE_KEYS = ("pattern", "subscribe", "publish", "history", "presence", "join_leave")
+_RULE_KEYS = ("pattern", "subscribe", "publish", "history", "presence", "join_leave", "proxy")
 _HISTORY_KEYS = ("size", "ttl")
 
 
@@ -37,6 +38,7 @@ class ChannelRule:
     history: History = DEFAULT_HISTORY
     presence: bool = False  # `presence` / `presence_stats` answer (1.2)
     join_leave: bool = False  # subscribers get `join` / `leave` events (1.2)
+    proxy: bool = False  # each client subscribe is also asked of the application's subscribe proxy (1.3)
 
 
 def valid_pattern(pattern: object) -> bool:
@@ -75,7 +77,7 @@ def _rule(where: str, raw: Any) -> ChannelRule:
             rule[action] = tuple(roles)
     if "history" in raw:
         rule["history"] = _history(f"{where}.history", raw["history"])
-    for switch in ("presence", "join_leave"):
+    for switch in ("presence", "join_leave", "proxy"):
         if switch in raw:
             if not isinstance(raw[switch], bool):
                 raise ConfigError(f"{where}.{switch}: expected true or false, got {raw[switch]!r}")
@@ -119,6 +121,11 @@ class ChannelRules:
         if rule is None or not (rule.presence or rule.join_leave):
             return None
         return Membership(info, rule.presence, rule.join_leave)
+
+    def asks_application(self, channel: str) -> bool:
+        """Whether a client's subscribe must also be allowed by the subscribe proxy."""
+        rule = self.rule_for(channel)
+        return rule is not None and rule.proxy
 
     def has_presence(self, channel: str) -> bool:
         rule = self.rule_for(channel)

@@ -1,7 +1,8 @@
 """`subscribe`, `unsubscribe` and `publish`: the only way one client reaches another; and
 `presence` / `presence_stats`: who is subscribed to a channel (1.2).
 
-The handlers check the message, then ask the server's channels (`session.hub.channels`, a
+The handlers check the message (and, where a rule says `proxy: true`, ask the application's
+subscribe proxy: zbifrost.app_proxy), then ask the server's channels (`session.hub.channels`, a
 `zbifrost.channels.node.Channels`), whichever broker is behind them, and turn what they answer
 into replies.
 """
@@ -14,7 +15,16 @@ from twisted.internet.defer import Deferred
 
 from .. import messages
 from ..channels import MAX_SUBSCRIPTIONS_PER_CLIENT, channel_of, idempotency_key_of
-from ..messages import FORBIDDEN, JSON, MISSING_FIELD, NO_REPLY, NOT_AVAILABLE, RequestError, RequestId
+from ..messages import (
+    FORBIDDEN,
+    JSON,
+    MISSING_FIELD,
+    NO_REPLY,
+    NOT_AVAILABLE,
+    PROXY_UNAVAILABLE,
+    RequestError,
+    RequestId,
+)
 
 if TYPE_CHECKING:
     from ..channels import Subscribed
@@ -42,7 +52,8 @@ def _forbidden(action: str, channel: str) -> RequestError:
 
 
 def _check_may_subscribe(session: Session, channel: str, action: str) -> None:
-    user = session.identity["user"] if session.hub.tokens is not None else None  # nobody is authenticated with auth off
+    # with auth off and no connect proxy every client is the anonymous guest: nobody is authenticated
+    user = session.identity["user"] if session.identity is not session.hub.anonymous else None
     if not session.hub.channel_rules.may_subscribe(channel, session.identity["role"], user):
         raise _forbidden(action, channel)
 
@@ -52,6 +63,20 @@ def subscribe(session: Session, message: JSON, request_id: RequestId) -> Deferre
     since = since_of(message)
     hub = session.hub
     _check_may_subscribe(session, channel, "subscribe")
+    if not hub.channel_rules.asks_application(channel):
+        return _subscribe(session, channel, since, request_id)
+    if hub.application is None:  # a reload turned the rule on without the (start-only) proxy section
+        raise RequestError(PROXY_UNAVAILABLE, "No application is configured to ask; retry later")
+    asking = hub.application.may_subscribe({"channel": channel, "user": session.identity["user"],
+                                            "role": session.identity["role"], "client_id": session.client_id})
+    return asking.addCallback(lambda _: _subscribe(session, channel, since, request_id)
+                              if session.connection.can_send() else NO_REPLY)  # not for a client gone meanwhile
+
+
+def _subscribe(session: Session, channel: str, since: tuple[str, int] | None, request_id: RequestId
+               ) -> Deferred[_NoReply]:
+    """Subscribe once every check has passed; the reply first, then what was missed."""
+    hub = session.hub
     if session.subscriptions is None:
         session.subscriptions = set()
     if channel not in session.subscriptions and len(session.subscriptions) >= MAX_SUBSCRIPTIONS_PER_CLIENT:

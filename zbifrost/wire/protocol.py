@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -83,19 +84,40 @@ class WireProtocol(WebSocketServerProtocol):
 
     # -- opening ---------------------------------------------------------------------------
 
-    def onConnect(self, request: ConnectionRequest) -> str | None:
+    # Autobahn takes a Deferred too (txaio.as_future), which its stubs do not say
+    def onConnect(self, request: ConnectionRequest) -> str | Deferred[str | None] | None:  # type: ignore[override]
         try:
             self.session = Session(self.factory.hub, self)
             refusal = self.session.admit(request, self.transport.getPeer())
             if refusal is not None:
                 raise ConnectionDeny(*refusal)
             self.peer = request.peer = self.session.peer
-            return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
+            subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
+            if self.session.asking is None:
+                return subprotocol
+            return self._after_answer(self.session.asking, subprotocol)
         except ConnectionDeny:
             raise
         except Exception:
             self._log.failure("Unexpected error while checking a WebSocket upgrade")
             raise ConnectionDeny(ConnectionDeny.INTERNAL_SERVER_ERROR, "Internal server error") from None
+
+    def _after_answer(self, asking: Deferred[None], subprotocol: str | None) -> Deferred[str | None]:
+        """Finish the upgrade once the connect proxy has answered (Autobahn waits for a Deferred
+        from onConnect); meanwhile nothing more is read from the client."""
+        self.transport.pauseProducing()
+
+        def answered(_: None) -> str | None:
+            if self.session is None:  # the connection was lost meanwhile
+                raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "Gone")
+            self.transport.resumeProducing()
+            return subprotocol
+
+        def failed(failure: Failure) -> None:
+            self._log.failure("Unexpected error while asking the connect proxy", failure)
+            raise ConnectionDeny(ConnectionDeny.INTERNAL_SERVER_ERROR, "Internal server error")
+
+        return asking.addCallbacks(answered, failed)
 
     def onOpen(self) -> None:
         hub = self.factory.hub

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 
+from ..app_proxy_settings import url_problem
 from ..messages import JSON, UNKNOWN_COMMAND, JSONValue, RequestError
 from .arguments import ArgumentError, Arguments, parse_arguments, placeholders, placeholders_in_strings, substitute
 from .errors import ZuiError
@@ -122,6 +123,45 @@ class FunctionAction:
     def run(self, ctx: RequestContext) -> Deferred[JSONValue]:
         args = substitute(self.args, ctx.zConv)  # a fresh copy: a plugin may mutate its arguments
         return self.module.functions[self.function_name].call(args, ctx)
+
+    def introspect(self) -> JSON:
+        return {}
+
+
+class HttpAction:
+    """`{zHTTP: "http://..."}` or `{zHTTP: {url, timeout}}`: the application answers the command
+    (zbifrost.app_proxy, docs/protocol.md section 13); no worker thread."""
+
+    kind = "http"
+    uses_context = True
+    cacheable = True
+    __slots__ = ("url", "timeout", "application")
+
+    def __init__(self, spec: Any, line: int, context: ParseContext) -> None:
+        if context.application is None:
+            raise ZuiError(f"line {line}: zHTTP needs a proxy: section with a secret_file in the config file "
+                           "(docs/protocol.md section 13)")
+        self.application = context.application
+        self.timeout: float | None = None  # seconds; None: the command's timeout, else the proxy section's
+        url = spec
+        if isinstance(spec, dict):
+            only_keys(spec, {"url", "timeout"}, line)
+            url = spec.get("url")
+            if "timeout" in spec:
+                timeout = spec["timeout"]
+                if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+                    raise ZuiError(f"line {line}: zHTTP timeout must be a number greater than zero")
+                self.timeout = float(timeout)
+        problem = url_problem(url)
+        if problem is not None:
+            raise ZuiError(f"line {line}: zHTTP url: {problem}")
+        self.url: str = url
+
+    def run(self, ctx: RequestContext) -> Deferred[JSONValue]:
+        facts = {"zKey": ctx.command.key, "zBlock": ctx.zblock, "args": ctx.args,
+                 "data": ctx.zConv if ctx.zConv is not None else ctx.data, "user": ctx.user, "role": ctx.role,
+                 "client_id": ctx.client_id}
+        return self.application.command(self.url, facts, self.timeout or ctx.command.timeout)
 
     def introspect(self) -> JSON:
         return {}
@@ -344,6 +384,11 @@ def _zlink_mapping(mapping: dict[Any, Any], line: int, context: ParseContext) ->
     return LinkAction(mapping["zLink"], line, context)
 
 
+def _http(mapping: dict[Any, Any], line: int, context: ParseContext) -> HttpAction:
+    only_keys(mapping, {"zHTTP"}, line)
+    return HttpAction(mapping["zHTTP"], line, context)
+
+
 def _wizard(mapping: dict[Any, Any], line: int, context: ParseContext) -> WizardAction:
     only_keys(mapping, {"zWizard"}, line)
     return WizardAction(mapping["zWizard"], line, context)
@@ -362,6 +407,7 @@ DICT_KINDS: dict[str, Callable[[dict[Any, Any], int, ParseContext], Action]] = {
     "zLink": _zlink_mapping,
     "zWizard": _wizard,
     "zDialog": _dialog,
+    "zHTTP": _http,
 }
 
 # String actions: a pattern matching the start of the text -> a constructor taking (text,

@@ -21,6 +21,7 @@ from .actions import ZuiError, parse_action
 from .model import BACK_KEY, Block, Command, ZuiFile
 
 if TYPE_CHECKING:
+    from ..app_proxy import Application
     from .actions import FunctionAction
     from .plugins import Plugins
 
@@ -75,6 +76,7 @@ class ParseContext:
     # zpath -> block names of another file, or None while it is loading
     linked_blocks: Callable[[str], frozenset[str] | None]
     plugin_calls: list[FunctionAction]  # every zFunc action of the file, appended as they are built
+    application: Application | None = None  # what zHTTP actions ask; None without a `proxy:` section
     form_fields: frozenset[str] | None = None  # inside a zDialog's onSubmit: the names zConv.<field> may use
     depth: int = 0  # how deep inside wizards and dialogs
 
@@ -146,7 +148,8 @@ def _parse_block(name: str, body: YAMLValue, line: int, context: ParseContext) -
 
 
 def load_zui_file(workspace: str, zpath: str, path: str, plugins: Plugins,
-                  linked_blocks: Callable[[str], frozenset[str] | None]) -> ZuiFile:
+                  linked_blocks: Callable[[str], frozenset[str] | None], application: Application | None = None
+                  ) -> ZuiFile:
     """Parse and validate the file at `path` (found from `zpath`). Raises ZuiError.
 
     `plugins` imports the functions the file calls; `linked_blocks(zpath)` gives the block
@@ -161,7 +164,7 @@ def load_zui_file(workspace: str, zpath: str, path: str, plugins: Plugins,
         if not isinstance(raw, _LineDict) or not raw:
             raise ZuiError("line 1: a zUI file must be a mapping of block names to blocks")
         context = ParseContext(workspace=workspace, zpath=zpath, block_names=frozenset(raw),
-                               plugins=plugins, linked_blocks=linked_blocks, plugin_calls=[])
+                               plugins=plugins, linked_blocks=linked_blocks, plugin_calls=[], application=application)
         blocks: dict[str, Block] = {}
         for name, body in raw.items():
             line = raw.lines.get(name, 1)

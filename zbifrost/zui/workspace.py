@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
@@ -21,12 +22,16 @@ from .model import ZuiFile
 from .plugins import Plugins
 from .zpath import ZPathError, zpath_to_file
 
+if TYPE_CHECKING:
+    from ..app_proxy import Application
+
 log = Logger()
 
 
 class Workspace:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, application: Application | None = None) -> None:
         self.root = os.path.realpath(root)
+        self.application = application  # zHTTP actions' (zbifrost.app_proxy), None without a proxy section
         self.name = os.path.basename(self.root)
         self.plugins = Plugins(self.root, self._plugin_calls_in_use)
         self._files: dict[str, ZuiFile] = {}  # zpath -> ZuiFile
@@ -45,7 +50,7 @@ class Workspace:
     def _load(self, zpath: str, path: str) -> ZuiFile:
         self._loading.add(zpath)
         try:
-            return load_zui_file(self.root, zpath, path, self.plugins, self._linked_blocks)
+            return load_zui_file(self.root, zpath, path, self.plugins, self._linked_blocks, self.application)
         finally:
             self._loading.discard(zpath)
 
