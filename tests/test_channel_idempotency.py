@@ -54,7 +54,7 @@ def test_a_bad_key_is_missing_field_from_a_client_and_400_from_the_api(make_serv
         reply = yield alice.request_frame("publish", channel="orders", data=1, idempotency_key=key)
         assert (reply["code"], reply["error"]) == ("missing_field", INVALID_IDEMPOTENCY_KEY), key
         status, _, body = yield _post(server, {"channel": "orders", "data": 1, "idempotency_key": key}, token="t-root")
-        assert (status, json.loads(body)) == (400, {"error": INVALID_IDEMPOTENCY_KEY}), key
+        assert (status, json.loads(body)) == (400, {"error": INVALID_IDEMPOTENCY_KEY, "code": "missing_field"}), key
     assert (yield alice.request("publish", channel="orders", data=1, idempotency_key="a" * 64))["offset"] == 1
     yield alice.close()
 

@@ -76,7 +76,6 @@ def test_a_failover_is_followed_and_subscribers_keep_their_channels(make_server,
 def test_a_master_demoted_under_the_broker_answers_broker_unavailable_until_it_is_a_master_again(
         make_server, redis_server, tmp_path):
     other = RedisServer(tmp_path / "other")
-    (tmp_path / "other").mkdir()
     yield in_thread(other.start)
     try:
         server = yield make_server(broker=redis_server.url)
