@@ -76,6 +76,13 @@ class Handshakes:
     def begin(self, transport: ITCPTransport) -> None:
         self._deadlines[transport] = self.reactor.callLater(self.timeout, self._expired, transport)
 
+    def allow(self, transport: ITCPTransport, seconds: float) -> None:
+        """Keep the deadline of `transport` at least `seconds` away: the server, not the client, is
+        slow now (the connect proxy is being asked, and nothing more is read from the client)."""
+        deadline = self._deadlines.get(transport)
+        if deadline is not None and deadline.getTime() - self.reactor.seconds() < seconds:
+            deadline.reset(seconds)
+
     def end(self, transport: ITCPTransport) -> None:
         deadline = self._deadlines.pop(transport, None)
         if deadline is not None and deadline.active():

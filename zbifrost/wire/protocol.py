@@ -45,6 +45,9 @@ CLOSE_TOO_MANY_FRAGMENTS = (1009, "Too many fragments")
 # socket; if the connection ends first, Chromium reports 1006 without our code and reason, and
 # bifrost.js retries a refused token instead of rejecting with 1008.
 CLOSE_ANSWER_TIMEOUT = 10
+# Seconds past the connect proxy's timeout that an upgrade waiting for it may take to be
+# answered (the 101, or the 1011 after an unavailable application) before the handshake deadline
+PROXY_ANSWER_MARGIN = 1.0
 
 
 @implementer(IPushProducer)
@@ -104,8 +107,12 @@ class WireProtocol(WebSocketServerProtocol):
 
     def _after_answer(self, asking: Deferred[None], subprotocol: str | None) -> Deferred[str | None]:
         """Finish the upgrade once the connect proxy has answered (Autobahn waits for a Deferred
-        from onConnect); meanwhile nothing more is read from the client."""
+        from onConnect); meanwhile nothing more is read from the client, and the handshake deadline
+        waits for the proxy's own timeout, so that a slow application means a 1011, not a drop."""
         self.transport.pauseProducing()
+        hub = self.factory.hub
+        assert hub.application is not None  # only the connect proxy makes a session ask
+        hub.handshakes.allow(self.transport, hub.application.settings.timeout + PROXY_ANSWER_MARGIN)
 
         def answered(_: None) -> str | None:
             if self.session is None:  # the connection was lost meanwhile
