@@ -21,7 +21,7 @@ from zbifrost.config import ConfigError, load_config
 from zbifrost.service import BifrostService
 from zbifrost.testing import BifrostError, ConnectionClosed, connect
 
-from .helpers import in_thread, refused_status, write_tokens
+from .helpers import http_get, in_thread, refused_status, write_tokens
 
 SECRET = b"0123456789abcdef0123456789abcdef-the-proxy-secret"
 
@@ -450,6 +450,8 @@ def test_a_user_the_connect_proxy_names_has_its_private_channel_with_auth_off(ma
     _, url = application(lambda path, body, request: (200, {"result": {"user": "alice"}}))
     running = yield _connect_server(make_server, tmp_path, url)
     client = yield connect(running.url)
+    _, _, body = yield in_thread(http_get, running.port, "/healthz")
+    assert json.loads(body)["authenticated_clients"] == 1
     reply = yield client.request("subscribe", channel="user:alice")
     assert reply["subscribed"] is True
     with pytest.raises(BifrostError) as caught:

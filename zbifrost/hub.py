@@ -179,12 +179,12 @@ class Hub:
             client_id = self.new_client_id()
         self.clients[client_id] = session
         self.metrics.connections_total += 1
-        if self.tokens is not None:
+        if session.authenticated:
             self.authenticated_clients += 1
         return client_id
 
     def unregister(self, session: Session) -> None:
-        if self.clients.pop(session.client_id, None) is not None and self.tokens is not None:
+        if self.clients.pop(session.client_id, None) is not None and session.authenticated:
             self.authenticated_clients -= 1
         if self._all_closed is not None and not self.clients:
             waiting, self._all_closed = self._all_closed, None

@@ -162,6 +162,12 @@ class Session:
         self.client_id = hub.register(self, self._wanted_id)
         self.send_frame(messages.event_frame("connection_info", data=connection_info(self)))
 
+    @property
+    def authenticated(self) -> bool:
+        """Whether a credential names this client (a token, or the connect proxy's answer), not
+        the anonymous identity of auth off."""
+        return self._credential is not None
+
     def authenticate(self, credential: Identity) -> None:
         """Act as the identity of a token (zbifrost.auth.Identity) from now on, until it expires."""
         self._credential = credential
