@@ -4,11 +4,13 @@ a real twistd), history surviving a zbifrost restart, a broker outage (broker_un
 
 import json
 import os
+import signal
 import subprocess
 import time
 
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from websockets.sync.client import connect as ws_connect
 
@@ -155,4 +157,21 @@ def test_a_publish_that_redis_will_not_write_durably_is_not_acknowledged(make_se
     yield in_thread(redis_server.command, "CONFIG", "SET", "min-replicas-to-write", "0")
     published = yield alice.request("publish", channel="news", data=2)
     assert published["offset"] == 1  # the refused one took no offset
+    yield alice.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unsubscribe_never_overtakes_the_reply_of_the_subscribe_before_it(make_server, redis_server):
+    server = yield make_server(broker=redis_server.url)
+    alice = yield connect(server.url)
+    os.kill(redis_server.process.pid, signal.SIGSTOP)  # the subscribe's history read waits
+    try:
+        subscribing = alice.request_frame("subscribe", channel="chat")
+        unsubscribing = alice.request_frame("unsubscribe", channel="chat")
+        yield deferLater(reactor, 0.3, lambda: None)  # the unsubscribe has been handled by now
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    subscribed, unsubscribed = yield defer.gatherResults([subscribing, unsubscribing])
+    assert subscribed["result"]["subscribed"] is True and unsubscribed["result"]["subscribed"] is False
+    assert alice.frames.index(subscribed) < alice.frames.index(unsubscribed)  # the client ends unsubscribed
     yield alice.close()

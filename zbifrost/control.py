@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -146,7 +147,7 @@ class Control:
             if session.subscriptions and channel in session.subscriptions:
                 session.subscriptions.discard(channel)
                 self.hub.channels.unsubscribe(channel, session)
-                session.send_frame(frame)
+                session.after_subscribe(channel, partial(session.send_frame, frame))
 
     def _answer(self, question: dict[str, Any]) -> dict[str, Any]:
         hub = self.hub

@@ -12,7 +12,8 @@ its `close`; it never sees Autobahn or frames beyond their encoded bytes.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -41,6 +42,7 @@ CLOSE_RATE = (1008, "Rate limit exceeded")
 CLOSE_INTERNAL = (1011, "Internal error")
 
 _Deferred = defer.Deferred
+T = TypeVar("T")
 
 
 class Connection(Protocol):
@@ -82,6 +84,7 @@ class Session:
     _shutting_down = False
     # created on first use, as most connections never subscribe or answer a zDialog
     subscriptions: set[str] | None = None  # channel names
+    _subscribing: dict[str, list[Callable[[], object]]] | None = None  # channel -> what waits for its subscribe reply
     pending_inputs: dict[str, defer.Deferred[JSONValue]] | None = None  # input_request id -> its input_response
 
     def __init__(self, hub: Hub, connection: Connection) -> None:
@@ -267,6 +270,35 @@ class Session:
                 self.error_for(outcome)  # the asker is gone; still log the failure with an id
 
         deferred.addBoth(done)
+
+    # -- channels --------------------------------------------------------------------------
+
+    def answering_subscribe(self, channel: str, answered: defer.Deferred[T]) -> defer.Deferred[T]:
+        """Note that a subscribe to `channel` is being answered until `answered` fires; what
+        `after_subscribe` held back for it runs then, after the reply."""
+        if answered.called:
+            return answered
+        if self._subscribing is None:
+            self._subscribing = {}
+        waiting = self._subscribing[channel] = []
+
+        def over(result: T | Failure) -> T | Failure:
+            if self._subscribing is not None and self._subscribing.get(channel) is waiting:
+                del self._subscribing[channel]
+            for action in waiting:
+                action()
+            return result
+
+        return answered.addBoth(over)
+
+    def after_subscribe(self, channel: str, action: Callable[[], object]) -> None:
+        """Run `action` (an unsubscribe's reply or `unsubscribed` event) now, or once the
+        subscribe to `channel` under way has been answered: it never overtakes that reply."""
+        waiting = self._subscribing.get(channel) if self._subscribing else None
+        if waiting is None:
+            action()
+        else:
+            waiting.append(action)
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -95,15 +95,18 @@ def _subscribe(session: Session, channel: str, since: tuple[str, int] | None, re
 
     info = {"client_id": session.client_id, "user": session.identity["user"], "role": session.identity["role"]}
     membership = hub.channel_rules.membership(channel, info)
-    return hub.channels.subscribe(channel, session, since, membership).addCallback(reply_then_missed)
+    return session.answering_subscribe(
+        channel, hub.channels.subscribe(channel, session, since, membership).addCallback(reply_then_missed))
 
 
 def unsubscribe(session: Session, message: JSON, request_id: RequestId) -> Deferred[JSON]:
     channel = channel_of(message)
     if session.subscriptions:
         session.subscriptions.discard(channel)
-    return session.hub.channels.unsubscribe(channel, session).addCallback(
-        lambda _: {"channel": channel, "subscribed": False})
+    answered: Deferred[JSON] = Deferred()
+    session.hub.channels.unsubscribe(channel, session).addCallback(lambda _: session.after_subscribe(
+        channel, lambda: answered.callback({"channel": channel, "subscribed": False}))).addErrback(answered.errback)
+    return answered
 
 
 def publish(session: Session, message: JSON, request_id: RequestId) -> Deferred[JSON]:
