@@ -22,14 +22,15 @@ import time
 
 import pytest
 
+from tests import test_chaos
 from tests.test_browser import ARTIFACTS, BROWSER_DIR, MISSING_BROWSER, NODE, SCENARIOS
-from tests.test_chaos import redis, table, zbifrost  # noqa: F401 (fixtures)
 
 from .chaos import ApiPublisher, WsPublisher, check, wait_until_caught_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING_BROWSER is not None, reason=MISSING_BROWSER or "")]
 
 PAGES = 3
+redis, table, zbifrost = test_chaos.redis, test_chaos.table, test_chaos.zbifrost  # its fixtures: the same table
 
 
 class Relay:

@@ -25,7 +25,8 @@
 // when the server took the client off a channel (`unsubscribed`): reason `server` (the server
 // API's unsubscribe) drops the channel and its handlers for good; `insufficient_state` (the
 // server could not send every message) subscribes again at once with `since`, and
-// onRecovered then says `recovered: false`.
+// onRecovered then says `recovered: false`. A re-subscribe answered `broker_unavailable` is
+// sent again (0.5 s, doubling) while the connection lasts.
 //
 // Tokens: `token` is sent as is; or `getToken`, an async function resolving to a token (such
 // as a JWT that the application's own server signs for its logged-in user), is called for
