@@ -9,6 +9,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -666,6 +667,52 @@ const scenarios = {
     await page.locator('#menu-title', {hasText: 'root'}).waitFor({timeout: WAIT_MS});
     return {linked, deeper, hello, back: {heading: await page.locator('#menu-title').innerText(), menu: await menu(page)},
       errors: page.errors};
+  },
+  // The chaos case of tests/test_chaos_browser.py: `pages` tabs (extra[0]) loaded from the
+  // server, each with a BifrostClient subscribed to `chaos` that records, in order, what the
+  // page is told: ['reply', epoch, offset, recovered] (its first subscribe and every
+  // onRecovered), ['message', offset, data.id, epoch of its position] for each handler call, and
+  // ['unsubscribed', reason]. Their positions are printed every 100 ms as `{"state": [...]}`
+  // while pytest brings faults; the records are the result once pytest writes `collect` to stdin.
+  async chaos(context) {
+    const pages = await Promise.all(Array.from({length: Number(extra[0])}, async () => {
+      const page = await context.newPage();
+      const errors = [];
+      page.on('pageerror', (err) => errors.push(err.message));
+      page.errors = errors;
+      await page.goto(`${base}/bifrost.js`); // the server's origin, without the demo page's own client
+      await page.evaluate(async () => {
+        const {BifrostClient} = await import('/bifrost.js');
+        const probe = window.probe = {events: [], connections: 0, lastMessage: performance.now()};
+        const reply = (result) => probe.events.push(['reply', result.epoch, result.offset, result.recovered ?? null]);
+        const client = window.client = new BifrostClient(undefined, {hooks: {
+          onConnected: () => probe.connections++,
+          onRecovered: (channel, recovered, result) => reply(result),
+          onUnsubscribed: (channel, reason) => probe.events.push(['unsubscribed', reason]),
+        }});
+        await client.connect();
+        reply(await client.subscribe('chaos', (data, from, offset) => {
+          probe.events.push(['message', offset, data.id, client.position('chaos').epoch]);
+          probe.lastMessage = performance.now();
+        }));
+      });
+      return page;
+    }));
+    say({step: 'subscribed'});
+    const state = () => Promise.all(pages.map((page) => page.evaluate(() => ({
+      ...window.client.position('chaos'), quiet: (performance.now() - window.probe.lastMessage) / 1000,
+      connections: window.probe.connections}))));
+    let reporting = true;
+    const report = (async () => {
+      while (reporting) {
+        say({state: await state()});
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
+    for await (const line of createInterface({input: process.stdin})) if (line === 'collect') break;
+    reporting = false;
+    await report;
+    return Promise.all(pages.map(async (page) => ({...await page.evaluate(() => window.probe), errors: page.errors})));
   },
 };
 

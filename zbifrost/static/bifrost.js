@@ -25,7 +25,8 @@
 // when the server took the client off a channel (`unsubscribed`): reason `server` (the server
 // API's unsubscribe) drops the channel and its handlers for good; `insufficient_state` (the
 // server could not send every message) subscribes again at once with `since`, and
-// onRecovered then says `recovered: false`.
+// onRecovered then says `recovered: false`. A re-subscribe answered `broker_unavailable` is
+// sent again (0.5 s, doubling) while the connection lasts.
 //
 // Tokens: `token` is sent as is; or `getToken`, an async function resolving to a token (such
 // as a JWT that the application's own server signs for its logged-in user), is called for
@@ -46,6 +47,7 @@ const CLOSE_ABNORMAL = 1006; // what a browser reports for a refused upgrade, wh
 const HOPELESS_STATUS = 403; // a refused origin: retrying cannot help (503 can: retried)
 const TOKEN_EXPIRED = 'Token expired'; // a 1008 that a new token from getToken cures
 const RESUBSCRIBE = 'insufficient_state'; // an `unsubscribed` reason that subscribes again with `since`
+const BROKER_UNAVAILABLE = 'broker_unavailable'; // a re-subscribe answered so is sent again later
 
 // Why a close with no reconnection after it happened, in words (docs/protocol.md section 9).
 export function closeExplanation(code, reason) {
@@ -301,9 +303,7 @@ export class BifrostClient {
   _unsubscribed(channel, reason) {
     if (!this._channels.has(channel)) return;
     if (reason === RESUBSCRIBE) {
-      this._subscribe(channel).then(
-        (result) => this.hooks.onRecovered?.(channel, result.recovered, result),
-        () => {}); // a failure leaves it unsubscribed until the next connection
+      this._resubscribe(channel, true);
     } else {
       this._channels.delete(channel);
       this._positions.delete(channel);
@@ -311,16 +311,28 @@ export class BifrostClient {
     this.hooks.onUnsubscribed?.(channel, reason);
   }
 
+  // Subscribes to a kept channel on this connection (with `since` when `resuming`, then
+  // onRecovered). A server whose broker is unreachable (`broker_unavailable`) is asked again,
+  // after RETRY_FIRST_MS and doubling, while this connection lasts and the channel is wanted;
+  // any other failure leaves the channel unsubscribed until the next connection.
+  _resubscribe(channel, resuming, attempt = 0) {
+    const info = this.info;
+    this._subscribe(channel).then(
+      (result) => { if (resuming) this.hooks.onRecovered?.(channel, result.recovered, result); },
+      (error) => {
+        if (error.code !== BROKER_UNAVAILABLE) return;
+        const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt);
+        setTimeout(() => {
+          if (this.info === info && this._channels.has(channel)) this._resubscribe(channel, resuming, attempt + 1);
+        }, delay);
+      });
+  }
+
   _connected(info) {
     this.info = info;
     this._attempt = 0;
     this._scheduleRefresh();
-    for (const channel of this._channels.keys()) {
-      const resuming = this._positions.has(channel);
-      this._subscribe(channel).then(
-        (result) => { if (resuming) this.hooks.onRecovered?.(channel, result.recovered, result); },
-        () => {}); // a failure leaves it unsubscribed
-    }
+    for (const channel of this._channels.keys()) this._resubscribe(channel, this._positions.has(channel));
     this._firstConnect?.resolve(info);
     this._firstConnect = null;
     this.hooks.onConnected?.(info);
