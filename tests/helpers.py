@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -261,7 +262,8 @@ class RedisSentinels:
     """A real Redis master, its replica and three `redis-sentinel` processes watching them as
     `mymaster`, on free loopback ports, files in `folder`: `start()` (blocking, until the sentinels
     know the replica and each other), `stop()`, `url` for --broker, `masters()` (what each sentinel
-    names as master)."""
+    names as master), `fail_over(fault)`, and `cut_off_replica()` (so that a failover surely loses
+    the master's newest writes)."""
 
     NAME = "mymaster"
 
@@ -297,6 +299,23 @@ class RedisSentinels:
             if state.get("num-slaves") != "1" or state.get("num-other-sentinels") != "2":
                 return False
         return True
+
+    def fail_over(self, fault):
+        """`SENTINEL FAILOVER` (fault "SENTINEL FAILOVER") or a SIGKILL of the master (any other),
+        then wait until every sentinel names the replica."""
+        if fault == "SENTINEL FAILOVER":
+            assert redis_cli(self.ports[0], "SENTINEL", "FAILOVER", self.NAME) == ["OK"]
+        else:
+            os.kill(self.master.process.pid, signal.SIGKILL)
+        self.wait_for_master(self.replica.port)
+
+    def cut_off_replica(self):
+        """The master's writes stop reaching the replica, which stays promotable: its link is cut
+        and it cannot log in to the master again (a password that master does not have)."""
+        assert redis_cli(self.replica.port, "CONFIG", "SET", "masterauth", "not-the-password") == ["OK"]
+        redis_cli(self.master.port, "CLIENT", "KILL", "TYPE", "replica")
+        self._wait(lambda: "master_link_status:down" in redis_cli(self.replica.port, "INFO", "replication"),
+                   "the replica stayed linked to the master")
 
     def masters(self):
         """The port each sentinel names as the master (None where it does not answer)."""

@@ -8,42 +8,17 @@ again with `since`, and goes on receiving; one whose replica surely lost a publi
 from the master before it died) is never given that offset again in its epoch. A master demoted
 under the broker (REPLICAOF) makes channels answer broker_unavailable, not command_failed."""
 
-import os
-import signal
 import time
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.helpers import REDIS_CLI, REDIS_SENTINEL, REDIS_SERVER, RedisSentinels, RedisServer, in_thread, redis_cli
+from tests.helpers import RedisServer, in_thread, redis_cli
 from zbifrost.testing import connect
 
 pytestmark = pytest.mark.slow
 FOLLOWED_WITHIN = 10  # seconds after every sentinel names the new master (docs/protocol.md 6a)
-
-
-@pytest.fixture
-def sentinels(tmp_path):
-    """A master, a replica and three sentinels (RedisSentinels), stopped after the test."""
-    for program, package in ((REDIS_SERVER, "redis-server"), (REDIS_SENTINEL, "redis-sentinel"),
-                             (REDIS_CLI, "redis-tools")):
-        if not os.access(program, os.X_OK):
-            pytest.skip(f"{program} is not installed (apt-get install {package}; .ci/run does it)")
-    group = RedisSentinels(tmp_path)
-    try:
-        group.start()
-        yield group
-    finally:
-        group.stop()
-
-
-def _fail_over(sentinels, fault):
-    if fault == "SENTINEL FAILOVER":
-        assert redis_cli(sentinels.ports[0], "SENTINEL", "FAILOVER", sentinels.NAME) == ["OK"]
-    else:
-        os.kill(sentinels.master.process.pid, signal.SIGKILL)
-    sentinels.wait_for_master(sentinels.replica.port)
 
 
 @pytest_twisted.inlineCallbacks
@@ -88,21 +63,12 @@ def test_a_failover_is_followed_and_subscribers_learn_the_new_epoch(make_server,
     before = yield bob.request("publish", channel="news", data="before")
     assert (yield alice.next_event("message"))["data"] == "before"
 
-    yield in_thread(_fail_over, sentinels, fault)
+    yield in_thread(sentinels.fail_over, fault)
     answers = yield _follow(broker, sentinels, bob)
     assert answers <= {"published", "broker_unavailable"}, answers
     yield _learns_the_new_epoch(alice, bob, before)
     yield alice.close()
     yield bob.close()
-
-
-def _cut_off_the_replica(sentinels):
-    """The master's writes stop reaching the replica, which stays promotable: its link is cut and
-    it cannot log in to the master again (a password that master does not have)."""
-    assert redis_cli(sentinels.replica.port, "CONFIG", "SET", "masterauth", "not-the-password") == ["OK"]
-    redis_cli(sentinels.master.port, "CLIENT", "KILL", "TYPE", "replica")
-    RedisSentinels._wait(lambda: "master_link_status:down" in redis_cli(sentinels.replica.port, "INFO", "replication"),
-                         "the replica stayed linked to the master")
 
 
 @pytest_twisted.inlineCallbacks
@@ -115,11 +81,11 @@ def test_a_failover_that_lost_publications_starts_a_new_epoch(make_server, senti
     kept = yield bob.request("publish", channel="news", data="replicated")
     assert (yield alice.next_event("message"))["offset"] == kept["offset"]
     assert redis_cli(sentinels.master.port, "WAIT", "1", "5000") == ["1"]
-    yield in_thread(_cut_off_the_replica, sentinels)
+    yield in_thread(sentinels.cut_off_replica)
     lost = yield bob.request("publish", channel="news", data="acknowledged, never replicated")
     assert (yield alice.next_event("message"))["offset"] == lost["offset"] == kept["offset"] + 1
 
-    yield in_thread(_fail_over, sentinels, "SIGKILL of the master")
+    yield in_thread(sentinels.fail_over, "SIGKILL of the master")
     yield _follow(broker, sentinels, bob)
     yield _learns_the_new_epoch(alice, bob, lost)  # before: the offset after `kept` again, in the same epoch
     yield alice.close()
