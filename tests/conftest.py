@@ -89,14 +89,15 @@ def channel_server(make_server, backend_settings):
 
 
 @pytest.fixture
-def sentinels(tmp_path):
+def sentinels(tmp_path, request):
     """A master, a replica and three sentinels (RedisSentinels), stopped after the test; skips
-    only where Debian's redis-server, redis-sentinel or redis-tools is not installed."""
+    only where Debian's redis-server, redis-sentinel or redis-tools is not installed. Made
+    indirect with a parameter, the sentinels require that password."""
     for program, package in ((REDIS_SERVER, "redis-server"), (REDIS_SENTINEL, "redis-sentinel"),
                              (REDIS_CLI, "redis-tools")):
         if not os.access(program, os.X_OK):
             pytest.skip(f"{program} is not installed (apt-get install {package}; .ci/run does it)")
-    group = RedisSentinels(tmp_path)
+    group = RedisSentinels(tmp_path, sentinel_password=getattr(request, "param", None))
     try:
         group.start()
         yield group

@@ -15,10 +15,14 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from tests.helpers import RedisServer, in_thread, redis_cli
+from tests.test_channels_redis_login import log_text
+from tests.test_core_twistd import free_port
+from zbifrost.channels.redis_sentinel import PASSWORD_VARIABLE
 from zbifrost.testing import connect
 
 pytestmark = pytest.mark.slow
 FOLLOWED_WITHIN = 10  # seconds after every sentinel names the new master (docs/protocol.md 6a)
+SENTINEL_PASSWORD = "sentinel-secret-8f3a"
 
 
 @pytest_twisted.inlineCallbacks
@@ -90,6 +94,47 @@ def test_a_failover_that_lost_publications_starts_a_new_epoch(make_server, senti
     yield _learns_the_new_epoch(alice, bob, lost)  # before: the offset after `kept` again, in the same epoch
     yield alice.close()
     yield bob.close()
+
+
+@pytest.mark.parametrize("sentinels", [SENTINEL_PASSWORD], indirect=True)
+@pytest_twisted.inlineCallbacks
+def test_sentinels_that_require_a_password_are_asked_with_the_sentinel_password(
+        make_server, sentinels, monkeypatch, log_events):
+    monkeypatch.setenv(PASSWORD_VARIABLE, SENTINEL_PASSWORD)
+    server = yield make_server(broker=sentinels.url).addTimeout(20, reactor)
+    assert server.hub.channels.broker.connector.endpoint.master == ("127.0.0.1", sentinels.master.port)
+    bob = yield connect(server.url)
+    assert (yield bob.request("publish", channel="news", data="found through the sentinels"))["offset"] == 1
+    yield bob.close()
+    listening = yield in_thread(sentinels.ask, sentinels.ports[0], "CLIENT", "LIST")
+    assert any("cmd=subscribe" in client for client in listening), listening  # the +switch-master watch
+    assert SENTINEL_PASSWORD not in log_text(log_events)
+
+
+@pytest.mark.parametrize("sentinels", [SENTINEL_PASSWORD], indirect=True)
+@pytest_twisted.inlineCallbacks
+def test_a_sentinel_refusing_the_password_is_logged_once_without_it_until_it_takes_it(
+        make_server, sentinels, monkeypatch, log_events):
+    wrong = "not-the-sentinel-secret"
+    monkeypatch.setenv(PASSWORD_VARIABLE, wrong)
+    port = free_port()
+    starting = make_server(broker=sentinels.url, port=port)
+    deadline = time.monotonic() + 20
+    while "refused" not in log_text(log_events):
+        assert time.monotonic() < deadline, "the refusal was never logged"
+        yield task.deferLater(reactor, 0.05, lambda: None)
+    bob = yield connect(f"ws://127.0.0.1:{port}/ws")
+    assert (yield bob.request_frame("publish", channel="news", data=1))["code"] == "broker_unavailable"
+    yield bob.close()
+    for sentinel in sentinels.ports:  # the sentinels now take that password: the next attempt logs in
+        assert (yield in_thread(sentinels.ask, sentinel, "ACL", "SETUSER", "default", f">{wrong}")) == ["OK"]
+    server = yield starting.addTimeout(20, reactor)
+    assert server.hub.channels.broker.up
+    refusals = [line for line in log_text(log_events).splitlines() if "refused" in line]
+    assert len(refusals) == 1 and refusals[0].startswith(
+        f"channel broker redis+sentinel://127.0.0.1:{sentinels.ports[0]}"), refusals
+    assert "WRONGPASS" in refusals[0] and "ZBIFROST_SENTINEL_PASSWORD" in refusals[0], refusals
+    assert wrong not in log_text(log_events) and SENTINEL_PASSWORD not in log_text(log_events)
 
 
 @pytest_twisted.inlineCallbacks
