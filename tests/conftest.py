@@ -6,7 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from tests.helpers import REDIS_SERVER, RedisServer
+from tests.helpers import REDIS_CLI, REDIS_SENTINEL, REDIS_SERVER, RedisSentinels, RedisServer
 from zbifrost import testing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -20,7 +20,7 @@ collect_ignore = ["test_testing_helpers_trial.py"]
 
 # Fixtures that start a process of their own: every test using one, directly or through another
 # fixture, is marked `slow` (pytest.ini), so that `-m "not slow"` leaves it out.
-PROCESS_FIXTURES = {"redis_server"}
+PROCESS_FIXTURES = {"redis_server", "sentinels"}
 
 
 def pytest_collection_modifyitems(items):
@@ -86,3 +86,20 @@ def backend_settings(request):
 def channel_server(make_server, backend_settings):
     """A running server for the bundled demo workspace on each channel backend."""
     return pytest_twisted.blockon(make_server(**backend_settings))
+
+
+@pytest.fixture
+def sentinels(tmp_path, request):
+    """A master, a replica and three sentinels (RedisSentinels), stopped after the test; skips
+    only where Debian's redis-server, redis-sentinel or redis-tools is not installed. Made
+    indirect with a parameter, the sentinels require that password."""
+    for program, package in ((REDIS_SERVER, "redis-server"), (REDIS_SENTINEL, "redis-sentinel"),
+                             (REDIS_CLI, "redis-tools")):
+        if not os.access(program, os.X_OK):
+            pytest.skip(f"{program} is not installed (apt-get install {package}; .ci/run does it)")
+    group = RedisSentinels(tmp_path, sentinel_password=getattr(request, "param", None))
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -245,9 +246,12 @@ class RedisServer:
             self.process.wait(10)
 
 
-def redis_cli(port, *args):
-    """One command through redis-cli to 127.0.0.1:port (blocking); its output, one item a line."""
-    done = subprocess.run([REDIS_CLI, "-p", str(port), *map(str, args)], capture_output=True, text=True, timeout=10)
+def redis_cli(port, *args, password=None):
+    """One command through redis-cli to 127.0.0.1:port (blocking, after AUTH `password` when
+    given); its output, one item a line."""
+    login = ["--no-auth-warning", "-a", password] if password else []
+    done = subprocess.run([REDIS_CLI, "-p", str(port), *login, *map(str, args)], capture_output=True, text=True,
+                          timeout=10)
     return done.stdout.splitlines()
 
 
@@ -261,12 +265,15 @@ class RedisSentinels:
     """A real Redis master, its replica and three `redis-sentinel` processes watching them as
     `mymaster`, on free loopback ports, files in `folder`: `start()` (blocking, until the sentinels
     know the replica and each other), `stop()`, `url` for --broker, `masters()` (what each sentinel
-    names as master)."""
+    names as master), `fail_over(fault)`, and `cut_off_replica()` (so that a failover surely loses
+    the master's newest writes). With `sentinel_password`, the sentinels require it (`requirepass`);
+    `ask(port, ...)` asks a sentinel with it."""
 
     NAME = "mymaster"
 
-    def __init__(self, folder):
+    def __init__(self, folder, sentinel_password=None):
         self.folder = folder
+        self.sentinel_password = sentinel_password
         for name in ("master", "replica", "sentinels"):
             (folder / name).mkdir()
         self.master = RedisServer(folder / "master")
@@ -283,7 +290,8 @@ class RedisSentinels:
             config.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.folder / 'sentinels'}\n"
                               f"sentinel monitor {self.NAME} 127.0.0.1 {self.master.port} 2\n"
                               f"sentinel down-after-milliseconds {self.NAME} 1000\n"
-                              f"sentinel failover-timeout {self.NAME} 10000\n")
+                              f"sentinel failover-timeout {self.NAME} 10000\n"
+                              + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else ""))
             self.processes.append(subprocess.Popen([REDIS_SENTINEL, str(config)], stdout=subprocess.DEVNULL,
                                                    stderr=subprocess.DEVNULL))
         self._wait(self._ready, "the sentinels did not see the replica and each other")
@@ -292,16 +300,37 @@ class RedisSentinels:
         if "master_link_status:up" not in redis_cli(self.replica.port, "INFO", "replication"):
             return False
         for port in self.ports:
-            lines = redis_cli(port, "SENTINEL", "master", self.NAME)
+            lines = self.ask(port, "SENTINEL", "master", self.NAME)
             state = dict(zip(lines[::2], lines[1::2], strict=False))  # an error reply: one line
             if state.get("num-slaves") != "1" or state.get("num-other-sentinels") != "2":
                 return False
         return True
 
+    def ask(self, port, *args):
+        """One command to the sentinel on `port`, logged in when the sentinels need it."""
+        return redis_cli(port, *args, password=self.sentinel_password)
+
+    def fail_over(self, fault):
+        """`SENTINEL FAILOVER` (fault "SENTINEL FAILOVER") or a SIGKILL of the master (any other),
+        then wait until every sentinel names the replica."""
+        if fault == "SENTINEL FAILOVER":
+            assert self.ask(self.ports[0], "SENTINEL", "FAILOVER", self.NAME) == ["OK"]
+        else:
+            os.kill(self.master.process.pid, signal.SIGKILL)
+        self.wait_for_master(self.replica.port)
+
+    def cut_off_replica(self):
+        """The master's writes stop reaching the replica, which stays promotable: its link is cut
+        and it cannot log in to the master again (a password that master does not have)."""
+        assert redis_cli(self.replica.port, "CONFIG", "SET", "masterauth", "not-the-password") == ["OK"]
+        redis_cli(self.master.port, "CLIENT", "KILL", "TYPE", "replica")
+        self._wait(lambda: "master_link_status:down" in redis_cli(self.replica.port, "INFO", "replication"),
+                   "the replica stayed linked to the master")
+
     def masters(self):
         """The port each sentinel names as the master (None where it does not answer)."""
         return [int(found[1]) if len(found) == 2 else None
-                for found in (redis_cli(port, "SENTINEL", "get-master-addr-by-name", self.NAME) for port in self.ports)]
+                for found in (self.ask(port, "SENTINEL", "get-master-addr-by-name", self.NAME) for port in self.ports)]
 
     def wait_for_master(self, port):
         """Until every sentinel names 127.0.0.1:port as the master."""

@@ -1,7 +1,9 @@
 """The delivery guarantee under failure (docs/protocol.md section 6a): real twistd processes on a
 real redis-server, subscribers and publishers in threads (tests/chaos.py), one fault per case.
 Every case expects 0 acknowledged publications lost, 0 duplicates, 0 reorderings and 0 gaps
-not excused by `recovered: false`; the empty restart of Redis expects `recovered: false`.
+not excused by `recovered: false`; the empty restart of Redis and the Sentinel failovers (a
+master, a replica and three sentinels: a promoted replica may lack the newest publications)
+expect `recovered: false`.
 The table of every case is printed at the end of the module."""
 
 import json
@@ -47,20 +49,32 @@ def redis(tmp_path):
     server.stop()
 
 
-@pytest.fixture
-def zbifrost(tmp_path, redis):
-    """Start zbifrost processes on `redis` (each call one, with extra arguments); stopped after."""
+def _zbifrost_processes(folder, broker_url):
+    """A fixture's body: start zbifrost processes on `broker_url` (each call one, with extra
+    arguments); stopped after."""
     started = []
-    config = write_config(tmp_path)
+    config = write_config(folder)
 
     def start(*args):
-        process = Zbifrost(tmp_path, "--config", config, "--broker", redis.url, *args)
+        process = Zbifrost(folder, "--config", config, "--broker", broker_url, *args)
         started.append(process)
         return process
 
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def zbifrost(tmp_path, redis):
+    """zbifrost processes on `redis`."""
+    yield from _zbifrost_processes(tmp_path, redis.url)
+
+
+@pytest.fixture
+def zbifrost_on_sentinels(tmp_path, sentinels):
+    """zbifrost processes on the master that `sentinels` (conftest.py) name."""
+    yield from _zbifrost_processes(tmp_path, sentinels.url)
 
 
 def run_case(folder, table, case, fault, subscriber_urls, publisher_urls, api_ports, padding=0,
@@ -216,3 +230,18 @@ def test_a_slow_subscriber_closed_with_1013_catches_up(tmp_path, table, zbifrost
     run_case(tmp_path, table, "slow subscriber closed with 1013", fault, [first.url], [first.url], [first.port],
              padding=65536, slow=slow)
     assert 1013 in slow.close_codes, slow.close_codes
+
+
+@pytest.mark.parametrize("fault", ["SENTINEL FAILOVER", "SIGKILL of the master"])
+def test_a_sentinel_failover_says_not_recovered(tmp_path, table, zbifrost_on_sentinels, sentinels, fault):
+    first, second = zbifrost_on_sentinels(), zbifrost_on_sentinels()
+
+    def fail_over(subscribers, publishers):
+        if fault != "SENTINEL FAILOVER":
+            sentinels.cut_off_replica()  # what the master acknowledges from here on is lost with it
+            time.sleep(0.5)
+        sentinels.fail_over(fault)
+
+    case = {"SENTINEL FAILOVER": "sentinel: SENTINEL FAILOVER"}.get(fault, "sentinel: master SIGKILLed, replica behind")
+    run_case(tmp_path, table, case, fail_over, [first.url, second.url], [first.url, second.url],
+             [first.port, second.port], expect_not_recovered=True)

@@ -19,6 +19,17 @@ server API's control messages on `zbifrost:control` (to every process) or
 `zbifrost:control:<node>` (to one); PUBLISH's count of receivers tells how many processes a
 control message reached (one pub/sub connection each).
 
+Redis replicates asynchronously, so a replica promoted to master (Sentinel) may lack the newest
+publications, and would hand out their offsets again. So the data carries a lineage: the hash
+`zbifrost:lineage` names it (`id`) and the master it was last seen on (`replid`, Redis's
+`master_replid`). Each new command connection first runs `_ADOPT`: on the master that wrote the
+lineage, or on a master restarted since (a new replid, but never a replica since its start: its
+`master_replid2` is zero, and its data is what it kept, AOF), the lineage stays; on a master that
+was promoted from a replica, the lineage is new. Each channel's meta hash holds the lineage it
+was written in (`lineage`); a publish or a read that finds another one starts a new epoch there
+(its offsets go on counting, so that the stream ids keep increasing), and subscribers are told
+`recovered: false`. The hot path pays one HGET and a compare.
+
 Two connections (commands, pub/sub), made and logged in by `redis_connect`, reconnect with
 txredisapi's backoff. While either is down, every command fails at once with `broker_unavailable`
 (one log line per outage), as does one that Redis refuses to write durably now (loading,
@@ -52,6 +63,7 @@ HISTORY = "zbifrost:history:"
 MESSAGES = "zbifrost:message:"
 JOIN_LEAVE = "zbifrost:join_leave:"
 IDEMPOTENCY = "zbifrost:idem:"
+LINEAGE = "zbifrost:lineage"
 CONTROL = "zbifrost:control"
 ANY_EPOCH = "*"
 
@@ -60,38 +72,67 @@ log = Logger()
 # the errors of a Redis that is up but cannot take (or durably keep) a write now: broker_unavailable
 _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "MASTERDOWN", "READONLY", "NOREPLICAS", "BUSY", "TRYAGAIN")
 
-# KEYS: meta, stream, pub/sub channel[, idempotency hash]; ARGV: a new epoch, the payload, history
-# size, ttl in ms[, channel name, idempotency window in s]
+# KEYS: the lineage hash; ARGV: a new lineage id. Returns {the lineage of this master's data, 1 when
+# it is new because this master was promoted from a replica (it may lack the newest writes)}.
+_ADOPT = """
+local info = redis.call('INFO', 'replication')
+if not string.find(info, 'role:master', 1, true) then
+  return redis.error_reply('READONLY this Redis is a replica')
+end
+local replid = string.match(info, 'master_replid:(%x+)')
+local promoted = string.match(info, 'master_replid2:(%x+)') ~= string.rep('0', 40)
+local lineage = redis.call('HGET', KEYS[1], 'id')
+local changed = lineage and redis.call('HGET', KEYS[1], 'replid') ~= replid and promoted
+if not lineage or changed then
+  lineage = ARGV[1]
+end
+redis.call('HSET', KEYS[1], 'id', lineage, 'replid', replid)
+return {lineage, changed and 1 or 0}
+"""
+
+# the start of the scripts on a channel (KEYS[1] its meta hash; ARGV[1] a new epoch, ARGV[2] the
+# lineage of the data): written in another lineage, it starts a new epoch; a new channel gets one
+_CURRENT_EPOCH = """
+local mark = redis.call('HGET', KEYS[1], 'lineage')
+if mark ~= ARGV[2] then
+  if mark then redis.call('HSET', KEYS[1], 'epoch', ARGV[1]) end
+  redis.call('HSET', KEYS[1], 'lineage', ARGV[2])
+end
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+"""
+
+# KEYS: meta, stream, pub/sub channel[, idempotency hash]; ARGV: a new epoch, the lineage, the
+# payload, history size, ttl in ms[, channel name, idempotency window in s]
 _PUBLISH = """
 if KEYS[4] then
-  local seen = redis.call('HGET', KEYS[4], ARGV[5])
+  local seen = redis.call('HGET', KEYS[4], ARGV[6])
   if seen then
     local epoch, offset = string.match(seen, '(%S+) (%d+)')
     return {epoch, tonumber(offset)}
   end
 end
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+""" + _CURRENT_EPOCH + """
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-if tonumber(ARGV[3]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'm', ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'm', ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-redis.call('PUBLISH', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[2])
+redis.call('PUBLISH', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[3])
 if KEYS[4] then
-  redis.call('HSET', KEYS[4], ARGV[5], epoch .. ' ' .. offset)
-  redis.call('EXPIRE', KEYS[4], ARGV[6])
+  redis.call('HSET', KEYS[4], ARGV[6], epoch .. ' ' .. offset)
+  redis.call('EXPIRE', KEYS[4], ARGV[7])
 end
 return {epoch, offset}
 """
 
-# KEYS: meta, stream; ARGV: a new epoch, the epoch asked about (*: any), the offset asked from (-1: none)
-_READ = """
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+# KEYS: meta, stream; ARGV: a new epoch, the lineage, the epoch asked about (*: any), the offset
+# asked from (-1: none)
+_READ = _CURRENT_EPOCH + """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-local since = tonumber(ARGV[3])
-if (ARGV[2] ~= '*' and ARGV[2] ~= epoch) or since < 0 or since >= offset then return {epoch, offset, {}} end
+local since = tonumber(ARGV[4])
+if (ARGV[3] ~= '*' and ARGV[3] ~= epoch) or since < 0 or since >= offset then return {epoch, offset, {}} end
 return {epoch, offset, redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')}
 """
 
@@ -128,6 +169,7 @@ class RedisBroker:
         self._pubsub.buildProtocol = self._watch(self._pubsub.buildProtocol, self._fanout_ready)
         self._commands.buildProtocol = self._watch(self._commands.buildProtocol, self._command_ready)
         self._command: Any = None  # the command protocol once usable
+        self._lineage = ""  # the lineage of the data _command reaches (_ADOPT)
         self._fanout: Any = None  # the pub/sub protocol once PSUBSCRIBEd
         self._handler: IBrokerEventHandler | None = None
         self._control_channels: list[str] = []  # the control channels of this process, once listening
@@ -186,7 +228,22 @@ class RedisBroker:
         self._fanout = protocol
         self._check_state()
 
-    def _command_ready(self, protocol: Any) -> None:
+    @defer.inlineCallbacks
+    def _command_ready(self, protocol: Any) -> Any:
+        """The command connection is usable once it knows the lineage of the data it reaches."""
+        try:
+            lineage, promoted = yield protocol.eval(_ADOPT, [LINEAGE], [secrets.token_hex(8)])
+        except Exception as failed:  # a replica (READONLY), not ready, or lost: try again on a new connection
+            if isinstance(failed, txredisapi.ResponseError) and not str(failed).startswith(_UNAVAILABLE_REPLIES):
+                log.error("channel broker {address} refused to say which data it holds: {why}",
+                          address=self.address, why=str(failed))
+            protocol.transport.loseConnection()
+            return
+        if int(promoted):
+            log.warn("channel broker {address}: this master was a replica, which may lack the newest publications: "
+                     "each channel starts a new epoch (its subscribers are told recovered: false)",
+                     address=self.address)
+        self._lineage = lineage
         self._command = protocol
         self._check_state()
 
@@ -264,7 +321,7 @@ class RedisBroker:
 
     def history(self, name: str, since: int | None, epoch: str | None) -> defer.Deferred[Stream]:
         asked = [ANY_EPOCH if epoch is None else epoch, -1 if since is None else since]
-        read = self.call(_READ, [META + name, HISTORY + name], [secrets.token_hex(8), *asked])
+        read = self.call(_READ, [META + name, HISTORY + name], [secrets.token_hex(8), self._lineage, *asked])
         return read.addCallback(lambda found: Stream(found[0], int(found[1]), tuple(
             _publication(name, int(entry_id.split("-")[0]), fields[1], found[0]) for entry_id, fields in found[2])))
 
@@ -272,7 +329,7 @@ class RedisBroker:
                 idempotency_key: str | None = None) -> defer.Deferred[dict[str, Any]]:
         payload = orjson.dumps([sender_id, data]).decode("utf-8")
         keys = [META + name, HISTORY + name, MESSAGES + name]
-        args: list[Any] = [secrets.token_hex(8), payload, history.size, max(1, int(history.ttl * 1000))]
+        args: list[Any] = [secrets.token_hex(8), self._lineage, payload, history.size, max(1, int(history.ttl * 1000))]
         if idempotency_key is not None:
             keys.append(f"{IDEMPOTENCY}{name}:{idempotency_key}")
             args += [name, IDEMPOTENCY_WINDOW]

@@ -9,13 +9,19 @@ the connections to the old one are closed, so that they reconnect to the new one
 broker_unavailable in between). The broker's connections retry at least every `FOLLOW_DELAY`
 seconds, so that a failover is followed within about a second of the sentinels naming the new master.
 
+Sentinels that require a password (`requirepass` in their config) get `AUTH` with the one in
+ZBIFROST_SENTINEL_PASSWORD (the URL's password is the master's: the two often differ) first, on
+every connection; a sentinel that refuses (a wrong or missing password) is logged once, never
+with the password, until one accepts.
+
 txredisapi's own `Sentinel` is not used: its discovery waits out a 10 s timeout whenever every
 sentinel still sees the old master down, and it does not listen for `+switch-master`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import txredisapi
@@ -29,6 +35,7 @@ from ..broker_url import BrokerURL
 ASK_TIMEOUT = 2  # seconds for a sentinel to connect and answer
 FOLLOW_DELAY = 1  # seconds: the longest wait between two connection attempts to the master
 SWITCH_MASTER = "+switch-master"
+PASSWORD_VARIABLE = "ZBIFROST_SENTINEL_PASSWORD"
 
 log = Logger()
 
@@ -54,10 +61,13 @@ class _FirstOf:
 class SentinelEndpoint:
     """Connections to the master that `target`'s sentinels name; `start` and `stop` the watch."""
 
-    def __init__(self, reactor: Any, target: BrokerURL, connect_timeout: float) -> None:
+    def __init__(self, reactor: Any, target: BrokerURL, connect_timeout: float,
+                 environ: Mapping[str, str] = os.environ) -> None:
         self.reactor = reactor
         self.target = target
         self.connect_timeout = connect_timeout
+        self._password = environ.get(PASSWORD_VARIABLE) or None
+        self._refusal_logged = False
         self.master: tuple[str, int] | None = None  # where the latest connection went
         self._sentinels = [endpoints.HostnameEndpoint(reactor, host, port, timeout=ASK_TIMEOUT)
                            for host, port in target.hosts]
@@ -65,7 +75,7 @@ class SentinelEndpoint:
         self._watch = txredisapi.SubscriberFactory(isLazy=True)
         self._watch.maxDelay = FOLLOW_DELAY
         self._watch.protocol = type("_SwitchWatch", (txredisapi.SubscriberProtocol,), {
-            "connectionMade": _watch_connection_made,
+            "connectionMade": lambda protocol: self._watch_connection_made(protocol),
             "messageReceived": lambda protocol, pattern, channel, message: self.switched(message)})
 
     def start(self) -> None:
@@ -97,7 +107,11 @@ class SentinelEndpoint:
             except Exception:
                 continue
             try:
+                yield self._log_in(asking)
                 found = yield asking.execute_command("SENTINEL", "get-master-addr-by-name", self.target.master)
+            except txredisapi.ResponseError as refused:  # NOAUTH: it wants a password
+                self._refused(asking, refused)
+                continue
             except Exception:
                 continue
             finally:
@@ -120,8 +134,34 @@ class SentinelEndpoint:
         self._connections.clear()
 
 
-def _watch_connection_made(protocol: Any) -> Any:
-    """A sentinel's pub/sub connection, once ready, listens for +switch-master."""
-    protocol.whenConnected().addCallback(
-        lambda ready: ready.subscribe(SWITCH_MASTER)).addErrback(lambda _: None)  # lost meanwhile: it reconnects
-    return txredisapi.SubscriberProtocol.connectionMade(protocol)
+    @defer.inlineCallbacks
+    def _log_in(self, protocol: Any) -> Any:
+        """AUTH on a sentinel connection, when there is a sentinel password: raises
+        txredisapi.ResponseError when refused."""
+        if self._password is None:
+            return
+        reply = yield protocol.execute_command("AUTH", self._password)
+        if isinstance(reply, Exception):  # txredisapi hands some error replies back as values
+            raise reply
+        self._refusal_logged = False
+
+    def _refused(self, protocol: Any, refusal: Exception) -> None:
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            peer = protocol.transport.getPeer()
+            log.error("channel broker {address}: sentinel {host}:{port} refused: {why} "
+                      "(check ZBIFROST_SENTINEL_PASSWORD)", address=self.target.address, host=peer.host,
+                      port=peer.port, why=str(refusal))
+
+    def _watch_connection_made(self, protocol: Any) -> Any:
+        """A sentinel's pub/sub connection, once ready (and logged in), listens for +switch-master."""
+
+        def refused(failure: Any) -> None:
+            if failure.check(txredisapi.ResponseError):
+                self._refused(protocol, failure.value)
+                protocol.transport.loseConnection()  # the factory tries again
+
+        listening = protocol.whenConnected().addCallback(self._log_in).addCallback(
+            lambda _: protocol.subscribe(SWITCH_MASTER))
+        listening.addErrback(refused).addErrback(lambda _: None)  # lost meanwhile: it reconnects
+        return txredisapi.SubscriberProtocol.connectionMade(protocol)
