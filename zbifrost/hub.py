@@ -102,7 +102,7 @@ class Hub:
         self._all_closed: defer.Deferred[None] | None = None
         self.metrics = Metrics()
         if config.broker:
-            broker = RedisBroker(reactor, parse_broker(config.broker))
+            broker = RedisBroker(reactor, parse_broker(config.broker[0]))
             self.channels = Channels(broker, RedisPresence(broker, config.presence_ttl))
         else:
             self.channels = Channels(MemoryBroker(reactor, config.history_max_bytes), MemoryPresence())
