@@ -58,7 +58,8 @@ def test_several_brokers_come_as_a_yaml_list_or_a_repeated_flag_and_a_sentinel_u
     (["redis://10.0.0.5/0", "http://:secret@10.0.0.6"], "--broker: entry 2: not a broker URL (expected redis://"),
     (["redis://:secret@10.0.0.5/0", "redis://10.0.0.6/0", "redis://10.0.0.5:6379/1"],
      "--broker: entries 1 and 3 are the same Redis (redis://10.0.0.5:6379/1): each shard needs a Redis of its own"),
-    (["redis+sentinel://s1,s2/main/0", "redis+sentinel://s1,s2/main/1"], "--broker: entries 1 and 2 are the same Redis"),
+    (["redis+sentinel://s1,s2/main/0", "redis+sentinel://s1,s2/main/1"],
+     "--broker: entries 1 and 2 are the same Redis"),
 ])
 def test_each_broker_of_a_list_is_checked_by_its_entry_and_one_redis_twice_is_refused(brokers, message):
     with pytest.raises(ConfigError) as caught:
