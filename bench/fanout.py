@@ -3,6 +3,7 @@ Autobahn broadcast, in one run.
 
     python bench/fanout.py [--subscribers 1000] [--rates 100,1000] [--duration 10] [--warmup 2] [--rounds 1]
     python bench/fanout.py --rates 10 --join-leave 10 [--broker redis://127.0.0.1:6379/0]
+    python bench/fanout.py --throughput [--broker URL --broker URL] [--publishers 32] [--channels 1000]
 
 Starts bench/broadcast_server.py (one prepared frame written to every socket) and zbifrost
 (twistd, this source tree, bench/zbifrost-bench.yaml, the embedded memory backend) pinned to
@@ -17,6 +18,15 @@ With `--join-leave N` the channel's rule turns presence and join/leave on, and t
 also opens N connections a second that subscribe to the channel (a `join` to every subscriber)
 and drop 1 s later (a `leave`); only zbifrost runs then (the broadcast server has no join/leave),
 on the memory backend or, with `--broker`, on that Redis.
+
+With `--throughput` it measures the publications/s the brokers carry instead, against the first
+broker alone and then against every broker given (shards; without `--broker`, two
+redis-servers of its own, each pinned to its own CPU with taskset). Two zbifrost processes
+share the brokers; the generator (this script with `--flood`) opens `--publishers` connections
+spread over both, each keeping IN_FLIGHT publishes outstanding (closed loop), over `--channels`
+channels in turn so that they spread over the shards, and counts the replies. Nothing but the
+redis-servers is pinned. Each redis-server's CPU comes from /proc/<pid>/stat (utime + stime)
+before and after, its pid from `INFO server`, so the brokers must run on this machine.
 
 To keep the generator from being the bottleneck, only every SAMPLE_EVERY-th subscriber parses
 its frames as they come (timing each message and checking which publishes arrived). The
@@ -33,14 +43,29 @@ import json
 import os
 import resource
 import select
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import orjson
 
 from loadgen import Client, _Masks, percentile, text_frame
-from run import BENCH, LOADGEN_CPU, SERVER_CPU, Server, free_port, run_load, stopped_at_exit, zbifrost_server
+from run import (
+    BENCH,
+    BENCH_CONFIG,
+    LOADGEN_CPU,
+    SERVER_CPU,
+    TWISTD,
+    Server,
+    cpu_seconds,
+    free_port,
+    run_load,
+    stop_process,
+    stopped_at_exit,
+    zbifrost_server,
+)
 
 REPO = os.path.dirname(BENCH)
 CHANNEL = "bench"
@@ -50,6 +75,8 @@ COUNT_EVERY_S = 0.05  # how often the counting subscribers' sockets are read
 COUNT_CHUNK = 50  # sockets read between two turns of the event loop
 CHURN_STAY_S = 1.0  # how long a --join-leave connection stays subscribed
 MESSAGE_MARK = b'"event":"message"'
+IN_FLIGHT = 8  # --throughput: publishes a publisher keeps outstanding (zbifrost's max_in_flight is 16)
+REDIS_SERVER = "redis-server"
 
 
 class FanoutRun:
@@ -256,9 +283,173 @@ def churn_config(args, workdir):
     with open(os.path.join(BENCH, "zbifrost-bench.yaml")) as bench, open(path, "w") as config:
         config.write(bench.read())
         if args.broker:
-            config.write(f"  broker: {args.broker}\n")
+            config.write(f"  broker: {json.dumps(args.broker)}\n")  # a YAML flow list: one URL, or shards
         config.write(f"channels:\n  - pattern: {CHANNEL}\n    presence: true\n    join_leave: true\n")
     return path
+
+
+# -- --throughput: the publications/s the brokers carry ----------------------------------------
+
+class FloodRun:
+    """What loadgen.Client expects of a run, plus the replies counted."""
+
+    def __init__(self, channels):
+        self.masks = _Masks()
+        self.connected = 0
+        self.open_clients = set()
+        self.errors = {}
+        self.channels = channels
+        self.replies = 0
+
+    def error(self, kind):
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def closed(self, client):
+        self.open_clients.discard(client)
+
+
+class Flooder(Client):
+    """Once greeted, keeps IN_FLIGHT publishes outstanding, to the channels in turn."""
+
+    def __init__(self, run, host, port, first):
+        super().__init__(run, host, port)
+        self.number = first
+
+    def _message(self, payload):
+        if not self.greeted:
+            self.greeted = True
+            for _ in range(IN_FLIGHT):
+                self.publish()
+            return True
+        if b'"error"' in payload:
+            self.fail("publish_error")
+            return False
+        self.run.replies += 1
+        self.publish()
+        return True
+
+    def publish(self):
+        self.number += 1
+        payload = b'{"event":"publish","channel":"bench.%d","data":%d,"_requestId":%d}' % (
+            self.number % self.run.channels, self.number, self.number)
+        self.transport.write(text_frame(payload, self.run.masks.take()))
+
+
+async def flood(args):
+    loop = asyncio.get_running_loop()
+    run = FloodRun(args.channels)
+    ports = [int(port) for port in args.ports.split(",")]
+    for number in range(args.publishers):
+        port = ports[number % len(ports)]
+        await loop.create_connection(lambda port=port, number=number: Flooder(run, "127.0.0.1", port, number * 10**9),
+                                     "127.0.0.1", port)
+    await asyncio.sleep(args.warmup)
+    replies, cpu, start = run.replies, time.process_time(), time.perf_counter()
+    await asyncio.sleep(args.duration)
+    window = time.perf_counter() - start
+    return {"publications_per_s": round((run.replies - replies) / window), "connected": run.connected,
+            "errors": run.errors, "loadgen_cpu": round((time.process_time() - cpu) / window, 3)}
+
+
+def redis_pid(url):
+    """The pid of the redis-server at a redis:// URL, from INFO server (it must run here)."""
+    host, port = url.split("://", 1)[1].rpartition("@")[2].split("/", 1)[0].rsplit(":", 1)
+    info = subprocess.run(["redis-cli", "-h", host, "-p", port, "INFO", "server"], capture_output=True, text=True,
+                          check=True, timeout=10).stdout
+    return int(next(line for line in info.splitlines() if line.startswith("process_id:")).split(":")[1])
+
+
+def own_redis_servers(count, workdir, children):
+    """`count` redis-servers on free ports, the i-th pinned to CPU i (modulo the CPUs); their URLs."""
+    urls = []
+    for index in range(count):
+        port, folder = free_port(), os.path.join(workdir, f"redis-{index}")
+        os.mkdir(folder)
+        cpu = str(index % os.cpu_count())
+        children.append(subprocess.Popen(["taskset", "-c", cpu, REDIS_SERVER, "--port", str(port), "--bind",
+                                          "127.0.0.1", "--dir", folder, "--save", "", "--appendonly", "no"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls.append(f"redis://127.0.0.1:{port}/0")
+    deadline = time.monotonic() + 10
+    while not all(_answers(url) for url in urls):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the redis-servers did not start")
+        time.sleep(0.1)
+    return urls
+
+
+def _answers(url):
+    try:
+        redis_pid(url)
+        return True
+    except (subprocess.CalledProcessError, StopIteration):
+        return False
+
+
+def zbifrost_processes(brokers, workdir, children, count=2):
+    """`count` zbifrost processes (twistd, this tree, unpinned) on `brokers`; their processes and ports."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = []
+    for index in range(count):
+        port = free_port()
+        log = open(os.path.join(workdir, f"zbifrost-{len(brokers)}-{index}.log"), "wb")  # noqa: SIM115 - its lifetime
+        command = [TWISTD, "-n", "--pidfile=", "zbifrost", "--port", str(port), "--config", BENCH_CONFIG]
+        for broker in brokers:
+            command += ["--broker", broker]
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        children.append(process)
+        started.append((process, port))
+    for process, port in started:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                    if json.loads(response.read()).get("broker") == "up":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"zbifrost on {brokers} did not start (logs in {workdir})")
+            time.sleep(0.2)
+    return started
+
+
+def throughput(args, workdir, children):
+    brokers = args.broker or own_redis_servers(2, workdir, children)
+    pids = [redis_pid(url) for url in brokers]
+    print(f"{args.publishers} publishers x {IN_FLIGHT} in flight, {args.channels} channels, 2 zbifrost processes, "
+          f"{args.warmup:g} s warm-up + {args.duration:g} s measured; redis-servers: "
+          + ", ".join(f"{url} (pid {pid})" for url, pid in zip(brokers, pids, strict=True)))
+    print(f"{'shards':>6s} {'pub/s':>7s} {'redis CPU (each)':>22s} {'redis us/pub (each)':>20s} "
+          f"{'redis-bound pub/s':>17s} {'zbifrost CPU':>12s} {'gen CPU':>7s} errors")
+    for _ in range(args.rounds):
+        for count in sorted({1, len(brokers)}):
+            started = zbifrost_processes(brokers[:count], workdir, children)
+            command = [sys.executable, os.path.abspath(__file__), "--flood", "--ports",
+                       ",".join(str(port) for _, port in started), "--publishers", str(args.publishers),
+                       "--channels", str(args.channels), "--warmup", str(args.warmup), "--duration",
+                       str(args.duration)]
+            generator = subprocess.Popen(command, stdout=subprocess.PIPE, start_new_session=True)
+            children.append(generator)
+            time.sleep(args.warmup)
+            redis_before = [cpu_seconds(pid) for pid in pids[:count]]
+            zbifrost_before = sum(cpu_seconds(process.pid) for process, _ in started)
+            output, _ = generator.communicate(timeout=args.warmup + args.duration + 60)
+            redis_cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, redis_before, strict=False)]
+            zbifrost_cpu = sum(cpu_seconds(process.pid) for process, _ in started) - zbifrost_before
+            children.remove(generator)
+            for process, _ in started:
+                stop_process(process)
+                children.remove(process)
+            result = json.loads(output)
+            rate = result["publications_per_s"]
+            busy = [cpu / args.duration for cpu in redis_cpu]  # the share of its core each redis-server used
+            per_publication = [cpu / max(rate * args.duration, 1) * 1e6 for cpu in redis_cpu]
+            print(f"{count:6d} {rate:7d} {' '.join(f'{share:6.1%}' for share in busy):>22s} "
+                  f"{' '.join(f'{us:5.1f}' for us in per_publication):>20s} {round(rate / max(busy)):17d} "
+                  f"{zbifrost_cpu / args.duration:12.0%} {result['loadgen_cpu']:7.0%} {result['errors'] or '-'}",
+                  flush=True)
 
 
 def run_all(args, workdir, children):
@@ -273,7 +464,8 @@ def run_all(args, workdir, children):
     for server in servers:
         server.wait_ready()
     print(f"{args.subscribers} subscribers, 1 publisher, {args.join_leave} joins and leaves/s, "
-          f"{args.broker or 'memory backend'}, {args.warmup:g} s warm-up + {args.duration:g} s measured, "
+          f"{' + '.join(args.broker) if args.broker else 'memory backend'}, "
+          f"{args.warmup:g} s warm-up + {args.duration:g} s measured, "
           f"servers on CPU {SERVER_CPU}, generator on CPU {LOADGEN_CPU}")
     print(f"{'server':10s} {'pub/s':>6s} {'delivered/s':>11s} {'share':>7s} {'p50 ms':>7s} {'p99 ms':>7s} "
           f"{'server CPU s':>12s} {'gen CPU':>7s} errors")
@@ -295,19 +487,26 @@ def main():
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--join-leave", type=int, default=0, help="subscribers joining and leaving per second")
-    parser.add_argument("--broker", help="zbifrost's channels in this Redis (redis://host:port/db)")
+    parser.add_argument("--broker", action="append",
+                        help="zbifrost's channels in this Redis (redis://host:port/db); repeated: shards")
+    parser.add_argument("--throughput", action="store_true",
+                        help="measure the publications/s of one broker and of all (shards) instead")
+    parser.add_argument("--publishers", type=int, default=32, help="--throughput: publisher connections")
+    parser.add_argument("--channels", type=int, default=1000, help="--throughput: channels published to in turn")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--flood", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it
-    if args.generate:
-        json.dump(asyncio.run(generate(args)), sys.stdout)
+    if args.generate or args.flood:
+        json.dump(asyncio.run(flood(args) if args.flood else generate(args)), sys.stdout)
         sys.stdout.write("\n")
         return
     args.rates = [int(rate) for rate in args.rates.split(",")]
     with stopped_at_exit() as children, tempfile.TemporaryDirectory(prefix="zbifrost-fanout-") as workdir:
-        run_all(args, workdir, children)
+        (throughput if args.throughput else run_all)(args, workdir, children)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ collect_ignore = ["test_testing_helpers_trial.py"]
 
 # Fixtures that start a process of their own: every test using one, directly or through another
 # fixture, is marked `slow` (pytest.ini), so that `-m "not slow"` leaves it out.
-PROCESS_FIXTURES = {"redis_server", "sentinels"}
+PROCESS_FIXTURES = {"redis_server", "sentinels", "redis_shards"}
 
 
 def pytest_collection_modifyitems(items):
@@ -71,6 +71,21 @@ def redis_server(tmp_path):
     redis.start()
     yield redis
     redis.stop()
+
+
+@pytest.fixture
+def redis_shards(tmp_path):
+    """Two real redis-servers of their own (RedisServer, in folders one/ and two/): the shards
+    of a sharded broker, the second requiring a password (its `password`), so that a test can see
+    it shown nowhere; skips where redis-server is not installed."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
+    shards = [RedisServer(tmp_path / "one"), RedisServer(tmp_path / "two", password="shard-two-secret")]
+    for redis in shards:
+        redis.start()
+    yield shards
+    for redis in shards:
+        redis.stop()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])

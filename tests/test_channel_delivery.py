@@ -124,3 +124,16 @@ def test_publications_made_while_a_subscribe_reads_history_come_once_in_order_af
     [reply] = replies
     assert (reply.recovered, [json.loads(frame)["offset"] for frame in reply.missed]) == (True, [2, 3])
     assert alice.offsets() == [4, 5]
+
+
+def test_a_shard_back_after_an_outage_fills_only_the_channels_that_live_in_it():
+    broker = AnsweredBroker()
+    channels = Channels(broker, broker)
+    for name in ("a", "b"):
+        channels.subscribe(name, Recorder())
+        broker.reads.pop()[2].callback(Stream("e1", 1))
+    channels.handle_reconnected(lambda name: name == "b")
+    assert len(broker.reads) == 1  # one history read: b's
+    broker.reads.pop()[2].callback(Stream("e1", 1))
+    channels.handle_reconnected()
+    assert len(broker.reads) == 2  # the one broker back: every channel

@@ -37,10 +37,40 @@ def test_file_then_environment_then_flags_each_override_the_layer_before(tmp_pat
 
 
 def test_the_broker_comes_from_websocket_broker_with_redis_defaults_for_port_and_db(tmp_path):
-    assert load_config(environ={}).broker is None
+    assert load_config(environ={}).broker == []
     path = write(tmp_path, "websocket:\n  broker: redis://10.0.0.5\n")
-    assert parse_broker(load_config(path, environ={}).broker, {}) == BrokerURL("redis", (("10.0.0.5", 6379),), 0)
+    [url] = load_config(path, environ={}).broker
+    assert parse_broker(url, {}) == BrokerURL("redis", (("10.0.0.5", 6379),), 0)
     assert parse_broker("redis://[::1]:6380/3", {}) == BrokerURL("redis", (("::1", 6380),), 3)
+
+
+def test_several_brokers_come_as_a_yaml_list_or_a_repeated_flag_and_a_sentinel_url_stays_whole(tmp_path):
+    sentinels = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/main/0"
+    path = write(tmp_path, f"websocket:\n  broker: [redis://10.0.0.5/0, '{sentinels}']\n")
+    assert load_config(path, environ={}).broker == ["redis://10.0.0.5/0", sentinels]
+    assert load_config(write(tmp_path, f"websocket:\n  broker: {sentinels}\n"), environ={}).broker == [sentinels]
+    options = Options()
+    options.parseOptions(["--broker", "redis://10.0.0.5/0", "--broker", "redis://10.0.0.6/0"])
+    assert load_config(overrides=options.overrides(), environ={}).broker == ["redis://10.0.0.5/0", "redis://10.0.0.6/0"]
+
+
+@pytest.mark.parametrize("brokers, message", [
+    (["redis://10.0.0.5/0", "http://:secret@10.0.0.6"], "--broker: entry 2: not a broker URL (expected redis://"),
+    (["redis://:secret@10.0.0.5/0", "redis://10.0.0.6/0", "redis://10.0.0.5:6379/1"],
+     "--broker: entries 1 and 3 are the same Redis (redis://10.0.0.5:6379/1): each shard needs a Redis of its own"),
+    (["redis+sentinel://s1,s2/main/0", "redis+sentinel://s1,s2/main/1"],
+     "--broker: entries 1 and 2 are the same Redis"),
+])
+def test_each_broker_of_a_list_is_checked_by_its_entry_and_one_redis_twice_is_refused(brokers, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={"broker": brokers}, environ={})
+    assert str(caught.value).startswith(message)
+    assert "secret" not in str(caught.value)
+
+
+def test_the_same_sentinels_watching_two_masters_are_two_shards():
+    brokers = ["redis+sentinel://s1,s2/main/0", "redis+sentinel://s1,s2/other/0"]
+    assert load_config(overrides={"broker": brokers}, environ={}).broker == brokers
 
 
 def test_top_level_workspace_is_relative_to_the_config_file(tmp_path):

@@ -6,6 +6,9 @@ CA of one's own), or `redis+sentinel://[[user]:password@]host[:port],.../<master
 instead come from the environment variable ZBIFROST_BROKER_PASSWORD. No error and no `repr`
 repeats the URL's password; what logs and /healthz show is `BrokerURL.address`, without
 credentials. Nothing here connects: zbifrost.channels.redis_connect does.
+
+Several URLs are shards (zbifrost.channels.sharded), each a Redis of its own: two databases of one
+Redis share its pub/sub, so a list naming one Redis (or one Sentinel master) twice is refused.
 """
 
 import importlib.util
@@ -111,4 +114,21 @@ def broker_problem(url: str | None, config: object) -> str | None:
         parse_broker(url)
     except ValueError as err:
         return f"not a broker URL ({err}), such as redis://127.0.0.1:6379/0"
+    return None
+
+
+def brokers_problem(urls: list[str], config: object) -> str | None:
+    """The config check of `broker` (one URL, or several: shards): what is wrong with which entry,
+    never repeating a URL, or None."""
+    servers: dict[tuple[object, ...], int] = {}
+    for number, url in enumerate(urls, 1):
+        problem = broker_problem(url, config)
+        if problem is not None:
+            return problem if len(urls) == 1 else f"entry {number}: {problem}"
+        target = parse_broker(url)
+        server = (target.hosts, target.master)
+        if server in servers:
+            return (f"entries {servers[server]} and {number} are the same Redis ({target.address}): each shard "
+                    "needs a Redis of its own")
+        servers[server] = number
     return None

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from .app_proxy_settings import ProxySettings, parse_proxy_settings
-from .broker_url import broker_problem
+from .broker_url import brokers_problem
 from .channels.rules import ChannelRule, parse_channel_rules
 from .endpoints import endpoint_problem
 from .jwt_settings import JwtSettings, parse_jwt_settings
@@ -40,6 +40,7 @@ from .settings import (
     strings,
     text,
     unknown_key,
+    whole_strings,
     zero_or_more,
 )
 from .yaml_errors import yaml_error_text
@@ -191,10 +192,10 @@ class Config:
     compression: bool = setting(False, "websocket.compression", boolean)
     history_max_bytes: int = setting(  # channel history of the embedded backend, all channels
         64 * 1024 * 1024, "websocket.history_max_bytes", integer, check=greater_than_zero)
-    broker: str | None = setting(  # channels in Redis (zbifrost.channels.redis); None: in memory
-        None, "websocket.broker", optional_text, flag="broker", check=broker_problem,
-        help="Keep channels in Redis, shared by every zbifrost using it: redis://host:port/db "
-             "[default: in this process].")
+    broker: list[str] = setting(  # channels in Redis (zbifrost.channels.redis; several: shards); []: in memory
+        [], "websocket.broker", whole_strings, flag="broker", check=brokers_problem,
+        help="Keep channels in Redis, shared by every zbifrost using it: redis://host:port/db; given several "
+             "times, each channel lives in one of these shards [default: in this process].")
     presence_ttl: float = setting(  # seconds after which a dead process's presence entries are gone (broker only)
         30.0, "websocket.presence_ttl", number, check=greater_than_zero)
     # pool threads of thread-run plugin functions (zbifrost.thread_pool)

@@ -28,6 +28,7 @@ from .channels.node import Channels
 from .channels.redis import RedisBroker
 from .channels.redis_presence import RedisPresence
 from .channels.rules import ChannelRules
+from .channels.sharded import ShardedBroker, ShardedPresence
 from .config import Config
 from .control import Control
 from .dispatcher import Dispatcher
@@ -108,8 +109,11 @@ class Hub:
         self.stopping = False
         self._all_closed: defer.Deferred[None] | None = None
         self.metrics = Metrics()
-        if config.broker:
-            broker = RedisBroker(reactor, parse_broker(config.broker))
+        if len(config.broker) > 1:
+            shards = ShardedBroker([RedisBroker(reactor, parse_broker(url)) for url in config.broker])
+            self.channels = Channels(shards, ShardedPresence(shards, config.presence_ttl))
+        elif config.broker:
+            broker = RedisBroker(reactor, parse_broker(config.broker[0]))
             self.channels = Channels(broker, RedisPresence(broker, config.presence_ttl))
         else:
             self.channels = Channels(MemoryBroker(reactor, config.history_max_bytes), MemoryPresence())

@@ -4,7 +4,8 @@ Constructing a `BifrostService` loads and checks the zUI file and the tokens (a 
 `ConfigError`) but binds nothing; starting it
 binds every listener (a port in use raises `CannotListenError` from `startService`, so
 nothing runs without a listener); stopping it shuts the clients down gracefully before the
-listeners close, so `/healthz` can answer 503 meanwhile.
+listeners close, so `/healthz` can answer 503 meanwhile. A problem only found once running (a
+list of broker shards other than the one recorded) goes to `refuse`.
 
 Under systemd it adopts the sockets of socket activation when it is given them, and tells
 systemd READY=1 once it listens, a STATUS= line with the clients every STATUS_INTERVAL
@@ -28,6 +29,7 @@ from twisted.python.failure import Failure
 from . import compat
 from .app_proxy import Application
 from .auth import Credentials, JwtVerifier, TokenFileError, TokenStore
+from .channels.sharded import ShardedBroker
 from .config import ConfigError
 from .hub import Hub
 from .interfaces import IReactor
@@ -126,6 +128,8 @@ class BifrostService(service.MultiService):
         # the opening handshake, after one Autobahn's own openHandshakeTimeout takes over
         self.site = build_site(self.hub, self.factory, config.handshake_timeout)
         self.hub.channels.setServiceParent(self)  # a broker's connections: while the server runs
+        if isinstance(self.hub.channels.broker, ShardedBroker):  # its list of shards is checked once connected
+            self.hub.channels.broker.refused.addCallback(self.refuse)
         self.listeners: list[Listener] = []
         if inherited_sockets:
             self.where = [f"systemd socket {descriptor}" for descriptor, _ in inherited_sockets]
@@ -148,6 +152,11 @@ class BifrostService(service.MultiService):
         self.notifier = Notifier()
         if self.notifier.enabled:
             self._every(min(STATUS_INTERVAL, self.notifier.watchdog_interval or STATUS_INTERVAL), self._report_status)
+
+    def refuse(self, reason: str) -> None:
+        """A problem found once started that this process must not serve with (one line): logged;
+        its channels answer broker_unavailable. Under twistd, the process exits (zbifrost.tap)."""
+        log.critical("{reason}", reason=reason)
 
     def _every(self, seconds: float, function: Callable[[], object]) -> None:
         timer = internet.TimerService(seconds, function)

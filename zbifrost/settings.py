@@ -47,7 +47,7 @@ class Setting:
     @property
     def repeatable(self) -> bool:
         """Its flag may be given several times, each adding one entry."""
-        return self.parse is strings
+        return self.parse is strings or self.parse is whole_strings
 
     @property
     def flag_label(self) -> str:
@@ -139,6 +139,12 @@ def strings(where: str, raw: Any, folder: str) -> list[str]:
     if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
         raise ConfigError(f"{where}: expected a list of strings, got {raw!r}")
     return list(raw)
+
+
+def whole_strings(where: str, raw: Any, folder: str) -> list[str]:
+    """A list of strings; one string is a list of itself, kept whole (a URL's commas are its own),
+    and None (YAML's null) an empty one."""
+    return strings(where, [] if raw is None else [raw] if isinstance(raw, str) else raw, folder)
 
 
 # -- checks of plain values -----------------------------------------------------------------

@@ -4,7 +4,9 @@ Flags are collected here and handed to `zbifrost.config.load_config`, which owns
 precedence and validation. A bad setting or a port in use ends start-up with one line on
 stderr and exit status 1, instead of a traceback or a server without a listener; a port in use
 also removes twistd's pidfile and, when twistd has daemonised, reaches the launching command
-through twistd's status pipe, so that it exits at once.
+through twistd's status pipe, so that it exits at once. A list of broker shards other than the
+one recorded in the first shard, found once connected, stops the process with one line and
+exit status 1 too.
 
 Started by systemd socket activation (LISTEN_FDS for this process) without `--port` or
 `--listen` (on the command line or in `listen:` of the config file), it serves on the inherited
@@ -170,16 +172,19 @@ class _TwistdWorkersParent(_EscapedTwistdLog, _OneLineBindFailure, WorkersParent
 
     def give_up(self, reason: str) -> None:
         super().give_up(reason)
-        self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_failed)
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed, reason, self.twistd_options)
 
-    def _exit_failed(self) -> None:
-        if self.twistd_options and self.twistd_options.get("pidfile"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.twistd_options["pidfile"])
-        sys.stderr.write(f"zbifrost: {self.failure}\n")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+
+def _exit_failed(reason: str, twistd_options: Mapping[str, Any] | None) -> None:
+    """Once the reactor has stopped: end the process with `zbifrost: reason` and exit status 1
+    (twistd itself would exit 0), its pidfile removed."""
+    if twistd_options and twistd_options.get("pidfile"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(twistd_options["pidfile"])
+    sys.stderr.write(f"zbifrost: {reason}\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
@@ -203,6 +208,11 @@ class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
         super().startService()
         # the handler only schedules the reload: it runs in the reactor thread, between events
         signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
+
+    def refuse(self, reason: str) -> None:
+        super().refuse(reason)
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed, reason, self.twistd_options)
+        self.reactor.stop()
 
     def reload(self) -> None:
         self.notifier.notify(RELOADING=1, STATUS="reloading the config file")

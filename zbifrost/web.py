@@ -29,6 +29,7 @@ from twisted.web.resource import IResource
 
 from . import __version__, messages, server_api
 from .channels.interfaces import ILifecycle
+from .channels.sharded import ShardedBroker
 from .interfaces import IConnectionTransport
 from .logs import escape, stdout_is_the_journal
 from .messages import JSON
@@ -163,6 +164,8 @@ class Healthz(_StatusPage):
         broker = hub.channels.broker
         if ILifecycle.providedBy(broker):
             health["broker"] = "up" if broker.up else "unavailable"
+        if isinstance(broker, ShardedBroker):
+            health["shards"] = broker.states()
         board = hub.worker_board  # set in a worker of --workers (zbifrost.workers)
         if board is not None:
             health = board.whole_server(health)

@@ -32,8 +32,9 @@ class IBrokerEventHandler(Interface):
         """Send a `join` or `leave` event of member `client_id` to the channel's other
         subscribers in this process that have their subscribe reply."""
 
-    def handle_reconnected() -> None:
-        """The broker was unreachable and is back: publications may have been lost meanwhile."""
+    def handle_reconnected(concerned: Callable[[str], bool] | None = None) -> None:
+        """The broker was unreachable and is back: publications may have been lost meanwhile, in
+        every channel or (a shard of several) in those for which `concerned(name)` is true."""
 
 
 class IBroker(Interface):

@@ -19,6 +19,7 @@ subscribe (`rules`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -231,9 +232,10 @@ class Channels(service.Service):
             if held.buffer is None and other != client_id:  # it has its reply
                 held.subscriber.deliver(frame)
 
-    def handle_reconnected(self) -> None:
+    def handle_reconnected(self, concerned: Callable[[str], bool] | None = None) -> None:
         for name, channel in list(self._channels.items()):
-            self._fill(name, channel)
+            if concerned is None or concerned(name):
+                self._fill(name, channel)
 
     # -- holding and releasing -------------------------------------------------------------
 
