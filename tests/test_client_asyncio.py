@@ -14,6 +14,8 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from tests.helpers import in_thread, start_engine, write_tokens
+from tests.test_channel_presence import RULES
+from tests.test_channel_rules import _start
 from zbifrost import testing
 from zbifrost.client import BifrostError, Position, RecoveryLost, connect
 
@@ -294,3 +296,25 @@ def test_an_origin_refused_at_the_upgrade_closes_for_good_with_its_status(make_s
     error, states = yield run(scenario)
     assert (error.code, error.status) == ("disconnected", 403)
     assert states == ["connecting", "closed (HTTP 403)"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_join_and_leave_of_other_subscribers_reach_the_subscription_callbacks(make_server, tmp_path):
+    server = yield _start(make_server, tmp_path, RULES)
+
+    async def scenario():
+        events, heard = [], asyncio.Event()
+
+        def on_leave(info):
+            events.append(("leave", info["user"]))
+            heard.set()
+
+        async with connect(server.url, token="t-alice") as alice:
+            await alice.subscribe("room.1", on_join=lambda info: events.append(("join", info["user"])),
+                                  on_leave=on_leave)
+            async with connect(server.url, token="t-root") as bob:
+                await bob.subscribe("room.1")
+            await asyncio.wait_for(heard.wait(), 10)
+        return events
+
+    assert (yield run(scenario)) == [("join", "root"), ("leave", "root")]
