@@ -92,18 +92,6 @@ def test_importing_the_client_brings_neither_twisted_nor_autobahn():
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_hundred_concurrent_dispatches_each_get_their_own_reply(make_server):
-    server = yield start_engine(make_server, rate=0, max_in_flight=200)
-
-    async def scenario():
-        async with connect(server.url) as client:
-            return await asyncio.gather(*(client.dispatch("Cached Echo", args=[n]) for n in range(100)))
-
-    results = yield run(scenario)
-    assert [result["args"] for result in results] == [[n] for n in range(100)]
-
-
-@pytest_twisted.inlineCallbacks
 def test_an_error_reply_raises_bifrost_error_with_its_code_and_progress_reaches_the_callback(make_server):
     server = yield start_engine(make_server)
 
@@ -118,28 +106,6 @@ def test_an_error_reply_raises_bifrost_error_with_its_code_and_progress_reaches_
     code, result, events = yield run(scenario)
     assert code == "unknown_command"
     assert result is not None and "progress" in events
-
-
-@pytest_twisted.inlineCallbacks
-def test_an_input_request_is_answered_by_the_callback_and_without_one_the_dispatch_fails_clearly(make_server):
-    server = yield start_engine(make_server)
-
-    async def answer(request):
-        return {"name": "Al", "age": 30}
-
-    async def scenario():
-        async with connect(server.url, on_input=answer) as client:
-            answered = await client.dispatch("Profile")
-        async with connect(server.url) as client:
-            with pytest.raises(BifrostError) as caught:
-                await client.dispatch("Profile")
-            still_usable = await client.dispatch("^Ping")
-        return answered, caught.value, still_usable
-
-    answered, error, still_usable = yield run(scenario)
-    assert answered[:2] == ["Al", 30]
-    assert error.code == "input_required" and "name, age" in error.message
-    assert still_usable == {"message": "Pong!"}
 
 
 @pytest.mark.slow  # a reconnection: about a second
@@ -196,23 +162,6 @@ def test_a_memory_server_restart_raises_recovery_lost_in_the_loop_which_goes_on(
         yield servers[-1].stop()
     assert lost.channel == "chat" and lost.position.epoch != before.epoch and lost.position.offset == 0
     assert (after.data, after.offset, after.epoch) == ("after", 1, lost.position.epoch)
-
-
-@pytest_twisted.inlineCallbacks
-def test_an_invalid_token_closes_for_good_without_a_reconnection(make_server, tmp_path):
-    tokens = write_tokens(tmp_path / "tokens.yaml", ("good-token", "ann", "user"))
-    server = yield make_server(require_auth=True, tokens_file=tokens)
-
-    async def scenario():
-        states = []
-        with pytest.raises(BifrostError) as caught:
-            async with connect(server.url, token="wrong-token", on_state=states.append):
-                pass
-        return caught.value, [str(state) for state in states]
-
-    error, states = yield run(scenario)
-    assert (error.code, error.close_code, error.reason) == ("disconnected", 1008, "Invalid token")
-    assert states == ["connecting", "closed (1008 Invalid token)"]
 
 
 @pytest.mark.slow  # waits for a token to expire: about 2 s
@@ -278,19 +227,3 @@ def test_subscribe_since_a_saved_position_replays_what_followed_it(make_server):
     saved, replayed = yield run(scenario)
     assert saved.offset == 3  # its own publications moved the position on
     assert [(pub.data, pub.offset) for pub in replayed] == [(1, 2), (2, 3)]
-
-
-@pytest_twisted.inlineCallbacks
-def test_an_origin_refused_at_the_upgrade_closes_for_good_with_its_status(make_server):
-    server = yield make_server()
-
-    async def scenario():
-        states = []
-        with pytest.raises(BifrostError) as caught:
-            async with connect(server.url, origin="http://evil.example", on_state=states.append):
-                pass
-        return caught.value, [str(state) for state in states]
-
-    error, states = yield run(scenario)
-    assert (error.code, error.status) == ("disconnected", 403)
-    assert states == ["connecting", "closed (HTTP 403)"]

@@ -11,6 +11,7 @@ from zbifrost.client.core import (
     Closed,
     Connected,
     InputRequested,
+    Membership,
     Position,
     PositionLost,
     Publication,
@@ -166,6 +167,15 @@ def test_frames_not_sent_before_the_connection_was_lost_are_not_sent_on_the_next
     core.connection_lost(1006, "")
     connected(core)
     assert sent(core) == []
+
+
+def test_join_and_leave_become_membership_events_of_their_channel():
+    core = ClientCore()
+    connected(core)
+    who = {"client_id": "c-2", "user": "bob", "role": "user"}
+    joined = core.receive(json.dumps({"event": "join", "channel": "room", "info": who}), T0)
+    left = core.receive(json.dumps({"event": "leave", "channel": "room", "info": who}), T0)
+    assert joined == [Membership("room", True, who)] and left == [Membership("room", False, who)]
 
 
 def test_own_publications_are_skipped_in_order_not_waited_for():

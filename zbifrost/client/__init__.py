@@ -1,5 +1,6 @@
 """zbifrost's Python client: the sans-IO core (`zbifrost.client.core`) under an asyncio client on the
-`websockets` library (`zbifrost.client.aio`), and a command line (`python -m zbifrost.client`).
+`websockets` library (`zbifrost.client.aio`), the same client on Twisted (`zbifrost.client.twisted`,
+imported by name only), and a command line (`python -m zbifrost.client`).
 
     async with zbifrost.client.connect("ws://127.0.0.1:18774/ws") as client:
         print(await client.dispatch("^Ping"))

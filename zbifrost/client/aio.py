@@ -17,7 +17,6 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -25,76 +24,25 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Origin
 
-from .core import (
-    BifrostError,
-    ClientCore,
-    Closed,
-    Connected,
-    InputRequested,
-    Position,
-    PositionLost,
-    Publication,
-    Reconnecting,
-    RefreshDue,
-    Replied,
-    RequestEvent,
-    SubscriptionEnded,
-    TimerChanged,
-)
+from .base import END, Callback, ClientBase, RecoveryLost, State, SubscriptionBase, dispatch_fields
+from .core import BifrostError, InputRequested, Position, Publication
 
 __all__ = ["connect", "Client", "Subscription", "State", "RecoveryLost", "BifrostError", "Publication", "Position"]
 
 log = logging.getLogger("zbifrost.client")
 
-Callback = Callable[[dict[str, Any]], Any]  # sync, or returning an awaitable
 
-
-class RecoveryLost(Exception):
-    """Raised inside `async for pub in sub`: publications were lost (the server could not recover the
-    position). Reload what the application shows from the channel; iterating goes on from `position`."""
-
-    def __init__(self, channel: str, position: Position) -> None:
-        super().__init__(f"publications of {channel!r} were lost; going on from {position}")
-        self.channel = channel
-        self.position = position
-
-
-@dataclass(frozen=True)
-class State:
-    """The client's state: `connecting`, `connected`, `reconnecting` (in `delay` s) or `closed`
-    (`code`, `reason`, and `status` when the upgrade was refused)."""
-
-    name: str
-    delay: float | None = None
-    code: int | None = None
-    reason: str | None = None
-    status: int | None = None
-
-    def __str__(self) -> str:
-        if self.name == "reconnecting":
-            return f"reconnecting in {self.delay:.1f} s"
-        if self.name == "closed":
-            why = f"HTTP {self.status}" if self.status else f"{self.code} {self.reason or ''}".rstrip()
-            return f"closed ({why})"
-        return self.name
-
-
-_END = object()  # the subscription ended
-
-
-class Subscription:
+class Subscription(SubscriptionBase):
     """A channel subscription: iterate it for its publications (`pub.data`, `.offset`, `.epoch`,
-    `.sender`). The loop ends when the server unsubscribes the client or the client closes."""
+    `.sender`). The loop ends when the server unsubscribes the client or the client closes;
+    `on_join`/`on_leave` (SubscriptionBase) hear of the other subscribers."""
 
-    def __init__(self, client: Client, channel: str) -> None:
-        self.channel = channel
-        self._client = client
+    _client: Client
+
+    def __init__(self, client: Client, channel: str, on_join: Callback | None = None,
+                 on_leave: Callback | None = None) -> None:
+        super().__init__(client, channel, on_join, on_leave)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    @property
-    def position(self) -> Position | None:
-        """Where the client stands: save it to subscribe later with `since`."""
-        return self._client._core.position(self.channel)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -117,36 +65,24 @@ class Subscription:
         self._queue.put_nowait(item)
 
 
-class Client:
+class Client(ClientBase):
     """One client over successive connections (see `connect`)."""
+
+    _subscriptions: dict[str, Subscription]  # type: ignore[assignment]
 
     def __init__(self, url: str, *, token: str | None = None,
                  get_token: Callable[[], str | Awaitable[str]] | None = None, origin: str | None = None,
                  on_state: Callable[[State], Any] | None = None, on_event: Callback | None = None,
                  on_input: Callback | None = None, reconnect: bool = True, timeout: float = 30.0) -> None:
-        self.url = url
-        self.token = token
-        self.get_token = get_token
-        self.origin = origin
-        self.on_state = on_state
-        self.on_event = on_event
-        self.on_input = on_input
-        self.state = State("connecting")
-        self._core = ClientCore(renewable=get_token is not None, reconnect=reconnect, timeout=timeout)
+        super().__init__(url, token=token, get_token=get_token, origin=origin, on_state=on_state,
+                         on_event=on_event, on_input=on_input, reconnect=reconnect, timeout=timeout)
         self._ws: ClientConnection | None = None
         self._waiters: dict[int, asyncio.Future[Any]] = {}
-        self._callbacks: dict[int, tuple[Callback | None, Callback | None]] = {}  # on_event, on_input
-        self._subscriptions: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._first: asyncio.Future[None] | None = None
         self._runner: asyncio.Task[None] | None = None
-
-    @property
-    def info(self) -> dict[str, Any] | None:
-        """connection_info.data of the current connection, or None between connections."""
-        return self._core.info
 
     async def __aenter__(self) -> Client:
         self._first = asyncio.get_running_loop().create_future()
@@ -173,11 +109,8 @@ class Client:
         """Run a zUI command. `on_event(frame)` gets its progress and display frames; `on_input(frame)`
         returns the values an `input_request` asks for (without one, the dispatch fails with
         `input_required`). Both default to the client's; either may be a coroutine function."""
-        fields: dict[str, Any] = {"zKey": zkey}
-        for name, value in (("args", args), ("data", data), ("zBlock", zblock), ("no_cache", no_cache)):
-            if value is not None:
-                fields[name] = value
-        return await self._request("dispatch", fields, timeout, on_event, on_input)
+        return await self._request("dispatch", dispatch_fields(zkey, args, data, zblock, no_cache), timeout,
+                                   on_event, on_input)
 
     async def publish(self, channel: str, data: Any, idempotency_key: str | None = None) -> Any:
         """{channel, epoch, offset}; the same `idempotency_key` within 300 s publishes once."""
@@ -189,19 +122,20 @@ class Client:
     async def presence_stats(self, channel: str) -> Any:
         return await self._request("presence_stats", {"channel": channel})
 
-    async def subscribe(self, channel: str, since: Position | None = None) -> Subscription:
+    async def subscribe(self, channel: str, since: Position | None = None, on_join: Callback | None = None,
+                        on_leave: Callback | None = None) -> Subscription:
         """Subscribe, kept across reconnections; `since` (a saved `sub.position`) asks for what was
-        published after it. A refused subscribe raises BifrostError; one cut short by the connection
+        published after it; `on_join(info)`/`on_leave(info)` hear of the other subscribers (a channel
+        with `join_leave`). A refused subscribe raises BifrostError; one cut short by the connection
         is sent again at the next connection."""
-        subscription = Subscription(self, channel)
+        subscription = Subscription(self, channel, on_join, on_leave)
         request_id = self._core.subscribe(channel, time.time(), since)
         self._subscriptions[channel] = subscription
         if request_id is not None:
             try:
                 await self._wait(request_id)
             except BifrostError as error:
-                if error.code not in ("disconnected", "timeout"):
-                    self._subscriptions.pop(channel, None)
+                if self._subscribe_failed(channel, error):
                     raise
         return subscription
 
@@ -224,7 +158,7 @@ class Client:
         if self._subscriptions.get(subscription.channel) is not subscription:
             return
         del self._subscriptions[subscription.channel]
-        subscription._put(_END)
+        subscription._put(END)
         request_id = self._core.unsubscribe(subscription.channel, time.time())
         if request_id is not None:
             await self._wait(request_id)
@@ -305,94 +239,43 @@ class Client:
             except ConnectionClosed:
                 return  # the reading loop sees the close and tells the core
 
-    def _set_state(self, state: State) -> None:
-        self.state = state
-        if self.on_state is not None:
-            self.on_state(state)
+    # -- the parts of ClientBase ---------------------------------------------------------------
 
-    # -- the core's events ------------------------------------------------------------------
+    def _settle(self, request_id: int, result: Any, error: BaseException | None) -> None:
+        future = self._waiters.pop(request_id, None)
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
 
-    def _handle(self, events: list[Any]) -> float | None:
-        """Act on the core's events; returns the delay before reconnecting, if one is due."""
-        delay = None
-        for event in events:
-            if isinstance(event, Replied):
-                future = self._waiters.pop(event.request_id, None)
-                if future is not None and not future.done():
-                    if event.error is None:
-                        future.set_result(event.result)
-                    else:
-                        future.set_exception(event.error)
-            elif isinstance(event, Publication):
-                subscription = self._subscriptions.get(event.channel)
-                if subscription is not None:
-                    subscription._put(event)
-            elif isinstance(event, RequestEvent):
-                callback = self._callbacks.get(event.request_id, (None, None))[0] or self.on_event
-                if callback is not None:
-                    self._spawn(_maybe_await(callback(event.frame)))
-            elif isinstance(event, InputRequested):
-                self._input(event)
-            elif isinstance(event, PositionLost):
-                subscription = self._subscriptions.get(event.channel)
-                if subscription is not None:
-                    subscription._put(RecoveryLost(event.channel, event.position))
-            elif isinstance(event, SubscriptionEnded):
-                subscription = self._subscriptions.pop(event.channel, None)
-                if subscription is not None:
-                    subscription._put(event.error or _END)
-            elif isinstance(event, Connected):
-                self._set_state(State("connected"))
-                if self._first is not None and not self._first.done():
-                    self._first.set_result(None)
-            elif isinstance(event, (TimerChanged, RefreshDue)):
-                if isinstance(event, RefreshDue):
-                    self._spawn(self._refresh())
-                self._arm(self._core.next_timer())
-            elif isinstance(event, Reconnecting):
-                delay = event.delay
-                self._set_state(State("reconnecting", delay=event.delay))
-            elif isinstance(event, Closed):
-                self._closed(event)
-        return delay
+    def _call(self, callback: Callback, argument: dict[str, Any]) -> None:
+        self._spawn(_maybe_await(callback(argument)))
 
-    def _closed(self, event: Closed) -> None:
-        self._set_state(State("closed", code=event.code, reason=event.reason, status=event.status))
-        by_client = event.code == 1000 and event.reason == "Client disconnect"
-        why = f"HTTP {event.status}" if event.status else f"{event.code} {event.reason}".rstrip()
-        error = BifrostError("disconnected", f"Connection closed ({why})", close_code=event.code,
-                             reason=event.reason, status=event.status)
+    def _connected(self) -> None:
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)
+
+    def _refused(self, error: BifrostError) -> None:
         if self._first is not None and not self._first.done():
             self._first.set_exception(error)
-        for subscription in self._subscriptions.values():
-            subscription._put(_END if by_client else error)
-        self._subscriptions.clear()
 
-    def _input(self, event: InputRequested) -> None:
-        callback = self._callbacks.get(event.request_id, (None, None))[1] or self.on_input
-        future = self._waiters.get(event.request_id)
-        if callback is None:
-            self._core.abandon(event.request_id)
-            if future is not None and not future.done():
-                fields = ", ".join(str(f.get("name")) for f in event.frame.get("fields") or [] if isinstance(f, dict))
-                future.set_exception(BifrostError(
-                    "input_required", f"The command asks for input ({fields}) and no on_input callback was given"))
-            return
-
+    def _answer(self, event: InputRequested, callback: Callback) -> None:
         async def answer() -> None:
             try:
                 value = await _maybe_await(callback(event.frame))
             except Exception as failed:
-                self._core.abandon(event.request_id)
-                if future is not None and not future.done():
-                    future.set_exception(failed)
+                self._input_failed(event, failed)
                 return
             self._core.answer_input(str(event.frame.get("requestId")), value)
             await self._flush()
 
         self._spawn(answer())
 
-    async def _refresh(self) -> None:
+    def _refresh(self) -> None:
+        self._spawn(self._refreshing())
+
+    async def _refreshing(self) -> None:
         assert self.get_token is not None
         try:
             token = await _maybe_await(self.get_token())

@@ -22,7 +22,7 @@ import orjson
 
 __all__ = [
     "BifrostError", "ClientCore", "Connected", "Replied", "RequestEvent", "InputRequested", "Publication",
-    "PositionLost", "SubscriptionEnded", "ServerEvent", "RefreshDue", "TimerChanged", "Disconnected",
+    "PositionLost", "SubscriptionEnded", "Membership", "ServerEvent", "RefreshDue", "TimerChanged", "Disconnected",
     "Reconnecting", "Closed", "Position", "retry_delay", "RETRY_FIRST", "RETRY_MAX", "REFRESH_BEFORE",
 ]
 
@@ -130,8 +130,18 @@ class SubscriptionEnded:
 
 
 @dataclass(frozen=True)
+class Membership:
+    """Another client subscribed to a channel (`joined`) or left it (a `join` or `leave` event of a
+    channel with `join_leave`); `info` is `{"client_id", "user", "role"}`."""
+
+    channel: str
+    joined: bool
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ServerEvent:
-    """Any other server event (join, leave, server_shutdown, ...)."""
+    """Any other server event (server_shutdown, ...)."""
 
     frame: dict[str, Any]
 
@@ -348,6 +358,9 @@ class ClientCore:
             return self._connected(frame.get("data") or {}, now)
         if event == "unsubscribed":
             return self._unsubscribed(frame, now)
+        if event == "join" or event == "leave":
+            info = frame.get("info")
+            return [Membership(str(frame.get("channel")), event == "join", info if isinstance(info, dict) else {})]
         return [ServerEvent(frame)]
 
     # -- inside -----------------------------------------------------------------------------
