@@ -126,20 +126,22 @@ def test_an_input_request_is_answered_by_the_callback_and_without_one_the_dispat
     assert still_usable == {"message": "Pong!"}
 
 
+async def _refused_connect(flavour, url, **options):
+    """The BifrostError a refused connection ends with, and the states it went through."""
+    states = []
+    with pytest.raises(BifrostError) as caught:
+        async with flavour.connect(url, on_state=states.append, **options):
+            pass
+    return caught.value, [str(state) for state in states]
+
+
 @flavours
 @pytest_twisted.inlineCallbacks
 def test_an_invalid_token_closes_for_good_without_a_reconnection(make_server, tmp_path, flavour):
     tokens = write_tokens(tmp_path / "tokens.yaml", ("good-token", "ann", "user"))
     server = yield make_server(require_auth=True, tokens_file=tokens)
 
-    async def scenario(flavour):
-        states = []
-        with pytest.raises(BifrostError) as caught:
-            async with flavour.connect(server.url, token="wrong-token", on_state=states.append):
-                pass
-        return caught.value, [str(state) for state in states]
-
-    error, states = yield flavour.run(scenario)
+    error, states = yield flavour.run(lambda flavour: _refused_connect(flavour, server.url, token="wrong-token"))
     assert (error.code, error.close_code, error.reason) == ("disconnected", 1008, "Invalid token")
     assert states == ["connecting", "closed (1008 Invalid token)"]
 
@@ -149,14 +151,8 @@ def test_an_invalid_token_closes_for_good_without_a_reconnection(make_server, tm
 def test_an_origin_refused_at_the_upgrade_closes_for_good_with_its_status(make_server, flavour):
     server = yield make_server()
 
-    async def scenario(flavour):
-        states = []
-        with pytest.raises(BifrostError) as caught:
-            async with flavour.connect(server.url, origin="http://evil.example", on_state=states.append):
-                pass
-        return caught.value, [str(state) for state in states]
-
-    error, states = yield flavour.run(scenario)
+    error, states = yield flavour.run(lambda flavour: _refused_connect(flavour, server.url,
+                                                                       origin="http://evil.example"))
     assert (error.code, error.status) == ("disconnected", 403)
     assert states == ["connecting", "closed (HTTP 403)"]
 
