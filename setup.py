@@ -12,7 +12,7 @@ where twistd's plugin search finds twisted/plugins/; the default mode's import h
 
 import re
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 with open("zbifrost/__init__.py", encoding="utf-8") as handle:
     VERSION = re.search(r'__version__ = "([^"]+)"', handle.read()).group(1)
@@ -29,8 +29,8 @@ setup(
     license="MIT",
     author="The zbifrost authors",
     python_requires=">=3.10",
-    packages=["zbifrost", "zbifrost.channels", "zbifrost.client", "zbifrost.events", "zbifrost.zui", "zbifrost.demo",
-              "twisted.plugins"],
+    # every package under zbifrost/, found rather than listed, so that a new one cannot be left out
+    packages=[*find_packages(include=["zbifrost", "zbifrost.*"]), "zbifrost.demo", "twisted.plugins"],
     package_dir={"zbifrost.demo": "zui"},
     package_data={
         "zbifrost": ["static/*", "py.typed"],

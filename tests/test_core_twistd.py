@@ -279,6 +279,7 @@ def test_pip_install_puts_the_plugin_where_twistd_finds_it(fresh_venv, tmp_path)
                            "os.path.isfile(os.path.join(os.path.dirname(zbifrost.__file__), 'py.typed')))"],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path, env=CLEAN_ENV)
     assert demo.stdout.split() == ["True", "True"]
+    serve_and_ping([str(venv / "bin" / "twistd"), "-n", "--pidfile=", "zbifrost"], cwd=tmp_path, env=CLEAN_ENV)
 
 
 def test_an_editable_install_serves_with_twistd_zbifrost(fresh_venv, tmp_path):
