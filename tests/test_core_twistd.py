@@ -4,6 +4,7 @@ plugin after `pip install .` in a fresh virtualenv. Each test runs twistd as a s
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -266,9 +267,17 @@ def pip_install(venv, *args, cwd):
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 
 
+# what a checkout holds but a clean clone does not: a stale build/ left by an earlier `pip install .`
+# would hand pip modules that setup.py no longer lists, and hide a package it leaves out
+NOT_IN_A_CLEAN_CLONE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "node_modules",
+                                              "__pycache__", "_trial_temp", ".*_cache", "artifacts")
+
+
 def test_pip_install_puts_the_plugin_where_twistd_finds_it(fresh_venv, tmp_path):
     venv = fresh_venv
-    pip_install(venv, REPO, cwd=tmp_path)
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=NOT_IN_A_CLEAN_CLONE)
+    pip_install(venv, str(source), cwd=tmp_path)
     listed = subprocess.run([str(venv / "bin" / "twistd"), "--help"], capture_output=True, text=True,
                             timeout=60, cwd=tmp_path, env=CLEAN_ENV)
     assert listed.returncode == 0
