@@ -55,9 +55,9 @@ class Asyncio:
         return asyncio.wait_for(flag.wait(), 10)
 
     @staticmethod
-    def next_of(subscription):
-        """The subscription's next publication (or what its loop raises), for at most 10 s."""
-        return asyncio.wait_for(anext(subscription), 10)
+    def next_of(subscription, timeout=10):
+        """The subscription's next publication (or what its loop raises), for at most `timeout` s."""
+        return asyncio.wait_for(anext(subscription), timeout)
 
     @staticmethod
     def sleep(seconds):
@@ -100,10 +100,10 @@ class Twisted:
         return flag.wait().addTimeout(10, reactor)
 
     @staticmethod
-    def next_of(subscription):
+    def next_of(subscription, timeout=10):
         from twisted.internet import reactor
 
-        return defer.ensureDeferred(anext(subscription)).addTimeout(10, reactor)
+        return defer.ensureDeferred(anext(subscription)).addTimeout(timeout, reactor)
 
     @staticmethod
     def sleep(seconds):
@@ -347,3 +347,20 @@ def test_subscribe_since_a_saved_position_replays_what_followed_it(make_server, 
     saved, replayed = yield flavour.run(scenario)
     assert saved.offset == 3  # its own publications moved the position on
     assert [(pub.data, pub.offset) for pub in replayed] == [(1, 2), (2, 3)]
+
+
+@flavours
+@pytest_twisted.inlineCallbacks
+def test_a_wait_for_the_next_publication_given_up_on_loses_no_publication(make_server, flavour):
+    server = yield make_server()
+
+    async def scenario(flavour):
+        async with flavour.connect(server.url) as follower, flavour.connect(server.url) as publisher:
+            subscription = await follower.subscribe("chat")
+            with pytest.raises((TimeoutError, defer.TimeoutError)):
+                await flavour.next_of(subscription, timeout=0.1)  # nothing published yet: it times out
+            for n in range(2):
+                await publisher.publish("chat", n)
+            return await _following(flavour, subscription, 2)
+
+    assert [pub.data for pub in (yield flavour.run(scenario))] == [0, 1]

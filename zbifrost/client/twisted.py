@@ -40,7 +40,8 @@ class Subscription(SubscriptionBase):
     """A channel subscription. `next()` fires with its next publication (`pub.data`, `.offset`,
     `.epoch`, `.sender`), or None once the subscription is over (unsubscribed by the server or the
     client closed); it fails with `RecoveryLost` when publications were lost (calling `next()` again
-    goes on), or with BifrostError when the connection was refused for good. In a coroutine run by
+    goes on), or with BifrostError when the connection was refused for good. Cancelling it (a
+    timeout) loses nothing: the publication goes to the next call. In a coroutine run by
     `Deferred.fromCoroutine`, `async for pub in sub` works too."""
 
     _client: Client
@@ -53,8 +54,8 @@ class Subscription(SubscriptionBase):
 
     def next(self) -> defer.Deferred[Publication | None]:
         if not self._items:
-            waiting: defer.Deferred[Publication | None] = defer.Deferred()
-            self._waiting.append(waiting)
+            waiting: defer.Deferred[Publication | None] = defer.Deferred(self._waiting.remove)
+            self._waiting.append(waiting)  # cancelled (a timeout), it leaves: the next one gets its publication
             return waiting
         item = self._items[0]
         if isinstance(item, (Publication, RecoveryLost)):
