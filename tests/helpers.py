@@ -1,5 +1,6 @@
 """Small helpers for tests: the engine workspace, blocking clients run in a thread, raw HTTP,
-token files, and a raw-socket WebSocket client for misbehaving on purpose."""
+token files, a raw-socket WebSocket client for misbehaving on purpose, and a TCP relay that cuts
+connections as a lost network does."""
 
 import base64
 import http.client
@@ -13,6 +14,7 @@ import subprocess
 import time
 
 from twisted.internet import threads
+from twisted.protocols import portforward
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -176,6 +178,55 @@ def fragmented_ping(port, fragments):
 def close_code(payload):
     """(code, reason) of a close frame's payload."""
     return int.from_bytes(payload[:2], "big"), payload[2:].decode()
+
+
+class CuttableProxy:
+    """A TCP relay in the reactor, on a free loopback port, to a server's `port` (its WebSocket
+    endpoint is `url`): `cut()` drops every relayed connection without a close frame, as a lost
+    network does, and drops new ones at once until `restore()`; `stop()` (a Deferred) ends it.
+    Call it in the reactor thread (from another thread: blockingCallFromThread)."""
+
+    def __init__(self, port):
+        from twisted.internet import reactor
+
+        factory = portforward.ProxyFactory("127.0.0.1", port)
+        factory.protocol = _Relay
+        factory.noisy = False
+        factory.proxy = self
+        self.open = True
+        self.relays = set()
+        self.listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.url = f"ws://127.0.0.1:{self.listening.getHost().port}/ws"
+
+    def cut(self):
+        self.open = False
+        for relay in list(self.relays):
+            relay.transport.abortConnection()
+            if relay.peer is not None:
+                relay.peer.transport.abortConnection()
+
+    def restore(self):
+        self.open = True
+
+    def stop(self):
+        self.cut()
+        return self.listening.stopListening()
+
+
+class _Relay(portforward.ProxyServer):
+    """One relayed connection of a CuttableProxy."""
+
+    def connectionMade(self):
+        proxy = self.factory.proxy
+        if not proxy.open:
+            self.transport.abortConnection()
+            return
+        proxy.relays.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason):
+        self.factory.proxy.relays.discard(self)
+        super().connectionLost(reason)
 
 
 class RedisServer:

@@ -4,10 +4,9 @@ client are in test_client_flavours.py."""
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 
-from tests.helpers import start_engine
-from zbifrost.client.base import RecoveryLost
+from tests.helpers import CuttableProxy, start_engine
 from zbifrost.client.core import BifrostError
 from zbifrost.client.twisted import connect
 
@@ -23,29 +22,19 @@ def test_an_on_input_returning_a_deferred_is_answered_and_an_error_reply_fails_w
     assert answered[:2] == ["Al", 30] and caught.value.code == "unknown_command"
 
 
-@pytest.mark.slow  # restarts the server
 @pytest_twisted.inlineCallbacks
-def test_publications_arrive_in_order_and_a_memory_server_restart_fails_next_with_recovery_lost(make_server):
-    first = yield make_server(rate=0)
-    follower = yield connect(first.url)
-    subscription = yield follower.subscribe("chat")
-    publisher = yield connect(first.url)
-    for n in range(3):
-        yield publisher.publish("chat", n)
-    before = []
-    for _ in range(3):
-        before.append((yield subscription.next()))
-    yield publisher.close()
-    yield first.stop()
-    yield make_server(port=first.port, rate=0)
-    with pytest.raises(RecoveryLost) as lost:
-        yield subscription.next()
-    publisher = yield connect(first.url)
-    yield publisher.publish("chat", "after")
-    after = yield subscription.next()
-    yield publisher.close()
-    yield follower.close()
-    assert [(pub.data, pub.offset) for pub in before] == [(0, 1), (1, 2), (2, 3)]
-    assert lost.value.position.epoch != before[0].epoch and lost.value.position.offset == 0
-    assert (after.data, after.offset) == ("after", 1)
-    assert (yield subscription.next()) is None  # closed by the client: the loop ends
+def test_cancelling_connect_closes_the_client_instead_of_reconnecting_for_ever(make_server):
+    server = yield make_server()
+    proxy = CuttableProxy(server.port)
+    proxy.cut()  # every attempt is dropped: the client keeps reconnecting
+    states = []
+    try:
+        connecting = connect(proxy.url, on_state=states.append)
+        while [state.name for state in states].count("connecting") < 2:
+            yield task.deferLater(reactor, 0.1)
+        connecting.cancel()
+        with pytest.raises(defer.CancelledError):
+            yield connecting
+    finally:
+        yield proxy.stop()
+    assert str(states[-1]) == "closed (1000 Client disconnect)"  # without it: "reconnecting in ..." for ever

@@ -40,7 +40,8 @@ class Subscription(SubscriptionBase):
     """A channel subscription. `next()` fires with its next publication (`pub.data`, `.offset`,
     `.epoch`, `.sender`), or None once the subscription is over (unsubscribed by the server or the
     client closed); it fails with `RecoveryLost` when publications were lost (calling `next()` again
-    goes on), or with BifrostError when the connection was refused for good. In a coroutine run by
+    goes on), or with BifrostError when the connection was refused for good. Cancelling it (a
+    timeout) loses nothing: the publication goes to the next call. In a coroutine run by
     `Deferred.fromCoroutine`, `async for pub in sub` works too."""
 
     _client: Client
@@ -53,8 +54,8 @@ class Subscription(SubscriptionBase):
 
     def next(self) -> defer.Deferred[Publication | None]:
         if not self._items:
-            waiting: defer.Deferred[Publication | None] = defer.Deferred()
-            self._waiting.append(waiting)
+            waiting: defer.Deferred[Publication | None] = defer.Deferred(self._waiting.remove)
+            self._waiting.append(waiting)  # cancelled (a timeout), it leaves: the next one gets its publication
             return waiting
         item = self._items[0]
         if isinstance(item, (Publication, RecoveryLost)):
@@ -135,7 +136,8 @@ class Client(ClientBase):
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
         self._retry: IDelayedCall | None = None
-        self._first: defer.Deferred[Client] = defer.Deferred()
+        self._connector: IConnector | None = None  # the connection attempt in flight, or open
+        self._first: defer.Deferred[Client] = defer.Deferred(self._give_up)
         self._gone: defer.Deferred[None] = defer.Deferred()  # fires once the last connection is closed
 
     # -- requests ---------------------------------------------------------------------------
@@ -193,10 +195,18 @@ class Client(ClientBase):
         for call in (self._timer, self._retry):
             if call is not None and call.active():
                 call.cancel()
-        if self._protocol is None:
+        if self._protocol is not None:
+            self._protocol.sendClose(code=1000)
+        elif self._connector is not None:
+            self._connector.disconnect()  # an attempt in flight must not come up after the close
+        else:
             return defer.succeed(None)
-        self._protocol.sendClose(code=1000)
         return self._gone
+
+    def _give_up(self, first: defer.Deferred[Client]) -> None:
+        """The `connect` Deferred was cancelled: it fails with CancelledError, and the client closes."""
+        first.errback(defer.CancelledError())
+        self.close()
 
     def _unsubscribe(self, subscription: Subscription) -> defer.Deferred[None]:
         if self._subscriptions.get(subscription.channel) is not subscription:
@@ -259,7 +269,7 @@ class Client(ClientBase):
         factory = _Factory(self.url, origin=self.origin, headers=headers, reactor=self._reactor)
         factory.client = self
         factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
-        connectWS(factory, timeout=int(self._core.timeout))
+        self._connector = connectWS(factory, timeout=int(self._core.timeout))
 
     def _opened(self, protocol: _Protocol) -> None:
         self._protocol = protocol
@@ -272,7 +282,7 @@ class Client(ClientBase):
     def _lost(self, protocol: _Protocol | None, code: int, reason: str) -> None:
         if protocol is not None and protocol is not self._protocol and self._protocol is not None:
             return  # an older connection's late news
-        self._protocol = None
+        self._protocol = self._connector = None
         if self._core.closed:
             if not self._gone.called:
                 self._gone.callback(None)
@@ -349,6 +359,7 @@ def connect(url: str, token: str | None = None, get_token: Callable[[], Any] | N
             origin: str | None = None, **options: Any) -> defer.Deferred[Client]:
     """Fires with a Client once connected (with `reconnect`, the default, it keeps trying until
     then), or fails with BifrostError `disconnected` when the server refuses it for good.
+    Cancelling it (`addTimeout`) gives up: the client closes.
 
     The same options as `zbifrost.client.connect` (`get_token` may return a Deferred), and `reactor`."""
     client = Client(url, token=token, get_token=get_token, origin=origin, **options)
