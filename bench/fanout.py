@@ -4,6 +4,8 @@ Autobahn broadcast, in one run.
     python bench/fanout.py [--subscribers 1000] [--rates 100,1000] [--duration 10] [--warmup 2] [--rounds 1]
     python bench/fanout.py --rates 10 --join-leave 10 [--broker redis://127.0.0.1:6379/0]
     python bench/fanout.py --throughput [--broker URL --broker URL] [--publishers 32] [--channels 1000]
+    python bench/fanout.py --throughput --redis-cpu 0.1
+    python bench/fanout.py --sentinel [--rates 100]
 
 Starts bench/broadcast_server.py (one prepared frame written to every socket) and zbifrost
 (twistd, this source tree, bench/zbifrost-bench.yaml, the embedded memory backend) pinned to
@@ -19,13 +21,24 @@ also opens N connections a second that subscribe to the channel (a `join` to eve
 and drop 1 s later (a `leave`); only zbifrost runs then (the broadcast server has no join/leave),
 on the memory backend or, with `--broker`, on that Redis.
 
+With `--sentinel` only zbifrost runs, twice, on one redis-server of its own: through a
+redis-sentinel of its own that monitors it (`redis+sentinel://`, the server named `sentinel`)
+and directly (`redis://`, `direct`), taking turns at each rate in the same run. Both processes
+run throughout, so each receives the other's publications from Redis (neither has subscribers
+then): the same extra work for both.
+
 With `--throughput` it measures the publications/s the brokers carry instead, against the first
 broker alone and then against every broker given (shards; without `--broker`, two
 redis-servers of its own, each pinned to its own CPU with taskset). Two zbifrost processes
 share the brokers; the generator (this script with `--flood`) opens `--publishers` connections
 spread over both, each keeping IN_FLIGHT publishes outstanding (closed loop), over `--channels`
 channels in turn so that they spread over the shards, and counts the replies. Nothing but the
-redis-servers is pinned. Each redis-server's CPU comes from /proc/<pid>/stat (utime + stime)
+redis-servers is pinned. With `--redis-cpu SHARE` (its own redis-servers only; root, cgroup v1)
+each of them also gets a CPU budget of its own, SHARE of a core, through a cgroup-v1 CPU quota
+(/sys/fs/cgroup/cpu/zb-redis-<i>: cpu.cfs_quota_us = SHARE x cpu.cfs_period_us), so that Redis,
+not zbifrost or the generator, is the limit on a machine with few cores: it stands in for "each
+redis-server on a core of its own, the publishing side on more cores than Redis has". The groups
+are removed at exit. Each redis-server's CPU comes from /proc/<pid>/stat (utime + stime)
 before and after, its pid from `INFO server`, so the brokers must run on this machine.
 
 To keep the generator from being the bottleneck, only every SAMPLE_EVERY-th subscriber parses
@@ -39,6 +52,7 @@ still writes every message to every socket as it is published.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -77,6 +91,7 @@ CHURN_STAY_S = 1.0  # how long a --join-leave connection stays subscribed
 MESSAGE_MARK = b'"event":"message"'
 IN_FLIGHT = 8  # --throughput: publishes a publisher keeps outstanding (zbifrost's max_in_flight is 16)
 REDIS_SERVER = "redis-server"
+CGROUP_CPU = "/sys/fs/cgroup/cpu"  # cgroup v1's cpu controller (--redis-cpu)
 
 
 class FanoutRun:
@@ -277,13 +292,15 @@ def measure(server, rate, args, children):
     return result
 
 
-def churn_config(args, workdir):
-    """The bench config plus a presence and join/leave rule for the channel (and the broker)."""
-    path = os.path.join(workdir, "zbifrost-churn.yaml")
+def churn_config(args, workdir, brokers=None, name="churn"):
+    """The bench config plus a presence and join/leave rule for the channel (and the broker:
+    `brokers`, else --broker)."""
+    brokers = brokers or args.broker
+    path = os.path.join(workdir, f"zbifrost-{name}.yaml")
     with open(os.path.join(BENCH, "zbifrost-bench.yaml")) as bench, open(path, "w") as config:
         config.write(bench.read())
-        if args.broker:
-            config.write(f"  broker: {json.dumps(args.broker)}\n")  # a YAML flow list: one URL, or shards
+        if brokers:
+            config.write(f"  broker: {json.dumps(brokers)}\n")  # a YAML flow list: one URL, or shards
         config.write(f"channels:\n  - pattern: {CHANNEL}\n    presence: true\n    join_leave: true\n")
     return path
 
@@ -359,6 +376,31 @@ def redis_pid(url):
     return int(next(line for line in info.splitlines() if line.startswith("process_id:")).split(":")[1])
 
 
+def cap_cpu(pids, share, groups):
+    """Give each of `pids` `share` of one core: a cgroup-v1 CPU quota of its own, its path added to
+    `groups` (for release_cpu_caps)."""
+    for index, pid in enumerate(pids):
+        group = os.path.join(CGROUP_CPU, f"zb-redis-{index}")
+        os.makedirs(group, exist_ok=True)
+        groups.append(group)
+        with open(os.path.join(group, "cpu.cfs_period_us")) as period:
+            quota = round(share * int(period.read()))
+        for name, value in (("cpu.cfs_quota_us", quota), ("cgroup.procs", pid)):
+            with open(os.path.join(group, name), "w") as handle:
+                handle.write(str(value))
+
+
+def release_cpu_caps(groups):
+    """Move what is left in `groups` back to the root group and remove them."""
+    for group in groups:
+        with open(os.path.join(group, "cgroup.procs")) as procs:
+            pids = procs.read().split()
+        for pid in pids:
+            with contextlib.suppress(OSError), open(os.path.join(CGROUP_CPU, "cgroup.procs"), "w") as root:
+                root.write(pid)
+        os.rmdir(group)
+
+
 def own_redis_servers(count, workdir, children):
     """`count` redis-servers on free ports, the i-th pinned to CPU i (modulo the CPUs); their URLs."""
     urls = []
@@ -416,13 +458,27 @@ def zbifrost_processes(brokers, workdir, children, count=2):
 
 
 def throughput(args, workdir, children):
+    if args.redis_cpu and args.broker:
+        raise SystemExit("--redis-cpu caps only the redis-servers this script starts: drop --broker")
     brokers = args.broker or own_redis_servers(2, workdir, children)
     pids = [redis_pid(url) for url in brokers]
+    groups = []
+    try:
+        if args.redis_cpu:
+            cap_cpu(pids, args.redis_cpu, groups)
+        measure_throughput(args, workdir, children, brokers, pids)
+    finally:
+        release_cpu_caps(groups)
+
+
+def measure_throughput(args, workdir, children, brokers, pids):
+    cap = f", each capped at {args.redis_cpu:g} of a core (cgroup CPU quota)" if args.redis_cpu else ""
     print(f"{args.publishers} publishers x {IN_FLIGHT} in flight, {args.channels} channels, 2 zbifrost processes, "
-          f"{args.warmup:g} s warm-up + {args.duration:g} s measured; redis-servers: "
+          f"{args.warmup:g} s warm-up + {args.duration:g} s measured; redis-servers{cap}: "
           + ", ".join(f"{url} (pid {pid})" for url, pid in zip(brokers, pids, strict=True)))
     print(f"{'shards':>6s} {'pub/s':>7s} {'redis CPU (each)':>22s} {'redis us/pub (each)':>20s} "
           f"{'redis-bound pub/s':>17s} {'zbifrost CPU':>12s} {'gen CPU':>7s} errors")
+    rates = {}
     for _ in range(args.rounds):
         for count in sorted({1, len(brokers)}):
             started = zbifrost_processes(brokers[:count], workdir, children)
@@ -444,16 +500,44 @@ def throughput(args, workdir, children):
                 children.remove(process)
             result = json.loads(output)
             rate = result["publications_per_s"]
+            rates.setdefault(count, []).append(rate)
             busy = [cpu / args.duration for cpu in redis_cpu]  # the share of its core each redis-server used
             per_publication = [cpu / max(rate * args.duration, 1) * 1e6 for cpu in redis_cpu]
             print(f"{count:6d} {rate:7d} {' '.join(f'{share:6.1%}' for share in busy):>22s} "
                   f"{' '.join(f'{us:5.1f}' for us in per_publication):>20s} {round(rate / max(busy)):17d} "
                   f"{zbifrost_cpu / args.duration:12.0%} {result['loadgen_cpu']:7.0%} {result['errors'] or '-'}",
                   flush=True)
+    if len(rates) == 2:
+        one, every = (sorted(found)[len(found) // 2] for _, found in sorted(rates.items()))
+        print(f"{len(brokers)} shards / 1 (median of {args.rounds} rounds): {every / max(one, 1):.2f}x")
+
+
+def own_sentinel(url, workdir, children):
+    """A redis-sentinel of its own on a free port, monitoring the redis-server at `url` as
+    master `zb`; the redis+sentinel:// URL of that master."""
+    port, redis_port = free_port(), url.rsplit(":", 1)[1].split("/")[0]
+    config = os.path.join(workdir, "sentinel.conf")
+    with open(config, "w") as handle:
+        handle.write(f"port {port}\nbind 127.0.0.1\ndir {workdir}\nsentinel monitor zb 127.0.0.1 {redis_port} 1\n")
+    children.append(subprocess.Popen(["redis-sentinel", config], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL))
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "SENTINEL", "get-master-addr-by-name", "zb"],
+                         capture_output=True, text=True, timeout=10).stdout.split() != ["127.0.0.1", redis_port]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the redis-sentinel did not start")
+        time.sleep(0.1)
+    return f"redis+sentinel://127.0.0.1:{port}/zb/0"
 
 
 def run_all(args, workdir, children):
-    if args.join_leave or args.broker:  # zbifrost alone: the broadcast has no presence and no broker
+    if args.sentinel:
+        (direct,) = own_redis_servers(1, workdir, children)
+        through_sentinel = own_sentinel(direct, workdir, children)
+        args.broker = [direct, through_sentinel]  # for the header line
+        servers = [zbifrost_server(name, REPO, workdir, churn_config(args, workdir, [url], name))
+                   for name, url in (("sentinel", through_sentinel), ("direct", direct))]
+    elif args.join_leave or args.broker:  # zbifrost alone: the broadcast has no presence and no broker
         servers = [zbifrost_server("zbifrost", REPO, workdir, churn_config(args, workdir))]
     else:
         port = free_port()
@@ -463,8 +547,8 @@ def run_all(args, workdir, children):
     children.extend(server.process for server in servers)
     for server in servers:
         server.wait_ready()
-    print(f"{args.subscribers} subscribers, 1 publisher, {args.join_leave} joins and leaves/s, "
-          f"{' + '.join(args.broker) if args.broker else 'memory backend'}, "
+    brokers = (" vs " if args.sentinel else " + ").join(args.broker) if args.broker else "memory backend"
+    print(f"{args.subscribers} subscribers, 1 publisher, {args.join_leave} joins and leaves/s, {brokers}, "
           f"{args.warmup:g} s warm-up + {args.duration:g} s measured, "
           f"servers on CPU {SERVER_CPU}, generator on CPU {LOADGEN_CPU}")
     print(f"{'server':10s} {'pub/s':>6s} {'delivered/s':>11s} {'share':>7s} {'p50 ms':>7s} {'p99 ms':>7s} "
@@ -489,10 +573,14 @@ def main():
     parser.add_argument("--join-leave", type=int, default=0, help="subscribers joining and leaving per second")
     parser.add_argument("--broker", action="append",
                         help="zbifrost's channels in this Redis (redis://host:port/db); repeated: shards")
+    parser.add_argument("--sentinel", action="store_true",
+                        help="zbifrost on a Redis of its own through a redis-sentinel of its own, and directly")
     parser.add_argument("--throughput", action="store_true",
                         help="measure the publications/s of one broker and of all (shards) instead")
     parser.add_argument("--publishers", type=int, default=32, help="--throughput: publisher connections")
     parser.add_argument("--channels", type=int, default=1000, help="--throughput: channels published to in turn")
+    parser.add_argument("--redis-cpu", type=float,
+                        help="--throughput: each of its own redis-servers gets this share of a core (cgroup v1 quota)")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--flood", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

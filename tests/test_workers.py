@@ -1,10 +1,12 @@
 """`twistd -n zbifrost --workers N --broker URL` (zbifrost.workers): real twistd processes on a
 real redis-server; connections spread over the workers, channels cross them, a dead worker
-is replaced, SIGTERM stops them all gracefully, /healthz counts every worker's clients."""
+is replaced (but not one refused for its list of broker shards), SIGTERM stops them all
+gracefully, /healthz counts every worker's clients."""
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,8 +20,9 @@ from twisted.python.failure import Failure
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+from zbifrost.channels.sharded import SHARDS_KEY
 from zbifrost.config import load_config
-from zbifrost.workers import WorkersParent, state_file
+from zbifrost.workers import CONFIG_REFUSED, WorkersParent, state_file
 
 from .test_core_twistd import REPO, TWISTD, free_port, one_line_error, run_twistd
 
@@ -135,6 +138,25 @@ def test_a_worker_that_cannot_start_stops_the_parent_with_its_error_and_exit_1(t
     assert "zbifrost: zBlock: 'Nope' is not a block" in output
     assert "zbifrost: worker 0 could not start (exit status 1); stopping the other workers" in output
     assert "Traceback" not in output
+
+
+def test_workers_refused_for_their_list_of_shards_are_not_restarted_and_the_parent_exits_78(redis_shards, tmp_path):
+    one, two = redis_shards
+    addresses = [f"redis://127.0.0.1:{redis.port}/0" for redis in (one, two)]
+    recorded = json.dumps(addresses[::-1], separators=(",", ":"))  # another process's list: the other order
+    for redis in redis_shards:
+        assert redis.command("SET", SHARDS_KEY, recorded) == "+OK"
+    result = run_twistd("--workers", "2", "--port", str(free_port()), "--broker", one.url, "--broker",
+                        f"redis://:{two.password}@127.0.0.1:{two.port}/0", tmp_path=tmp_path, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == CONFIG_REFUSED == 78, output
+    refusals = [line for line in output.splitlines() if "#critical] the broker shards" in line]
+    assert 1 <= len(refusals) <= 2, output  # once per worker at most: none was started again
+    assert "; restarting it in" not in output
+    assert re.search(r"zbifrost: worker [01] was refused for its configuration \(exit status 78\); not restarting "
+                     r"it, stopping the other workers$", output.rstrip("\n")), output
+    assert "Traceback" not in output
+    assert two.password not in output
 
 
 def test_connections_reach_both_workers_all_get_answers_and_healthz_and_metrics_count_them_all(workers, clients):

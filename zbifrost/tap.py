@@ -5,8 +5,9 @@ precedence and validation. A bad setting or a port in use ends start-up with one
 stderr and exit status 1, instead of a traceback or a server without a listener; a port in use
 also removes twistd's pidfile and, when twistd has daemonised, reaches the launching command
 through twistd's status pipe, so that it exits at once. A list of broker shards other than the
-one recorded in the first shard, found once connected, stops the process with one line and
-exit status 1 too.
+one recorded in the shards, found once connected, stops the process with one line and exit
+status CONFIG_REFUSED (78, zbifrost.workers): the parent of `--workers` does not restart a
+worker that exits so, and stops with that status itself.
 
 Started by systemd socket activation (LISTEN_FDS for this process) without `--port` or
 `--listen` (on the command line or in `listen:` of the config file), it serves on the inherited
@@ -36,7 +37,15 @@ from .logs import escape_twistd_default
 from .reload import reload_config
 from .service import BifrostService
 from .systemd import inherited_sockets
-from .workers import BOARD_ENV, OrphanWatch, WorkerBoard, WorkersParent, ignore_sigterm_once_stopping, worker_index
+from .workers import (
+    BOARD_ENV,
+    CONFIG_REFUSED,
+    OrphanWatch,
+    WorkerBoard,
+    WorkersParent,
+    ignore_sigterm_once_stopping,
+    worker_index,
+)
 
 BOARD_INTERVAL = 0.5  # seconds between writes of a worker's state for the whole server's /healthz
 
@@ -162,21 +171,22 @@ class _EscapedTwistdLog(service.Service):
 
 
 class _TwistdWorkersParent(_EscapedTwistdLog, _OneLineBindFailure, WorkersParent):
-    """A parent that gives up (a worker could not start) exits with status 1 once every worker
-    has stopped, like a bad setting (twistd itself would exit 0)."""
+    """A parent that gives up (a worker could not start, or was refused for its configuration)
+    exits with status 1 (or CONFIG_REFUSED) once every worker has stopped, like a bad setting
+    (twistd itself would exit 0)."""
 
     def __init__(self, config: Config, count: int, arguments: Sequence[str],
                  twistd_options: Mapping[str, Any] | None, reactor: Any = None) -> None:
         super().__init__(config, count, arguments, reactor=reactor)
         self.twistd_options = twistd_options
 
-    def give_up(self, reason: str) -> None:
-        super().give_up(reason)
-        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed, reason, self.twistd_options)
+    def give_up(self, reason: str, status: int = 1) -> None:
+        super().give_up(reason, status)
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed, reason, self.twistd_options, status)
 
 
-def _exit_failed(reason: str, twistd_options: Mapping[str, Any] | None) -> None:
-    """Once the reactor has stopped: end the process with `zbifrost: reason` and exit status 1
+def _exit_failed(reason: str, twistd_options: Mapping[str, Any] | None, status: int = 1) -> None:
+    """Once the reactor has stopped: end the process with `zbifrost: reason` and exit `status`
     (twistd itself would exit 0), its pidfile removed."""
     if twistd_options and twistd_options.get("pidfile"):
         with contextlib.suppress(FileNotFoundError):
@@ -184,7 +194,7 @@ def _exit_failed(reason: str, twistd_options: Mapping[str, Any] | None) -> None:
     sys.stderr.write(f"zbifrost: {reason}\n")
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1)
+    os._exit(status)
 
 
 class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
@@ -211,7 +221,8 @@ class _TwistdService(_EscapedTwistdLog, _OneLineBindFailure, BifrostService):
 
     def refuse(self, reason: str) -> None:
         super().refuse(reason)
-        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed, reason, self.twistd_options)
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed, reason, self.twistd_options,
+                                           CONFIG_REFUSED)
         self.reactor.stop()
 
     def reload(self) -> None:

@@ -3,7 +3,10 @@
 The parent (`WorkersParent`) binds the listening socket itself and starts N `twistd -n zbifrost`
 children with the same arguments; each adopts that socket as descriptor 3 (as under systemd
 socket activation) and the kernel spreads the connections over them. The parent restarts a
-worker that dies, with a backoff that grows while workers keep dying young; it passes SIGHUP on
+worker that dies, with a backoff that grows while workers keep dying young, except one that
+exits with CONFIG_REFUSED (its configuration can never serve: restarting it would only repeat
+the refusal), after which the parent stops every worker and exits with that status too; it
+passes SIGHUP on
 (a reload in every worker) and, when it stops (SIGTERM), stops every worker gracefully and waits
 for them.
 
@@ -53,6 +56,10 @@ FIRST_RESTART_DELAY = 0.5  # seconds; doubled for each worker that dies young, u
 MAX_RESTART_DELAY = 30.0
 YOUNG = 10.0  # a worker that dies within this many seconds of its start makes the next restart wait longer
 STOP_MARGIN = 10.0  # seconds past the shutdown grace before a worker that has not stopped is killed
+# The exit status of a process refused, once started, for its configuration (a list of broker
+# shards other than the one recorded): EX_CONFIG of sysexits.h. The parent does not restart a
+# worker that exits with it, and exits with it itself; systemd units: RestartPreventExitStatus=78.
+CONFIG_REFUSED = 78
 
 log = Logger()
 
@@ -197,14 +204,17 @@ class WorkersParent(service.Service):
         self.pending_restarts: dict[int, IDelayedCall] = {}
         self.restarted: set[int] = set()  # indexes of the workers started more than once
         self.failure: str | None = None  # why the parent gave up, if it did
+        self.exit_status = 0  # the parent's, once it gave up
         self.notifier = Notifier()  # systemd's main process is the parent: it reports for all
         self.watchdog = task.LoopingCall(self.notifier.notify, WATCHDOG=1)
         self.watchdog.clock = reactor
 
-    def give_up(self, reason: str) -> None:
-        """Stop the whole server: `reason` (one line) is logged and kept in `failure`."""
+    def give_up(self, reason: str, status: int = 1) -> None:
+        """Stop the whole server: `reason` (one line) is logged and kept in `failure`, `status`
+        in `exit_status`."""
         log.error("zbifrost: {reason}", reason=reason)
         self.failure = reason
+        self.exit_status = status
         self.reactor.stop()
 
     def privilegedStartService(self) -> None:
@@ -258,6 +268,10 @@ class WorkersParent(service.Service):
         if not self.running:
             return
         how = f"signal {signal_number}" if signal_number else f"exit status {exit_code}"
+        if exit_code == CONFIG_REFUSED:  # its line above says why; every restart would say it again
+            self.give_up(f"worker {index} was refused for its configuration ({how}); not restarting it, "
+                         "stopping the other workers", CONFIG_REFUSED)
+            return
         if not got_up and index not in self.restarted:
             # its very first start failed: a setting or file no worker can serve with (its line is above)
             self.give_up(f"worker {index} could not start ({how}); stopping the other workers")
