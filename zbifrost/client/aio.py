@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,19 +43,25 @@ class Subscription(SubscriptionBase):
     def __init__(self, client: Client, channel: str, on_join: Callback | None = None,
                  on_leave: Callback | None = None) -> None:
         super().__init__(client, channel, on_join, on_leave)
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._items: deque[Any] = deque()  # publications, RecoveryLost, then END or an error, which stays
+        self._waiters: list[asyncio.Future[None]] = []  # loops waiting for an item
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Publication:
-        item = await self._queue.get()
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        item = self._items[0]
         if isinstance(item, Publication):
+            self._items.popleft()
             return item
         if isinstance(item, RecoveryLost):
+            self._items.popleft()
             raise item
-        self._queue.put_nowait(item)  # every later call ends the same way
-        if isinstance(item, BaseException):
+        if isinstance(item, BaseException):  # every later call ends the same way
             raise item
         raise StopAsyncIteration
 
@@ -62,7 +69,12 @@ class Subscription(SubscriptionBase):
         await self._client._unsubscribe(self)
 
     def _put(self, item: Any) -> None:
-        self._queue.put_nowait(item)
+        self._items.append(item)
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():  # not cancelled
+                    waiter.set_result(None)
 
 
 class Client(ClientBase):

@@ -202,10 +202,22 @@ class _Request:
 @dataclass
 class _Subscription:
     channel: str
-    position: Position | None
+    epoch: str | None  # None until a subscribe reply (or `since`) says where the channel stands
+    offset: int  # of the last publication delivered or skipped (its Position, kept unwrapped for speed)
     request_id: int | None = None  # the subscribe in flight
     held: dict[int, dict[str, Any]] = field(default_factory=dict)  # offset -> message frame, not yet in order
     own: set[int] = field(default_factory=set)  # offsets this client published (the server does not echo them)
+
+    @property
+    def position(self) -> Position | None:
+        return None if self.epoch is None else Position(self.epoch, self.offset)
+
+    def move_to(self, position: Position) -> None:
+        self.epoch, self.offset = position.epoch, position.offset
+
+
+def _publication(channel: str, epoch: str, offset: int, frame: dict[str, Any]) -> Publication:
+    return Publication(channel, frame.get("data"), offset, epoch, frame.get("from"))
 
 
 class ClientCore:
@@ -283,7 +295,9 @@ class ClientCore:
         (the subscribe is then sent at the next connection)."""
         if channel in self._subscriptions:
             raise ValueError(f"already subscribed to {channel!r}")
-        subscription = _Subscription(channel, since)
+        subscription = _Subscription(channel, None, 0)
+        if since is not None:
+            subscription.move_to(since)
         self._subscriptions[channel] = subscription
         return self._send_subscribe(subscription, now) if self.info is not None else None
 
@@ -387,8 +401,8 @@ class ClientCore:
 
     def _send_subscribe(self, subscription: _Subscription, now: float) -> int:
         fields: dict[str, Any] = {"channel": subscription.channel}
-        if subscription.position is not None:
-            fields["since"] = {"epoch": subscription.position.epoch, "offset": subscription.position.offset}
+        if subscription.epoch is not None:
+            fields["since"] = {"epoch": subscription.epoch, "offset": subscription.offset}
         subscription.request_id = self.request("subscribe", fields, now)
         return subscription.request_id
 
@@ -432,12 +446,11 @@ class ClientCore:
             return []  # unsubscribed meanwhile, or an older subscribe
         subscription.request_id = None
         latest = Position(str(result.get("epoch")), int(result.get("offset") or 0))
-        known = subscription.position
         events: list[Event] = []
-        if known is None:
-            subscription.position = latest
-        elif result.get("recovered") is False or known.epoch != latest.epoch:
-            subscription.position = latest
+        if subscription.epoch is None:
+            subscription.move_to(latest)
+        elif result.get("recovered") is False or subscription.epoch != latest.epoch:
+            subscription.move_to(latest)
             subscription.held.clear()
             subscription.own.clear()
             events.append(PositionLost(subscription.channel, latest))
@@ -446,11 +459,10 @@ class ClientCore:
     def _published(self, request: _Request, result: dict[str, Any]) -> list[Event]:
         """The server sends no `message` back to its publisher: its own offsets are skipped in order."""
         subscription = self._subscriptions.get(request.channel or "")
-        position = subscription.position if subscription else None
-        if subscription is None or position is None or position.epoch != result.get("epoch"):
+        if subscription is None or subscription.epoch is None or subscription.epoch != result.get("epoch"):
             return []
         offset = result.get("offset")
-        if isinstance(offset, int) and offset > position.offset:
+        if isinstance(offset, int) and offset > subscription.offset:
             subscription.own.add(offset)
         return self._drain(subscription)
 
@@ -459,9 +471,13 @@ class ClientCore:
         offset = frame.get("offset")
         if subscription is None or not isinstance(offset, int):
             return []
-        position = subscription.position
-        if position is not None and offset <= position.offset:
-            return []  # a duplicate
+        if subscription.epoch is not None:
+            if offset <= subscription.offset:
+                return []  # a duplicate
+            if (offset == subscription.offset + 1 and subscription.request_id is None and not subscription.held
+                    and not subscription.own):
+                subscription.offset = offset  # the usual case: the next one, and nothing waits
+                return [_publication(subscription.channel, subscription.epoch, offset, frame)]
         subscription.held[offset] = frame
         if subscription.request_id is not None:
             return []  # ordered once the subscribe reply says where the channel stands
@@ -469,12 +485,12 @@ class ClientCore:
 
     def _drain(self, subscription: _Subscription) -> list[Event]:
         """Deliver the held publications that follow the position, in offset order."""
-        position = subscription.position
-        if position is None or subscription.request_id is not None:
+        epoch = subscription.epoch
+        if epoch is None or subscription.request_id is not None:
             return []
         events: list[Event] = []
         held, own = subscription.held, subscription.own
-        offset = position.offset
+        offset = subscription.offset
         while True:
             for stale in [o for o in held if o <= offset]:
                 del held[stale]
@@ -483,15 +499,13 @@ class ClientCore:
                 offset += 1
             elif offset + 1 in held:
                 offset += 1
-                frame = held.pop(offset)
-                events.append(Publication(subscription.channel, frame.get("data"), offset, position.epoch,
-                                          frame.get("from")))
+                events.append(_publication(subscription.channel, epoch, offset, held.pop(offset)))
             elif len(held) > MAX_HELD:
                 offset = min(held) - 1  # a gap that nothing fills: say so, then go on after it
-                events.append(PositionLost(subscription.channel, Position(position.epoch, offset)))
+                events.append(PositionLost(subscription.channel, Position(epoch, offset)))
             else:
                 break
-        subscription.position = Position(position.epoch, offset)
+        subscription.offset = offset
         return events
 
     def _unsubscribed(self, frame: dict[str, Any], now: float) -> list[Event]:
