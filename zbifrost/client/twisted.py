@@ -13,7 +13,6 @@ and when to reconnect is the core's. Import it by name: `zbifrost.client` does n
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,15 +24,13 @@ from twisted.internet.interfaces import IConnector, IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .. import compat
 from .base import END, Callback, ClientBase, RecoveryLost, State, SubscriptionBase, dispatch_fields
 from .core import BifrostError, InputRequested, Position, Publication
 
 __all__ = ["connect", "Client", "Subscription", "State", "RecoveryLost", "BifrostError", "Publication", "Position"]
 
 log = Logger(namespace="zbifrost.client")
-
-# Autobahn reports an upgrade refused with an HTTP status only in its close reason
-_REFUSED = re.compile(r"upgrade failed \[(\d{3})\]")
 
 
 class Subscription(SubscriptionBase):
@@ -277,8 +274,7 @@ class Client(ClientBase):
             if not self._gone.called:
                 self._gone.callback(None)
             return
-        refused = _REFUSED.search(reason) if code == 1006 else None
-        status = int(refused.group(1)) if refused else None
+        status = compat.refused_status(reason) if code == 1006 else None
         delay = self._handle(self._core.connection_lost(code, f"HTTP {status}" if status else reason, status))
         if delay is not None:
             self._retry = self._reactor.callLater(delay, self._open)
