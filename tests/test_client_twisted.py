@@ -2,11 +2,13 @@
 its own (Deferreds from callbacks, `sub.next()`) and join/leave; the cases it shares with the asyncio
 client are in test_client_flavours.py."""
 
+import json
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.helpers import start_engine
+from tests.helpers import start_engine, write_tokens
 from zbifrost.client.base import RecoveryLost
 from zbifrost.client.core import BifrostError
 from zbifrost.client.twisted import connect
@@ -49,3 +51,25 @@ def test_publications_arrive_in_order_and_a_memory_server_restart_fails_next_wit
     assert lost.value.position.epoch != before[0].epoch and lost.value.position.offset == 0
     assert (after.data, after.offset) == ("after", 1)
     assert (yield subscription.next()) is None  # closed by the client: the loop ends
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_harness_passes_headers_and_protocols_sees_every_frame_and_closes_with_its_code(
+        make_server, tmp_path, monkeypatch):
+    tokens = write_tokens(tmp_path / "tokens.yaml", ("good-token", "ann", "user"))
+    server = yield make_server(require_auth=True, tokens_file=tokens)
+    heard = []  # the close codes the server receives
+    server_on_close = server.factory.protocol.onClose
+    monkeypatch.setattr(server.factory.protocol, "onClose", lambda protocol, clean, code, reason: (
+        heard.append(code), server_on_close(protocol, clean, code, reason)))
+    frames, closes = [], []
+    client = yield connect(server.url, headers={"Authorization": "Bearer good-token"}, protocols=["zbifrost.v1"],
+                           reconnect=False, on_frame=lambda payload, binary: frames.append(json.loads(payload)),
+                           on_close=lambda code, reason: closes.append(code))
+    assert client.info["auth"]["user"] == "ann"
+    assert client.protocol.websocket_protocol_in_use == "zbifrost.v1"
+    assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
+    yield client.close(4000)
+    assert [frame.get("event") for frame in frames] == ["connection_info", None]
+    assert frames[1]["result"] == {"message": "Pong!"}
+    assert (heard, closes, client.protocol) == ([4000], [1000], None)  # the server answers 4000 with 1000
