@@ -123,7 +123,8 @@ class Client(ClientBase):
     upgrade request, with the token's Authorization) and `protocols` (the subprotocols offered);
     `on_frame(payload, is_binary)` is called with every frame received, before the client acts on
     it; `on_close(code, reason)` with the code and reason Autobahn reports when a connection ends
-    (1006 when it could not be opened); `protocol` is the current connection's Autobahn protocol
+    (1006 when it gives none or the connection could not be opened, "" when it gives no reason);
+    `protocol` is the current connection's Autobahn protocol
     (`protocol.sendMessage(payload, isBinary=...)` sends bytes as given, outside the client's
     bookkeeping: their replies reach `on_frame` only)."""
 
