@@ -18,7 +18,7 @@ from twisted.logger import ILogObserver, LogLevel
 from twisted.python.syslog import SyslogObserver
 
 from zbifrost import compat, logs
-from zbifrost.testing import connect
+from zbifrost.testing import ConnectionClosed, connect
 
 CORE_TESTS = ["tests/test_core_protocol.py", "tests/test_core_hostile.py", "tests/test_core_connections.py",
               "tests/test_core_channels.py", "tests/test_core_in_flight.py"]
@@ -94,6 +94,16 @@ def test_with_the_fence_closed_connections_use_autobahns_own_receive_and_send(ma
     assert session.connection.http_headers  # nothing of the handshake trimmed
     assert (yield client.dispatch("^Ping")) == {"message": "Pong!"}
     yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_autobahn_closes_a_refused_upgrade_with_its_status_in_the_words_the_twisted_client_reads(server):
+    """zbifrost.client.twisted does not retry an upgrade refused with 403: Autobahn's client gives the
+    status only in the text of its 1006 close reason, which compat.refused_status reads."""
+    with pytest.raises(ConnectionClosed) as caught:
+        yield connect(server.url, origin="http://evil.example")  # not an allowed origin: 403
+    assert caught.value.code == 1006
+    assert compat.refused_status(caught.value.reason) == 403, caught.value.reason
 
 
 TWISTD_OPTIONS = {"logger": None, "logfile": None, "syslog": 0, "prefix": "twisted", "nodaemon": 1}

@@ -15,12 +15,16 @@ client logs a line as each connection to the application starts and stops.
 tests/test_fence.py checks, on the installed releases, that each internal read here exists and
 behaves as assumed.
 
+The Twisted client (zbifrost.client.twisted) reads one more undocumented thing, on any release:
+the HTTP status of a refused upgrade, in the text of Autobahn's close reason (`refused_status`).
+
 `FastPath` is mixed into the wire protocol (zbifrost.wire.protocol) only when INTERNALS is on.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -88,6 +92,19 @@ def report(log: Logger) -> None:
         why = f"untested releases: {', '.join(untested_releases()) or 'txaio without tx._no_op'}"
     log.warn("Receive fast path and direct send are off ({why}): zbifrost uses the public API of "
              "Twisted and Autobahn only", why=why)
+
+
+# Autobahn's client reports an upgrade refused with an HTTP status only in the text of its close reason:
+# connection was closed uncleanly ("WebSocket connection upgrade failed [403]: Origin not allowed")
+_UPGRADE_FAILED = re.compile(r"upgrade failed \[(\d{3})\]")
+
+
+def refused_status(reason: str) -> int | None:
+    """The HTTP status of a refused upgrade, read from the reason of Autobahn's 1006 close, or None.
+    Not gated by INTERNALS: if a release words it otherwise, nothing matches and a refused upgrade
+    looks like any lost connection (retried, 403 included)."""
+    refused = _UPGRADE_FAILED.search(reason)
+    return int(refused.group(1)) if refused else None
 
 
 def writes_at_once(transport: ITransport) -> bool:

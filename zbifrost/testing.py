@@ -7,7 +7,8 @@
     yield server.stop()
 
 `start_server` runs a real zbifrost inside the running reactor on an ephemeral loopback port;
-`connect` opens a real Autobahn WebSocket client to it. Replies are matched by `_requestId`
+`connect` opens a zbifrost.client.twisted Client to it that never reconnects, and keeps every
+frame it receives. Replies are matched by `_requestId`
 (the progress, display and input_request events of a dispatch name it in `_forRequestId` and
 are read with `next_event`); an error reply fails the Deferred with `BifrostError` (`.code`, `.message`, `.reply`).
 """
@@ -17,15 +18,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import orjson
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.twisted.websocket import WebSocketClientProtocol
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IConnector
 from twisted.python.failure import Failure
 
+from .client.core import BifrostError as ClientError
+from .client.twisted import Client
+from .client.twisted import connect as connect_client
 from .config import load_config
 from .interfaces import IReactor
 from .messages import JSON, RequestId
@@ -34,13 +37,14 @@ from .service import BifrostService
 __all__ = ["BifrostError", "ConnectionClosed", "RunningServer", "start_server", "connect", "BifrostTestClient"]
 
 
-class BifrostError(Exception):
-    """An error reply: `code` is one of the codes of docs/protocol.md section 3, `reply` the whole frame."""
+class BifrostError(ClientError):
+    """An error reply: `code` is one of the codes of docs/protocol.md section 3, `reply` the whole
+    frame (a kind of zbifrost.client's BifrostError)."""
 
     def __init__(self, reply: dict[str, Any]) -> None:
-        super().__init__(f"{reply.get('code')}: {reply.get('error')}")
-        self.code = reply.get("code")
-        self.message = reply.get("error")
+        code: Any = reply.get("code")  # strings, in every error reply of docs/protocol.md
+        message: Any = reply.get("error")
+        super().__init__(code, message, details=reply.get("details"))
         self.reply = reply
 
 
@@ -99,27 +103,16 @@ def start_server(workspace: str | None = None, reactor: Any = None, port: int = 
     return service.hub.channels.when_up().addCallback(lambda _: running)
 
 
-class _ClientProtocol(WebSocketClientProtocol):
-    def onOpen(self) -> None:
-        self.factory.client._opened(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.client._received(orjson.loads(payload))
-
-    def onClose(self, wasClean: bool, code: int, reason: str) -> None:
-        self.factory.client._closed(code, reason)
-
-
-class _ClientFactory(WebSocketClientFactory):
-    protocol = _ClientProtocol
-    client: BifrostTestClient
-
-    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        self.client._closed(1006, f"connection failed: {reason.getErrorMessage()}")
-
-
 class BifrostTestClient:
-    """A WebSocket client speaking the zbifrost protocol, for tests."""
+    """A zbifrost.client.twisted Client that never reconnects, seen frame by frame, for tests.
+
+    `frames` logs every frame received. Requests are matched here, by a `_requestId` of their own,
+    rather than by the Client's `request`: a test asserts on the frames themselves (the whole
+    reply, errors and `_cached` included, from `request_frame`; a dispatch's progress and
+    input_request, read with `next_event` and answered with `send` while the dispatch waits),
+    which the Client would interpret (keep only the result, fail a dispatch that asks for input
+    with nothing to answer it, time out after 30 s). Every frame that answers none of them waits
+    for `next_frame`."""
 
     def __init__(self) -> None:
         self.info: dict[str, Any] | None = None  # connection_info data
@@ -127,23 +120,24 @@ class BifrostTestClient:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.closed: defer.Deferred[tuple[int, str]] = defer.Deferred()  # fires with (code, reason)
-        self._protocol: _ClientProtocol | None = None
+        self._client: Client | None = None  # once connected
         self._ids = itertools.count(1)
         self._pending: dict[RequestId, defer.Deferred[dict[str, Any]]] = {}  # _requestId -> Deferred
         self._unsolicited: list[dict[str, Any]] = []  # frames that answer no request and nobody awaited yet
         self._waiters: list[tuple[Callable[[dict[str, Any]], bool], defer.Deferred[dict[str, Any]]]] = []
-        self._ready: defer.Deferred[BifrostTestClient] = defer.Deferred()
 
-    # -- connection events -----------------------------------------------------------------
+    @property
+    def _protocol(self) -> WebSocketClientProtocol | None:
+        """The connection's Autobahn protocol (for a test that aborts it or reads its handshake)."""
+        return self._client.protocol if self._client is not None else None
 
-    def _opened(self, protocol: _ClientProtocol) -> None:
-        self._protocol = protocol
+    # -- the Client's hooks ----------------------------------------------------------------
 
-    def _received(self, frame: JSON) -> None:
+    def _received(self, payload: bytes, is_binary: bool) -> None:
+        frame = orjson.loads(payload)
         self.frames.append(frame)
         if self.info is None and frame.get("event") == "connection_info":
             self.info = frame["data"]
-            self._ready.callback(self)
             return
         waiting = self._pending.pop(frame.get("_requestId"), None)
         if waiting is not None:
@@ -161,9 +155,8 @@ class BifrostTestClient:
 
     def _closed(self, code: int, reason: str) -> None:
         self.close_code, self.close_reason = code, reason
-        self._protocol = None
         failure = ConnectionClosed(code, reason)
-        waiting: list[defer.Deferred[Any]] = [self._ready, *self._pending.values(), *(d for _, d in self._waiters)]
+        waiting: list[defer.Deferred[Any]] = [*self._pending.values(), *(d for _, d in self._waiters)]
         for deferred in waiting:
             if not deferred.called:
                 deferred.errback(failure)
@@ -227,23 +220,26 @@ class BifrostTestClient:
 
     def close(self, code: int = 1000) -> defer.Deferred[tuple[int, str]]:
         """Close the connection; fires with (code, reason) once it is closed."""
-        if self._protocol is not None:
-            self._protocol.sendClose(code=code)
+        if self._client is not None:
+            self._client.close(code)
         return self.closed
 
 
 def connect(url: str, token: str | None = None, origin: str | None = None, headers: dict[str, str] | None = None,
             protocols: list[str] | None = None, reactor: Any = None) -> defer.Deferred[BifrostTestClient]:
-    """Open a connection; fires with a BifrostTestClient once `connection_info` has arrived,
-    or fails with ConnectionClosed (e.g. 1008 for a refused token)."""
-    if reactor is None:
-        from twisted.internet import reactor
+    """Open a connection (the token goes in the URL's query); fires with a BifrostTestClient once
+    `connection_info` has arrived, or fails with ConnectionClosed (e.g. 1008 for a refused token)."""
     if token is not None:
         url = f"{url}{'&' if '?' in url else '?'}{urlencode({'token': token})}"
-    client = BifrostTestClient()
-    factory = _ClientFactory(url, origin=origin, headers=headers, protocols=protocols, reactor=reactor)
-    factory.client = client
-    factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=5, closeHandshakeTimeout=1)
-    parts = urlsplit(url)
-    reactor.connectTCP(parts.hostname, parts.port or 80, factory, timeout=5)
-    return client._ready
+    test_client = BifrostTestClient()
+
+    def connected(client: Client) -> BifrostTestClient:
+        test_client._client = client
+        return test_client
+
+    def refused(failure: Failure) -> Failure:
+        failure.trap(ClientError)  # the Client's `disconnected`: say it as the close it was
+        return Failure(ConnectionClosed(test_client.close_code, test_client.close_reason))
+
+    return connect_client(url, origin=origin, headers=headers, protocols=protocols, reconnect=False, reactor=reactor,
+                          on_frame=test_client._received, on_close=test_client._closed).addCallbacks(connected, refused)

@@ -13,7 +13,6 @@ and when to reconnect is the core's. Import it by name: `zbifrost.client` does n
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,15 +24,13 @@ from twisted.internet.interfaces import IConnector, IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .. import compat
 from .base import END, Callback, ClientBase, RecoveryLost, State, SubscriptionBase, dispatch_fields
 from .core import BifrostError, InputRequested, Position, Publication
 
 __all__ = ["connect", "Client", "Subscription", "State", "RecoveryLost", "BifrostError", "Publication", "Position"]
 
 log = Logger(namespace="zbifrost.client")
-
-# Autobahn reports an upgrade refused with an HTTP status only in its close reason
-_REFUSED = re.compile(r"upgrade failed \[(\d{3})\]")
 
 
 class Subscription(SubscriptionBase):
@@ -103,7 +100,10 @@ class _Protocol(WebSocketClientProtocol):
         self.factory.client._opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.client._received(payload)
+        client = self.factory.client
+        if client.on_frame is not None:
+            client.on_frame(payload, isBinary)
+        client._received(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.client._lost(self, code or 1006, reason or "")
@@ -118,19 +118,34 @@ class _Factory(WebSocketClientFactory):
 
 
 class Client(ClientBase):
-    """One client over successive connections (see `connect`)."""
+    """One client over successive connections (see `connect`).
+
+    For a harness that looks at the wire itself (`zbifrost.testing`): `headers` (sent with the
+    upgrade request, with the token's Authorization) and `protocols` (the subprotocols offered);
+    `on_frame(payload, is_binary)` is called with every frame received, before the client acts on
+    it; `on_close(code, reason)` with the code and reason Autobahn reports when a connection ends
+    (1006 when it gives none or the connection could not be opened, "" when it gives no reason);
+    `protocol` is the current connection's Autobahn protocol
+    (`protocol.sendMessage(payload, isBinary=...)` sends bytes as given, outside the client's
+    bookkeeping: their replies reach `on_frame` only)."""
 
     _subscriptions: dict[str, Subscription]  # type: ignore[assignment]
 
     def __init__(self, url: str, *, token: str | None = None, get_token: Callable[[], Any] | None = None,
                  origin: str | None = None, on_state: Callable[[State], Any] | None = None,
                  on_event: Callback | None = None, on_input: Callback | None = None, reconnect: bool = True,
-                 timeout: float = 30.0, reactor: Any = None) -> None:
+                 timeout: float = 30.0, reactor: Any = None, headers: dict[str, str] | None = None,
+                 protocols: list[str] | None = None, on_frame: Callable[[bytes, bool], Any] | None = None,
+                 on_close: Callable[[int, str], Any] | None = None) -> None:
         super().__init__(url, token=token, get_token=get_token, origin=origin, on_state=on_state,
                          on_event=on_event, on_input=on_input, reconnect=reconnect, timeout=timeout)
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
+        self.headers = dict(headers or {})
+        self.protocols = protocols
+        self.on_frame = on_frame
+        self.on_close = on_close
         self._protocol: _Protocol | None = None
         self._waiters: dict[int, defer.Deferred[Any]] = {}
         self._timer: IDelayedCall | None = None
@@ -187,16 +202,21 @@ class Client(ClientBase):
 
         return self._wait(request_id).addCallbacks(lambda _: subscription, refused)
 
-    def close(self) -> defer.Deferred[None]:
-        """Close for good: requests waiting fail with `disconnected`, subscriptions end; fires once
-        the connection is closed."""
+    @property
+    def protocol(self) -> WebSocketClientProtocol | None:
+        """The current connection's Autobahn protocol, or None between connections."""
+        return self._protocol
+
+    def close(self, code: int = 1000) -> defer.Deferred[None]:
+        """Close for good (with close code `code`): requests waiting fail with `disconnected`,
+        subscriptions end; fires once the connection is closed."""
         if not self._core.closed:
             self._handle(self._core.close())
         for call in (self._timer, self._retry):
             if call is not None and call.active():
                 call.cancel()
         if self._protocol is not None:
-            self._protocol.sendClose(code=1000)
+            self._protocol.sendClose(code=code)
         elif self._connector is not None:
             self._connector.disconnect()  # an attempt in flight must not come up after the close
         else:
@@ -265,8 +285,9 @@ class Client(ClientBase):
     def _dial(self, token: str | None) -> None:
         if self._core.closed:
             return
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        factory = _Factory(self.url, origin=self.origin, headers=headers, reactor=self._reactor)
+        headers = {**self.headers, "Authorization": f"Bearer {token}"} if token else self.headers
+        factory = _Factory(self.url, origin=self.origin, protocols=self.protocols, headers=headers,
+                           reactor=self._reactor)
         factory.client = self
         factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
         self._connector = connectWS(factory, timeout=int(self._core.timeout))
@@ -283,12 +304,13 @@ class Client(ClientBase):
         if protocol is not None and protocol is not self._protocol and self._protocol is not None:
             return  # an older connection's late news
         self._protocol = self._connector = None
+        if self.on_close is not None:
+            self.on_close(code, reason)
         if self._core.closed:
             if not self._gone.called:
                 self._gone.callback(None)
             return
-        refused = _REFUSED.search(reason) if code == 1006 else None
-        status = int(refused.group(1)) if refused else None
+        status = compat.refused_status(reason) if code == 1006 else None
         delay = self._handle(self._core.connection_lost(code, f"HTTP {status}" if status else reason, status))
         if delay is not None:
             self._retry = self._reactor.callLater(delay, self._open)
