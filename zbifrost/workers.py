@@ -204,17 +204,15 @@ class WorkersParent(service.Service):
         self.pending_restarts: dict[int, IDelayedCall] = {}
         self.restarted: set[int] = set()  # indexes of the workers started more than once
         self.failure: str | None = None  # why the parent gave up, if it did
-        self.exit_status = 0  # the parent's, once it gave up
         self.notifier = Notifier()  # systemd's main process is the parent: it reports for all
         self.watchdog = task.LoopingCall(self.notifier.notify, WATCHDOG=1)
         self.watchdog.clock = reactor
 
     def give_up(self, reason: str, status: int = 1) -> None:
-        """Stop the whole server: `reason` (one line) is logged and kept in `failure`, `status`
-        in `exit_status`."""
+        """Stop the whole server: `reason` (one line) is logged and kept in `failure`; `status` is
+        the exit status a subclass ends the process with (tap.py)."""
         log.error("zbifrost: {reason}", reason=reason)
         self.failure = reason
-        self.exit_status = status
         self.reactor.stop()
 
     def privilegedStartService(self) -> None:
